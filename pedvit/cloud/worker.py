@@ -1,0 +1,370 @@
+"""The cloud worker: a gRPC server that runs named plan stages on batches of windows.
+
+A worker is untrusted. It sees only what a request carries (a stage name, a batch of equally shaped
+windows and their origins) and keeps nothing: requests are decoded into views of the message bytes, run,
+answered and dropped. Nothing is written to disk and logs carry no tensor data.
+
+Every request is validated before any compute (codec limits, then the stage's `StageSpec`, then the meta
+values); a bad request is answered INVALID_ARGUMENT, a failing stage INTERNAL, and the server keeps
+serving either way.
+
+    worker = serve(0, {"double": DoubleStage()})     # port 0: pick a free port
+    print(worker.port); ...; worker.stop(grace=1.0)
+
+CLI: `pedvit worker --port P ...` (see `register_cli`), or `python -m pedvit.cloud.worker ...`. When it is
+serving, the CLI prints one line `PEDVIT_WORKER_READY port=<p>` so a parent process can wait for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from pedvit.plans.stage import Stage
+from pedvit.transport import pedvit_pb2 as pb
+from pedvit.transport import pedvit_pb2_grpc as pb_grpc
+from pedvit.transport.auth import BearerTokenInterceptor, read_token_file
+from pedvit.transport.codec import DEFAULT_MAX_MESSAGE_BYTES, OUT_DTYPES, decode_tensor, encode_tensor
+from pedvit.transport.tls import ServerTLS
+
+logger = logging.getLogger(__name__)
+
+#: Full gRPC service name, as used by the health service.
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["WindowWorker"].full_name
+#: Machine-readable line printed by the CLI once the server is serving.
+READY_PREFIX = "PEDVIT_WORKER_READY"
+#: Default `--stages-factory`: the lead's stage registry.
+DEFAULT_STAGES_FACTORY = "pedvit.plans.stages:build_worker_stages"
+
+
+def pedvit_version() -> str:
+    """The installed pedvit version (package metadata, else `pedvit.__version__`, else "unknown")."""
+    try:
+        from importlib.metadata import version
+
+        return version("pedvit")
+    except Exception:  # not installed (e.g. running from a checkout)
+        import pedvit
+
+        return str(getattr(pedvit, "__version__", "unknown"))
+
+
+class WorkerServicer(pb_grpc.WindowWorkerServicer):
+    """Serves `pedvit.v1.WindowWorker` for a fixed set of stages.
+
+    Args:
+        stages: stage name -> object with `.spec: StageSpec` and `.run(batch, meta) -> np.ndarray`.
+        model_name: reported by `Info`.
+        worker_id: reported in every answer (default: the host name).
+        max_message_bytes: answers larger than this are refused with RESOURCE_EXCEEDED (the client then
+            sends fewer windows per request).
+        delay_per_window_s: TEST ONLY. Sleep this long per window of each batch to emulate a slow worker.
+    """
+
+    def __init__(
+        self,
+        stages: Mapping[str, Stage],
+        model_name: str = "",
+        worker_id: str | None = None,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        delay_per_window_s: float = 0.0,
+    ) -> None:
+        for name, stage in stages.items():
+            if stage.spec.name != name:
+                raise ValueError(f"stage registered as {name!r} but its spec is named {stage.spec.name!r}")
+        if delay_per_window_s < 0:
+            raise ValueError("delay_per_window_s must be >= 0")
+        self.stages: dict[str, Stage] = dict(stages)
+        self.model_name = model_name
+        self.worker_id = worker_id if worker_id is not None else socket.gethostname()
+        self.max_message_bytes = int(max_message_bytes)
+        self.delay_per_window_s = float(delay_per_window_s)
+
+    # -- request handling ---------------------------------------------------------------------------
+
+    def _parse(self, request: pb.StageRequest) -> tuple[Stage, np.ndarray, np.ndarray, str]:
+        """Decode and validate a request. Raises ValueError with a message fit for the client."""
+        stage = self.stages.get(request.stage)
+        if stage is None:
+            raise ValueError(f"unknown stage {request.stage!r}; this worker serves {sorted(self.stages)}")
+        out_dtype = request.out_dtype or OUT_DTYPES[0]
+        if out_dtype not in OUT_DTYPES:
+            raise ValueError(f"out_dtype must be one of {list(OUT_DTYPES)}, got {out_dtype!r}")
+        if not request.HasField("batch"):
+            raise ValueError("request has no batch tensor")
+        if not request.HasField("meta"):
+            raise ValueError("request has no meta tensor")
+        spec = stage.spec
+        batch = decode_tensor(request.batch, allowed_dtypes=spec.input_dtypes)
+        meta = decode_tensor(request.meta, allowed_dtypes=("int32",), max_rank=2)
+        spec.validate(batch.dtype.name, batch.shape, meta.shape)
+        _, h, w, _ = batch.shape
+        if (meta < 0).any():
+            raise ValueError("meta values must be non-negative")
+        if (meta[:, 2] > h).any() or (meta[:, 3] > w).any():
+            raise ValueError(f"meta valid_h/valid_w must not exceed the window size {h} x {w}")
+        return stage, batch, meta, out_dtype
+
+    def _run_one(self, request: pb.StageRequest, context: grpc.ServicerContext) -> pb.StageResponse:
+        try:
+            stage, batch, meta, out_dtype = self._parse(request)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        n = batch.shape[0]
+        if not context.is_active():  # cancelled while queued (e.g. the losing half of a hedge): skip the work
+            context.abort(grpc.StatusCode.CANCELLED, "call cancelled before it ran")
+        started = time.perf_counter()
+        try:
+            if self.delay_per_window_s:
+                time.sleep(self.delay_per_window_s * n)  # test-only slowdown
+            out = np.asarray(stage.run(batch, meta))
+            if out.ndim < 1 or out.shape[0] != n:
+                raise ValueError(f"stage returned shape {list(out.shape)} for {n} windows")
+            out = out.astype(out_dtype, copy=False)
+            response = pb.StageResponse(
+                output=encode_tensor(out),
+                compute_seconds=time.perf_counter() - started,
+                worker_id=self.worker_id,
+            )
+        except Exception as exc:  # any stage failure: answer, never crash; no message text (may hold data)
+            logger.error(
+                "stage %r failed on request %r: %s",
+                request.stage, request.request_id[:64], type(exc).__name__,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
+            context.abort(grpc.StatusCode.INTERNAL, f"stage {request.stage!r} failed ({type(exc).__name__})")
+        # Tensor bytes plus a framing allowance; ByteSize() would serialize the whole message once more.
+        size = len(response.output.data) + len(self.worker_id) + 256
+        if size > self.max_message_bytes:
+            # Refuse explicitly with a readable message instead of a transport-level send failure.
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"answer of {size} bytes for {n} windows exceeds the message limit of {self.max_message_bytes}",
+            )
+        logger.debug("stage %r: %d windows in %.3fs (%s)", request.stage, n, response.compute_seconds,
+                     request.request_id[:64])
+        return response
+
+    # -- RPCs -----------------------------------------------------------------------------------------
+
+    def RunStage(self, request: pb.StageRequest, context: grpc.ServicerContext) -> pb.StageResponse:
+        """Run one stage on one batch."""
+        return self._run_one(request, context)
+
+    def RunStageStream(
+        self, request_iterator: Iterator[pb.StageRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.StageResponse]:
+        """Run a sequence of batches; one answer per request, in order. A bad request ends the stream."""
+        for request in request_iterator:
+            yield self._run_one(request, context)
+
+    def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
+        """Describe the model and stages served."""
+        return pb.InfoResponse(
+            model_name=self.model_name,
+            stages=[
+                pb.StageInfo(
+                    name=s.spec.name,
+                    input_dtypes=list(s.spec.input_dtypes),
+                    channels=s.spec.channels,
+                    max_side=s.spec.max_side,
+                    multiple_of=s.spec.multiple_of,
+                    max_batch=s.spec.max_batch,
+                )
+                for s in self.stages.values()
+            ],
+            pedvit_version=pedvit_version(),
+            worker_id=self.worker_id,
+            max_message_bytes=self.max_message_bytes,
+        )
+
+
+@dataclass
+class WorkerServer:
+    """A started worker: the gRPC server plus what a caller needs to reach and stop it."""
+
+    server: grpc.Server
+    port: int
+    host: str
+    servicer: WorkerServicer
+    health: health.HealthServicer
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def address(self) -> str:
+        """`host:port` to dial."""
+        return f"{_bracket(self.host)}:{self.port}"
+
+    def stop(self, grace: float | None = None) -> threading.Event:
+        """Mark NOT_SERVING, then stop (in-flight calls get `grace` seconds). Returns grpc's done event."""
+        if not self._stopped:
+            self._stopped = True
+            self.health.enter_graceful_shutdown()
+        return self.server.stop(grace)
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        """Block until the server stops (or `timeout`); True if it timed out."""
+        return self.server.wait_for_termination(timeout)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def serve(
+    port: int,
+    stages: Mapping[str, Stage],
+    *,
+    host: str = "127.0.0.1",
+    model_name: str = "",
+    worker_id: str | None = None,
+    tls: ServerTLS | None = None,
+    token: str | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_workers: int = 4,
+    delay_per_window_s: float = 0.0,
+) -> WorkerServer:
+    """Start a worker serving `stages` on `host:port` (port 0 picks a free port) and return it.
+
+    Args:
+        tls: serve mutual TLS (client certificates required); None serves plaintext.
+        token: require `authorization: Bearer <token>` on every call except health checks.
+        max_message_bytes: gRPC receive and send limit.
+        max_workers: threads handling calls concurrently.
+        delay_per_window_s: TEST ONLY, see `WorkerServicer`.
+
+    Raises:
+        OSError: if the address cannot be bound.
+    """
+    servicer = WorkerServicer(
+        stages, model_name, worker_id, max_message_bytes=max_message_bytes, delay_per_window_s=delay_per_window_s
+    )
+    options = [
+        ("grpc.max_receive_message_length", int(max_message_bytes)),
+        ("grpc.max_send_message_length", int(max_message_bytes)),
+        ("grpc.so_reuseport", 0),  # never share a port with another process
+    ]
+    interceptors = [BearerTokenInterceptor(token)] if token else []
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pedvit-worker"),
+        options=options,
+        interceptors=interceptors,
+    )
+    pb_grpc.add_WindowWorkerServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+
+    bind = f"{_bracket(host)}:{port}"
+    try:
+        bound = server.add_secure_port(bind, tls.credentials()) if tls else server.add_insecure_port(bind)
+    except RuntimeError as exc:  # newer grpc raises instead of returning 0
+        raise OSError(f"cannot bind {bind}: {exc}") from exc
+    if not bound:
+        raise OSError(f"cannot bind {bind}")
+    if worker_id is None:
+        servicer.worker_id = f"{servicer.worker_id}:{bound}"
+    server.start()
+    # Stages are loaded (they were handed to us built), so we are ready.
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("worker %s serving %s on %s (tls=%s, token=%s)", servicer.worker_id, sorted(servicer.stages),
+                f"{_bracket(host)}:{bound}", tls is not None, token is not None)
+    return WorkerServer(server=server, port=bound, host=host, servicer=servicer, health=health_servicer)
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, required=True, help="port to listen on (0: pick a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--model", default="mobile_sam", help="model whose stages to serve (default mobile_sam)")
+    p.add_argument("--checkpoint", default=None, help="model checkpoint path (default: the model's default)")
+    p.add_argument("--worker-id", default=None, help="id reported to the edge (default host:port)")
+    p.add_argument("--tls-cert", default=None, help="worker certificate (PEM); enables mutual TLS")
+    p.add_argument("--tls-key", default=None, help="worker private key (PEM)")
+    p.add_argument("--tls-client-ca", default=None, help="CA that signs accepted edge certificates (PEM)")
+    p.add_argument("--token-file", default=None, help="file holding the bearer token clients must send")
+    p.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20,
+                   help="gRPC message size limit in MiB (default 64)")
+    p.add_argument("--threads", type=int, default=4, help="concurrent calls (default 4)")
+    p.add_argument("--slowdown-per-window", type=float, default=0.0, metavar="S",
+                   help="TEST ONLY: sleep S seconds per window to emulate a slow worker")
+    p.add_argument("--stages-factory", default=DEFAULT_STAGES_FACTORY, metavar="MODULE:FUNC",
+                   help="TEST ONLY: callable (model_name, checkpoint) -> {name: Stage}")
+
+
+def _load_factory(spec: str) -> Callable[[str, str | None], Mapping[str, Stage]]:
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"--stages-factory must be MODULE:FUNC, got {spec!r}")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    # No-op when the caller already configured logging.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tls_files = (args.tls_cert, args.tls_key, args.tls_client_ca)
+    if any(tls_files) and not all(tls_files):
+        print("error: --tls-cert, --tls-key and --tls-client-ca go together", file=sys.stderr)
+        return 2
+    tls = ServerTLS(*tls_files) if all(tls_files) else None
+    token = read_token_file(args.token_file) if args.token_file else None
+    # Imported lazily: loading a model pulls in torch, which the rest of the CLI does not need.
+    stages = _load_factory(args.stages_factory)(args.model, args.checkpoint)
+    worker = serve(
+        args.port,
+        stages,
+        host=args.host,
+        model_name=args.model,
+        worker_id=args.worker_id,
+        tls=tls,
+        token=token,
+        max_message_bytes=int(args.max_message_mb * 2**20),
+        max_workers=args.threads,
+        delay_per_window_s=args.slowdown_per_window,
+    )
+
+    def _shutdown(signum: int, frame: object) -> None:
+        logger.info("signal %d: shutting down", signum)
+        worker.stop(grace=5.0)
+
+    signal.signal(signal.SIGTERM, _shutdown)
+    signal.signal(signal.SIGINT, _shutdown)
+    print(f"{READY_PREFIX} port={worker.port}", flush=True)
+    worker.wait_for_termination()
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `worker` subcommand; sets `func(args) -> int` (blocks while serving)."""
+    p = subparsers.add_parser("worker", help="run a cloud worker serving a model's stages over gRPC")
+    _add_arguments(p)
+    p.set_defaults(func=_cmd_worker)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Blocking entry point: `python -m pedvit.cloud.worker --port P ...`."""
+    parser = argparse.ArgumentParser(prog="pedvit worker", description="pedvit cloud worker")
+    _add_arguments(parser)
+    return _cmd_worker(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""MobileSAM's TinyViT image encoder (`vit_t`), for any input size that is a multiple of 16 px.
+
+Checkpoint-compatible with MobileSAM's `image_encoder.*` keys. Unlike the original, nothing is tied to a
+64 x 64 token grid: the trunk runs on a crop of the input, and its attention-window grids can be given the
+crop's origin in the full input so that windows line up with the ones the full image would use.
+
+Resolution per stage for a crop of H x W px: patch embed -> H/4; layer 0 (MBConv) at H/4, merged to H/8;
+layer 1 (window 7) at H/8, merged to H/16; layer 2 (window 14) at H/16, merged with stride 1; layer 3
+(window 7) at H/16. A 224 px window is therefore 4 x 4 attention windows in layer 1, one in layer 2 and
+2 x 2 in layer 3: all grids align with 224 px windows.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import LayerNorm2d, pad_to_windows, window_partition, window_unpartition
+
+
+class Conv2dBN(nn.Sequential):
+    """Convolution without bias followed by BatchNorm (keys `c`, `bn`)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, pad: int = 0, groups: int = 1) -> None:
+        super().__init__()
+        self.add_module("c", nn.Conv2d(in_ch, out_ch, kernel, stride, pad, groups=groups, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(out_ch))
+
+
+class PatchEmbed(nn.Module):
+    """Two stride-2 3x3 convolutions: B x 3 x H x W -> B x C x H/4 x W/4."""
+
+    def __init__(self, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(
+            Conv2dBN(in_chans, embed_dim // 2, 3, 2, 1),
+            nn.GELU(),
+            Conv2dBN(embed_dim // 2, embed_dim, 3, 2, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block on B x C x H x W."""
+
+    def __init__(self, dim: int, expand_ratio: float) -> None:
+        super().__init__()
+        hidden = int(dim * expand_ratio)
+        self.conv1 = Conv2dBN(dim, hidden)
+        self.act1 = nn.GELU()
+        self.conv2 = Conv2dBN(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.act2 = nn.GELU()
+        self.conv3 = Conv2dBN(hidden, dim)
+        self.act3 = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act1(self.conv1(x))
+        y = self.act2(self.conv2(y))
+        return self.act3(self.conv3(y) + x)
+
+
+class PatchMerging(nn.Module):
+    """B x C x H x W -> B x C' x H/s x W/s (s = stride, 1 for MobileSAM's last merge)."""
+
+    def __init__(self, dim: int, out_dim: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = Conv2dBN(dim, out_dim)
+        self.conv2 = Conv2dBN(out_dim, out_dim, 3, stride, 1, groups=out_dim)
+        self.conv3 = Conv2dBN(out_dim, out_dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv1(x))
+        x = self.act(self.conv2(x))
+        return self.conv3(x)
+
+
+class WindowAttention(nn.Module):
+    """Attention inside one window with a learned bias per (|dy|, |dx|) offset and head."""
+
+    def __init__(self, dim: int, num_heads: int, window: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.window = window
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, window * window))
+        ys, xs = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+        ys, xs = ys.flatten(), xs.flatten()
+        offsets = (ys[:, None] - ys[None, :]).abs() * window + (xs[:, None] - xs[None, :]).abs()
+        self.register_buffer("attention_bias_idxs", offsets, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """B x N x C (N = window^2) -> B x N x C."""
+        b, n, c = x.shape
+        x = self.norm(x)
+        # The checkpoint packs q, k and v per head: heads x (q | k | v).
+        q, k, v = self.qkv(x).view(b, n, self.num_heads, -1).permute(0, 2, 1, 3).chunk(3, dim=-1)
+        bias = self.attention_biases[:, self.attention_bias_idxs]  # heads x N x N
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    """LayerNorm + two linear layers (keys `norm`, `fc1`, `fc2`)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+class TinyViTBlock(nn.Module):
+    """Window attention + depthwise conv + MLP on B x H x W x C."""
+
+    def __init__(self, dim: int, num_heads: int, window: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.window = window
+        self.attn = WindowAttention(dim, num_heads, window)
+        self.local_conv = Conv2dBN(dim, dim, 3, 1, 1, groups=dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """B x H x W x C -> B x H x W x C; `offset` is the crop's token origin at this resolution."""
+        b, h, w, c = x.shape
+        # Zero padding goes in before the attention's own LayerNorm, exactly as in the original model.
+        padded, (top, _, left, _) = pad_to_windows(x, self.window, offset)
+        ph, pw = padded.shape[1], padded.shape[2]
+        windows = window_partition(padded, self.window).reshape(-1, self.window * self.window, c)
+        attended = self.attn(windows).view(-1, self.window, self.window, c)
+        attended = window_unpartition(attended, self.window, (ph, pw))[:, top : top + h, left : left + w, :]
+        x = x + attended
+        x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x + self.mlp(x)
+
+
+class ConvLayer(nn.Module):
+    """Stage 0: MBConv blocks, then a patch merge."""
+
+    def __init__(self, dim: int, depth: int, out_dim: int, expand_ratio: float, merge_stride: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(MBConv(dim, expand_ratio) for _ in range(depth))
+        self.downsample = PatchMerging(dim, out_dim, merge_stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """B x C x H x W -> B x C' x H' x W'."""
+        for block in self.blocks:
+            x = block(x)
+        return self.downsample(x)
+
+
+class BasicLayer(nn.Module):
+    """Attention stage: TinyViT blocks, then an optional patch merge."""
+
+    def __init__(
+        self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float, out_dim: int | None, merge_stride: int
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(TinyViTBlock(dim, num_heads, window, mlp_ratio) for _ in range(depth))
+        self.downsample = PatchMerging(dim, out_dim, merge_stride) if out_dim is not None else None
+
+    def forward(self, x: torch.Tensor, offset: tuple[int, int]) -> torch.Tensor:
+        """B x C x H x W -> B x C' x H' x W'."""
+        x = x.permute(0, 2, 3, 1)
+        for block in self.blocks:
+            x = block(x, offset)
+        x = x.permute(0, 3, 1, 2)
+        return self.downsample(x) if self.downsample is not None else x
+
+
+class TinyViT(nn.Module):
+    """MobileSAM image encoder. `forward`: B x 3 x H x W -> B x 256 x H/16 x W/16."""
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        embed_dims: tuple[int, ...] = (64, 128, 160, 320),
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] = (2, 4, 5, 10),
+        window_sizes: tuple[int, ...] = (7, 7, 14, 7),
+        mlp_ratio: float = 4.0,
+        mbconv_expand_ratio: float = 4.0,
+        merge_strides: tuple[int, ...] = (2, 2, 1),
+        out_chans: int = 256,
+        num_classes: int = 1000,
+        img_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
+        layers: list[nn.Module] = [
+            ConvLayer(embed_dims[0], depths[0], embed_dims[1], mbconv_expand_ratio, merge_strides[0])
+        ]
+        for i in range(1, len(depths)):
+            last = i == len(depths) - 1
+            layers.append(
+                BasicLayer(
+                    embed_dims[i],
+                    depths[i],
+                    num_heads[i],
+                    window_sizes[i],
+                    mlp_ratio,
+                    None if last else embed_dims[i + 1],
+                    1 if last else merge_strides[i],
+                )
+            )
+        self.layers = nn.ModuleList(layers)
+        # Stride (in input pixels) of each attention layer's token grid: patch embed /4, then the merges.
+        strides, stride = [], 4
+        for i in range(len(depths)):
+            strides.append(stride)
+            if i < len(merge_strides):
+                stride *= merge_strides[i]
+        self.layer_strides = tuple(strides)
+        self.out_stride = stride
+        # Classification head of the TinyViT backbone: unused by SAM, kept so the checkpoint loads strictly.
+        self.norm_head = nn.LayerNorm(embed_dims[-1])
+        self.head = nn.Linear(embed_dims[-1], num_classes)
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    @property
+    def trunk_channels(self) -> int:
+        return self.neck[0].in_channels
+
+    def run_trunk(self, x: torch.Tensor, origin_px: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """Everything before the neck.
+
+        Args:
+            x: B x 3 x H x W normalised pixels, H and W multiples of 16: a crop of the input whose top-left
+                corner is at `origin_px` (y, x) in the full input (multiples of 16).
+
+        Returns:
+            B x 320 x H/16 x W/16 token features.
+        """
+        if x.shape[-2] % self.out_stride or x.shape[-1] % self.out_stride:
+            raise ValueError(f"TinyViT input sides must be multiples of {self.out_stride} px, got {tuple(x.shape[-2:])}")
+        if origin_px[0] % self.out_stride or origin_px[1] % self.out_stride:
+            raise ValueError(f"crop origin must be a multiple of {self.out_stride} px, got {origin_px}")
+        x = self.patch_embed(x)
+        x = self.layers[0](x)
+        for layer, stride in zip(self.layers[1:], self.layer_strides[1:]):
+            x = layer(x, (origin_px[0] // stride, origin_px[1] // stride))
+        return x
+
+    def run_neck(self, x: torch.Tensor) -> torch.Tensor:
+        """B x 320 x h x w trunk features -> B x 256 x h x w embedding."""
+        return self.neck(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run_neck(self.run_trunk(x))

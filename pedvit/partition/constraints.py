@@ -1,0 +1,225 @@
+"""Assignment constraints, the assignment record, and the checker run before anything is sent.
+
+A window is *assignable* when it holds image content and is not ``keep_local``. Every assignable window
+goes to exactly one worker or, when constraints leave it unassignable, to the edge (``local``). Pure-padding
+windows are never sent: their encoder output is the same for every image and is cached on the edge.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+from .geometry import WindowGrid
+
+__all__ = [
+    "Adjacency",
+    "Assignment",
+    "ConstraintError",
+    "Constraints",
+    "check_assignment",
+    "max_share",
+]
+
+Adjacency = Literal["off", "prefer", "require"]
+_ADJ = ("off", "prefer", "require")
+
+
+class ConstraintError(ValueError):
+    """Constraints that cannot be met; raised before anything is sent. The message says what to change."""
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What an assignment must (or should) respect.
+
+    Attributes:
+        max_windows_per_worker: most windows one worker may hold; None -> ``ceil(n_assignable / n_workers)``.
+        adjacency: may one worker hold two 8-adjacent windows? "off": don't care; "prefer": minimise such
+            pairs (noted in ``Assignment.notes`` when some remain); "require": never (excess windows stay on
+            the edge when ``allow_local``, else ConstraintError).
+        keep_local: windows that are never sent (e.g. a face); always computed on the edge.
+        spread_groups: windows of one detected object; spread over different workers — at most
+            ``ceil(n_sent / n_workers)`` windows of a group per worker (one when the group is no larger than
+            the worker count) wherever that is feasible.
+        allow_local: may the edge compute content windows itself when constraints leave some unassignable
+            (``keep_local`` windows are local regardless).
+    """
+
+    max_windows_per_worker: int | None = None
+    adjacency: Adjacency = "prefer"
+    keep_local: frozenset[int] = frozenset()
+    spread_groups: tuple[frozenset[int], ...] = ()
+    allow_local: bool = True
+
+    def __post_init__(self) -> None:
+        m = self.max_windows_per_worker
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m <= 0):
+            raise ValueError(f"max_windows_per_worker must be a positive int or None, got {m!r}")
+        if self.adjacency not in _ADJ:
+            raise ValueError(f"adjacency must be one of {_ADJ}, got {self.adjacency!r}")
+        object.__setattr__(self, "keep_local", frozenset(int(i) for i in self.keep_local))
+        object.__setattr__(
+            self, "spread_groups", tuple(frozenset(int(i) for i in g) for g in self.spread_groups)
+        )
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Which worker computes which window.
+
+    Attributes:
+        worker_windows: worker index (0..n_workers-1, every worker present, possibly empty) -> sorted ids.
+        local: content windows the edge computes (keep_local plus any overflow), sorted.
+        padding: pure-padding windows (never sent; cached on the edge), sorted.
+        scheme: the scheme that produced it.
+        notes: human-readable relaxations, e.g. "adjacency relaxed: ...".
+    """
+
+    worker_windows: dict[int, tuple[int, ...]]
+    local: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    scheme: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        ww = {int(k): tuple(sorted(int(i) for i in v)) for k, v in sorted(self.worker_windows.items())}
+        object.__setattr__(self, "worker_windows", ww)
+        object.__setattr__(self, "local", tuple(sorted(int(i) for i in self.local)))
+        object.__setattr__(self, "padding", tuple(sorted(int(i) for i in self.padding)))
+        object.__setattr__(self, "notes", tuple(str(n) for n in self.notes))
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.worker_windows)
+
+    @property
+    def sent(self) -> tuple[int, ...]:
+        """All window ids sent to some worker, sorted."""
+        return tuple(sorted(i for v in self.worker_windows.values() for i in v))
+
+    def worker_of(self, window_id: int) -> int | None:
+        """The worker holding ``window_id``; None when it is local, padding or unknown."""
+        for w, ids in self.worker_windows.items():
+            if window_id in ids:
+                return w
+        return None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "worker_windows": {str(k): list(v) for k, v in self.worker_windows.items()},
+                "local": list(self.local),
+                "padding": list(self.padding),
+                "scheme": self.scheme,
+                "notes": list(self.notes),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Assignment":
+        d = json.loads(text)
+        return cls(
+            worker_windows={int(k): tuple(v) for k, v in d["worker_windows"].items()},
+            local=tuple(d.get("local", ())),
+            padding=tuple(d.get("padding", ())),
+            scheme=d.get("scheme", ""),
+            notes=tuple(d.get("notes", ())),
+        )
+
+
+def max_share(grid: WindowGrid, n_workers: int, constraints: Constraints) -> int:
+    """The most windows one worker may hold: the explicit cap, or ``ceil(n_assignable / n_workers)``."""
+    if constraints.max_windows_per_worker is not None:
+        return constraints.max_windows_per_worker
+    n_assignable = len(set(grid.content_ids) - constraints.keep_local)
+    return max(1, math.ceil(n_assignable / max(1, n_workers)))
+
+
+def _adjacent_pairs(grid: WindowGrid, ids: Sequence[int]) -> list[tuple[int, int]]:
+    s = set(ids)
+    return [(a, b) for a in sorted(s) for b in grid.neighbours(a) if b in s and a < b]
+
+
+def check_assignment(
+    assignment: Assignment,
+    grid: WindowGrid,
+    constraints: Constraints = Constraints(),
+    *,
+    worker_capacity: Sequence[int] | None = None,
+) -> list[str]:
+    """Human-readable violations of ``constraints`` by ``assignment`` (empty list = valid).
+
+    Checks: unknown ids; a window assigned twice or a content window missing; padding windows sent or
+    listed as local; keep-local windows sent; a worker above its max share (and ``worker_capacity`` when
+    given); a worker holding every content window when there are >= 2; adjacent windows on one worker when
+    ``adjacency == "require"``; spread-group violations when a spread assignment of the same windows with the
+    same per-worker loads exists.
+    """
+    v: list[str] = []
+    n = grid.n_windows
+    content = set(grid.content_ids)
+    padding = set(grid.padding_ids)
+    seen: dict[int, str] = {}
+
+    def place(i: int, where: str) -> None:
+        if not 0 <= i < n:
+            v.append(f"window {i} ({where}) is not a window of this {grid.rows}x{grid.cols} grid")
+        elif i in seen:
+            v.append(f"window {i} assigned twice ({seen[i]} and {where})")
+        else:
+            seen[i] = where
+
+    for w, ids in assignment.worker_windows.items():
+        for i in ids:
+            place(i, f"worker {w}")
+    for i in assignment.local:
+        place(i, "local")
+
+    missing = sorted(content - set(seen))
+    if missing:
+        v.append(f"content windows {missing} are neither sent nor local")
+    sent = set(assignment.sent)
+    if sent & padding:
+        v.append(f"padding windows {sorted(sent & padding)} sent (they must stay cached on the edge)")
+    if set(assignment.local) & padding:
+        v.append(f"padding windows {sorted(set(assignment.local) & padding)} listed as local")
+    if set(assignment.padding) != padding:
+        v.append(f"padding list {list(assignment.padding)} != grid padding {sorted(padding)}")
+    leaked = sorted(sent & constraints.keep_local)
+    if leaked:
+        v.append(f"keep-local windows {leaked} sent to a worker")
+
+    cap = max_share(grid, assignment.n_workers, constraints)
+    if worker_capacity is not None and len(worker_capacity) != assignment.n_workers:
+        v.append(f"worker_capacity has {len(worker_capacity)} entries for {assignment.n_workers} workers")
+        worker_capacity = None
+    for w, ids in assignment.worker_windows.items():
+        c = cap if worker_capacity is None else min(cap, worker_capacity[w])
+        if len(ids) > c:
+            v.append(f"worker {w} holds {len(ids)} windows, above its max share {c}")
+        if len(content) >= 2 and content <= set(ids):
+            v.append(f"worker {w} holds every content window (the whole image)")
+        if constraints.adjacency == "require":
+            pairs = _adjacent_pairs(grid, ids)
+            if pairs:
+                v.append(f"worker {w} holds adjacent windows {pairs} (adjacency='require')")
+
+    bad_groups = []
+    for g_idx, group in enumerate(constraints.spread_groups):
+        counts = [len(group.intersection(ids)) for ids in assignment.worker_windows.values()]
+        n_sent = sum(counts)
+        if n_sent and max(counts) > math.ceil(n_sent / assignment.n_workers):
+            bad_groups.append(g_idx)
+    if bad_groups:
+        # only a violation when a spread assignment of the same windows and loads exists
+        from .schemes import spread_feasible  # local import: schemes imports this module
+
+        loads = [len(ids) for ids in assignment.worker_windows.values()]
+        if spread_feasible(grid, assignment.sent, loads, constraints.spread_groups):
+            for g_idx in bad_groups:
+                v.append(f"spread group {g_idx} has several windows on one worker although spreading is feasible")
+    return v

@@ -1,0 +1,249 @@
+"""Mutual TLS for edge <-> worker channels, and a development PKI generator.
+
+`generate_dev_pki` writes a throw-away CA plus worker and edge certificates (EC P-256, SAN for
+localhost/127.0.0.1/::1 and the given names). Workers serve with `ServerTLS` and *require* a client
+certificate signed by the CA, so plaintext clients and clients with certificates from any other CA are
+refused during the handshake. The edge connects with `ClientTLS`.
+
+For production use certificates from your own PKI; the generated CA key is only as safe as the directory
+it was written to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import ipaddress
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+_LOCAL_DNS = ("localhost",)
+_LOCAL_IPS = ("127.0.0.1", "::1")
+
+
+def _read(path: str | os.PathLike[str]) -> bytes:
+    return Path(path).read_bytes()
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """Worker-side TLS material (PEM file paths). Client certificates are always required."""
+
+    cert: str | os.PathLike[str]
+    key: str | os.PathLike[str]
+    client_ca: str | os.PathLike[str]
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """gRPC server credentials that require and verify a client certificate signed by `client_ca`."""
+        return grpc.ssl_server_credentials(
+            [(_read(self.key), _read(self.cert))],
+            root_certificates=_read(self.client_ca),
+            require_client_auth=True,
+        )
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """Edge-side TLS material (PEM file paths).
+
+    Attributes:
+        ca: CA that signed the worker certificates.
+        cert, key: the edge's client certificate and key.
+        server_name: override the host name checked against the worker certificate's SAN (useful when
+            dialing an IP that is not in the certificate); None checks the dialed host.
+    """
+
+    ca: str | os.PathLike[str]
+    cert: str | os.PathLike[str]
+    key: str | os.PathLike[str]
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """gRPC channel credentials presenting the edge certificate."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca),
+            private_key=_read(self.key),
+            certificate_chain=_read(self.cert),
+        )
+
+    def channel_options(self) -> list[tuple[str, str]]:
+        """Extra channel options (the target-name override, if any)."""
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
+# --------------------------------------------------------------------------------------------------
+# Development PKI
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    """Write a private key readable by the owner only (created 0600, never world-readable)."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    if path.exists():
+        path.unlink()  # os.open's mode only applies on creation
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> None:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pedvit dev"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _validity(days: int) -> tuple[dt.datetime, dt.datetime]:
+    now = dt.datetime.now(dt.timezone.utc)
+    # Backdate a little so freshly generated certs work across small clock skews.
+    return now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
+
+
+def _make_ca(days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = _new_key()
+    not_before, not_after = _validity(days)
+    name = _name("pedvit dev CA")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _make_leaf(
+    common_name: str,
+    dns_names: Sequence[str],
+    days: int,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = _new_key()
+    not_before, not_after = _validity(days)
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys([*dns_names, *_LOCAL_DNS])]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in _LOCAL_IPS]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        # Both usages: the same dev material may serve either end of a channel.
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def generate_dev_pki(
+    out_dir: str | os.PathLike[str],
+    names: Sequence[str] = (),
+    *,
+    days: int = 365,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write a development CA and certificates into `out_dir`.
+
+    Files: ca.pem, ca.key, edge.pem, edge.key, and worker.pem/worker.key when `names` is empty, otherwise
+    <name>.pem/<name>.key per worker name (each name is also a DNS SAN of its certificate).
+    Private keys are created with mode 0600.
+
+    Returns:
+        Mapping of logical name ("ca", "edge", "worker" or each name) + ".pem"/".key" -> path.
+
+    Raises:
+        FileExistsError: if ca.key already exists and `overwrite` is False.
+        ValueError: on a bad `days` or a name that would clash with ca/edge.
+    """
+    if days < 1:
+        raise ValueError(f"days must be >= 1, got {days}")
+    worker_names = list(names) or ["worker"]
+    for n in worker_names:
+        if n in ("ca", "edge") or not n or "/" in n or n.startswith("."):
+            raise ValueError(f"invalid worker name {n!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "ca.key").exists() and not overwrite:
+        raise FileExistsError(f"{out / 'ca.key'} exists; refusing to overwrite a CA (use overwrite/--force)")
+
+    paths: dict[str, Path] = {}
+
+    def save(stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        paths[f"{stem}.pem"] = out / f"{stem}.pem"
+        paths[f"{stem}.key"] = out / f"{stem}.key"
+        _write_cert(paths[f"{stem}.pem"], cert)
+        _write_key(paths[f"{stem}.key"], key)
+
+    ca_key, ca_cert = _make_ca(days)
+    save("ca", ca_key, ca_cert)
+    for n in worker_names:
+        save(n, *_make_leaf(n, [n], days, ca_key, ca_cert))
+    save("edge", *_make_leaf("edge", ["edge"], days, ca_key, ca_cert))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in (args.names or "").split(",") if n.strip()]
+    paths = generate_dev_pki(args.out, names, days=args.days, overwrite=args.force)
+    for p in paths.values():
+        print(p)
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `pedvit certs --out DIR [--names w1,w2] [--days N] [--force]`; sets `func(args) -> int`."""
+    p = subparsers.add_parser("certs", help="generate a development CA plus worker and edge certificates")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--names", default="", help="comma-separated worker names (default: one 'worker')")
+    p.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing CA in --out")
+    p.set_defaults(func=_cmd_certs)
+    return p

@@ -1,0 +1,135 @@
+"""Mutual TLS: dev PKI generation and who the worker lets in."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import ipaddress
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from cryptography import x509
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pedvit.cloud.worker import SERVICE_NAME, WorkerServer, serve
+from pedvit.plans.stage import StageSpec
+from pedvit.transport.client import RemoteExecutor, WorkerError
+from pedvit.transport.tls import ClientTLS, ServerTLS, generate_dev_pki, register_cli
+
+
+class NegateStage:
+    spec = StageSpec("neg", ("float32",), channels=3, max_side=32)
+
+    def run(self, batch: np.ndarray, meta: np.ndarray) -> np.ndarray:
+        return -batch
+
+
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="pedvit")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pki")
+    assert _cli(["certs", "--out", str(out), "--names", "worker1,worker2", "--days", "3"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("other")
+    generate_dev_pki(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tls_worker(pki: Path) -> Iterator[WorkerServer]:
+    tls = ServerTLS(pki / "worker1.pem", pki / "worker1.key", pki / "ca.pem")
+    w = serve(0, {"neg": NegateStage()}, tls=tls, token="tok")
+    yield w
+    w.stop(None)
+
+
+def test_generated_files(pki: Path, other_pki: Path) -> None:
+    names = {p.name for p in pki.iterdir()}
+    assert names == {f"{n}.{ext}" for n in ("ca", "worker1", "worker2", "edge") for ext in ("pem", "key")}
+    assert {p.name for p in other_pki.iterdir()} == {
+        "ca.pem", "ca.key", "worker.pem", "worker.key", "edge.pem", "edge.key"
+    }
+    for key in pki.glob("*.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    ca = x509.load_pem_x509_certificate((pki / "ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate((pki / "worker2.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"worker2", "localhost"} <= set(san.get_values_for_type(x509.DNSName))
+    assert ipaddress.ip_address("127.0.0.1") in san.get_values_for_type(x509.IPAddress)
+    life = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)
+    assert dt.timedelta(days=2) < life <= dt.timedelta(days=3)
+
+
+def test_refuses_to_overwrite_ca(pki: Path) -> None:
+    with pytest.raises(FileExistsError):
+        _cli(["certs", "--out", str(pki)])
+
+
+def test_mtls_client_works(pki: Path, tls_worker: WorkerServer) -> None:
+    tls = ClientTLS(pki / "ca.pem", pki / "edge.pem", pki / "edge.key")
+    batch = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    meta = np.tile(np.array([0, 0, 4, 4], np.int32), (2, 1))
+    for host in ("127.0.0.1", "localhost"):
+        with RemoteExecutor(f"{host}:{tls_worker.port}", tls=tls, token="tok") as ex:
+            assert ex.health(timeout=5)
+            np.testing.assert_array_equal(ex.run("neg", batch, meta, out_dtype="float32", timeout=10), -batch)
+    # Token and TLS are independent: the right cert with no token is still refused.
+    with RemoteExecutor(f"127.0.0.1:{tls_worker.port}", tls=tls) as ex:
+        with pytest.raises(WorkerError) as e:
+            ex.run("neg", batch, meta, timeout=10)
+        assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _health_over(channel: grpc.Channel) -> grpc.StatusCode | None:
+    """Status code of a health check over `channel` (None if it succeeded)."""
+    try:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return None
+
+
+def test_client_without_certificate_is_refused(pki: Path, tls_worker: WorkerServer) -> None:
+    creds = grpc.ssl_channel_credentials(root_certificates=(pki / "ca.pem").read_bytes())
+    with grpc.secure_channel(tls_worker.address, creds) as ch:
+        assert _health_over(ch) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_client_certificate_from_another_ca_is_refused(
+    pki: Path, other_pki: Path, tls_worker: WorkerServer
+) -> None:
+    # Trusts the right CA for the server, but presents a certificate the worker's CA did not sign.
+    tls = ClientTLS(pki / "ca.pem", other_pki / "edge.pem", other_pki / "edge.key")
+    with RemoteExecutor(tls_worker.address, tls=tls, token="tok") as ex:
+        assert not ex.health(timeout=5)
+        with pytest.raises(WorkerError) as e:
+            ex.info(timeout=5)
+        assert e.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_client_not_trusting_the_worker_ca_fails(other_pki: Path, tls_worker: WorkerServer) -> None:
+    tls = ClientTLS(other_pki / "ca.pem", other_pki / "edge.pem", other_pki / "edge.key")
+    with RemoteExecutor(tls_worker.address, tls=tls) as ex:
+        assert not ex.health(timeout=5)
+
+
+def test_plaintext_client_is_refused(tls_worker: WorkerServer) -> None:
+    with grpc.insecure_channel(tls_worker.address) as ch:
+        assert _health_over(ch) == grpc.StatusCode.UNAVAILABLE
+    with RemoteExecutor(tls_worker.address, token="tok") as ex:
+        assert not ex.health(timeout=5)
