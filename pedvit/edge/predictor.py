@@ -61,7 +61,7 @@ class SamPredictor:
 
     def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
         """h x w x 3 uint8 resized image -> 1 x 256 x 64 x 64 embedding (monolithic)."""
-        x = torch.from_numpy(resized).permute(2, 0, 1)[None].float()
+        x = torch.from_numpy(np.array(resized, dtype=np.float32)).permute(2, 0, 1)[None]
         return self.model.image_encoder(self.model.preprocess(x))
 
     def get_image_embedding(self) -> torch.Tensor:

@@ -1,0 +1,116 @@
+"""`DistributedSamPredictor`: the SamPredictor API with the image encoder split over workers."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from pedvit.models import Sam, build_model
+from pedvit.partition import Constraints
+from pedvit.plans.plans import DEFAULT_PLAN_FOR_MODEL, SplitPlan, make_plan
+from pedvit.plans.stages import stages_for_model
+
+from .engine import RunRecord, SplitEngine
+from .executors import InProcessExecutor
+from .ledger import Ledger
+from .predictor import SamPredictor
+
+
+def in_process_workers(model: Sam, n: int, *, record_inputs: bool = False) -> list[InProcessExecutor]:
+    """n executors in this process sharing the model's weights (no network; debugging and tests)."""
+    stages = stages_for_model(model)
+    return [InProcessExecutor(stages, f"inproc{i}", record_inputs=record_inputs) for i in range(n)]
+
+
+class DistributedSamPredictor(SamPredictor):
+    """SamPredictor whose image embedding is computed by a split plan over several workers.
+
+    Args:
+        model: a `Sam` or a model name ("mobile_sam", "vit_b", ...).
+        workers: executors (`RemoteExecutor`, `InProcessExecutor`), "host:port" strings, or the path of a
+            cluster file (see `pedvit.edge.cluster`).
+        plan: a plan name or `SplitPlan`; default: "tinyvit-isolated" for MobileSAM, "vit-exact" for ViTs.
+        scheme: "contiguous", "interleaved" (default), "random" or "semantic".
+        halo_px: context pixels around each window (tinyvit-isolated only; multiple of 16).
+        fusion: "auto" (the trained fusion for tinyvit-isolated when its weights are present), "off", or a module.
+        ledger: path of the JSON-lines audit ledger (None: no ledger).
+        tls, token: client credentials for "host:port" workers.
+        Remaining keyword arguments go to `SplitEngine` (wire_dtype, allow_local, timeout_s, seed, constraints, ...).
+    """
+
+    def __init__(
+        self,
+        model: Sam | str = "mobile_sam",
+        workers: Sequence[Any] | str | os.PathLike[str] = (),
+        *,
+        plan: SplitPlan | str | None = None,
+        scheme: str = "interleaved",
+        halo_px: int = 0,
+        fusion: Any = "auto",
+        checkpoint: str | None = None,
+        ledger: str | os.PathLike[str] | Ledger | None = None,
+        tls: Any = None,
+        token: str | None = None,
+        constraints: Constraints | None = None,
+        **engine_options: Any,
+    ) -> None:
+        super().__init__(model, checkpoint)
+        if isinstance(plan, str) or plan is None:
+            plan_name = plan or DEFAULT_PLAN_FOR_MODEL[self.model.name]
+            plan = make_plan(plan_name, halo_px=halo_px, fusion=self._resolve_fusion(plan_name, fusion))
+        executors = self._executors(workers, tls, token)
+        if isinstance(ledger, (str, os.PathLike)):
+            ledger = Ledger(ledger)
+        self.engine = SplitEngine(self.model, executors, plan, scheme=scheme, constraints=constraints, ledger=ledger, **engine_options)
+
+    def _resolve_fusion(self, plan_name: str, fusion: Any) -> torch.nn.Module | None:
+        if fusion is None or fusion == "off" or plan_name != "tinyvit-isolated":
+            return None
+        if fusion == "auto":
+            try:
+                from pedvit.plans.fusion import load_default_fusion
+            except ImportError:
+                return None
+            return load_default_fusion()
+        if isinstance(fusion, torch.nn.Module):
+            return fusion
+        raise ValueError(f"fusion must be 'auto', 'off' or a torch module, got {fusion!r}")
+
+    @staticmethod
+    def _executors(workers: Sequence[Any] | str | os.PathLike[str], tls: Any, token: str | None) -> list[Any]:
+        if isinstance(workers, (str, os.PathLike)):
+            from pedvit.edge.cluster import load_cluster
+
+            return load_cluster(workers).executors()
+        out = []
+        for worker in workers:
+            if isinstance(worker, str):
+                from pedvit.transport.client import RemoteExecutor
+
+                out.append(RemoteExecutor(worker, tls=tls, token=token, name=worker))
+            else:
+                out.append(worker)
+        return out
+
+    @property
+    def plan(self) -> SplitPlan:
+        return self.engine.plan
+
+    @property
+    def last_run(self) -> RunRecord | None:
+        return self.engine.last_run
+
+    def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
+        return self.engine.encode(resized, original)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> "DistributedSamPredictor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,275 @@
+"""Split plans: what each worker receives and computes, and what the edge computes.
+
+A plan's `encode` turns the resized image into the 1 x 256 x 64 x 64 embedding. It never talks to a worker
+itself: it hands window jobs to `dispatch(stage, jobs, force_local)`, which the engine routes to workers
+(or computes on the edge) according to the assignment, and gets one output per window back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from pedvit.models import Sam
+from pedvit.models.image_encoder_vit import ImageEncoderViT
+from pedvit.models.tiny_vit import TinyViT
+from pedvit.partition import WindowGrid
+
+from .stages import TINYVIT_TRUNK, stages_for_model, vit_blocks_stage_name, vit_embed_stage_name, vit_window_stretches
+
+#: window id -> (window tensor h x w x C, meta row [origin_y, origin_x, valid_h, valid_w])
+Jobs = dict[int, tuple[np.ndarray, np.ndarray]]
+#: (stage name, jobs, window ids the edge must compute itself) -> window id -> output h' x w' x C' float32
+Dispatch = Callable[[str, Jobs, frozenset[int]], dict[int, np.ndarray]]
+
+
+@dataclass
+class PlanInfo:
+    """What `pedvit plans` prints about a plan."""
+
+    name: str
+    models: str
+    rounds: str
+    worker_receives: str
+    edge_computes: str
+    exact: bool
+    isolated: bool
+    notes: str = ""
+
+
+class SplitPlan:
+    """Base class. Subclasses set `name` and implement `encode` and `info`."""
+
+    name: str = ""
+    exact: bool = False
+    isolated: bool = True
+    halo_px: int = 0
+
+    def __init__(self) -> None:
+        # Results of pure-padding windows never depend on the image: computed once per model, reused.
+        self._padding_cache: dict[tuple, np.ndarray] = {}
+
+    def check_model(self, model: Sam) -> None:
+        raise NotImplementedError
+
+    def encode(self, model: Sam, resized: np.ndarray, grid: WindowGrid, dispatch: Dispatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def info(self, model: Sam | None = None) -> PlanInfo:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------ shared helpers
+    @staticmethod
+    def canvas(resized: np.ndarray, size: int) -> np.ndarray:
+        """h x w x 3 uint8 resized image -> size x size x 3 uint8, zero beyond the content."""
+        out = np.zeros((size, size, 3), dtype=np.uint8)
+        out[: resized.shape[0], : resized.shape[1]] = resized
+        return out
+
+    @staticmethod
+    def pixel_jobs(canvas: np.ndarray, grid: WindowGrid, window_ids: list[int], halo_px: int) -> Jobs:
+        jobs: Jobs = {}
+        for wid in window_ids:
+            y0, x0, y1, x1 = grid.crop_box(wid, halo_px)
+            valid_h, valid_w = grid.content_extent((y0, x0, y1, x1))
+            jobs[wid] = (canvas[y0:y1, x0:x1], np.array([y0, x0, valid_h, valid_w], dtype=np.int32))
+        return jobs
+
+    def padding_outputs(self, model: Sam, stage_name: str, jobs: Jobs, key: tuple) -> dict[int, np.ndarray]:
+        """Outputs of pure-padding windows (zero content), computed once and cached on the edge."""
+        stage = stages_for_model(model)[stage_name]
+        out = {}
+        for wid, (array, meta) in jobs.items():
+            cache_key = (id(model), stage_name, key, wid, array.shape)
+            if cache_key not in self._padding_cache:
+                blank_meta = meta.copy()
+                blank_meta[2:] = 0  # no valid content
+                self._padding_cache[cache_key] = stage.run(np.zeros_like(array)[None], blank_meta[None])[0]
+            out[wid] = self._padding_cache[cache_key]
+        return out
+
+
+class TinyViTIsolated(SplitPlan):
+    """MobileSAM: one round; each worker runs the TinyViT trunk on its window crops (+ optional halo).
+
+    Approximate: the trunk's convolutions and windowed attention lose the context beyond each crop. The edge
+    stitches the token features of every window (the window's own 14 x 14 tokens, halo dropped), optionally
+    refines them with a learned fusion module, and runs the neck.
+    """
+
+    name = "tinyvit-isolated"
+    exact = False
+    isolated = True
+
+    def __init__(self, halo_px: int = 0, fusion: nn.Module | None = None) -> None:
+        super().__init__()
+        if halo_px < 0 or halo_px % 16:
+            raise ValueError(f"halo must be a non-negative multiple of 16 px, got {halo_px}")
+        self.halo_px = halo_px
+        self.fusion = fusion
+
+    def check_model(self, model: Sam) -> None:
+        if not isinstance(model.image_encoder, TinyViT):
+            raise ValueError(f"plan {self.name!r} needs a MobileSAM (TinyViT) model, got {model.name!r}")
+
+    def stitched_trunk(self, model: Sam, resized: np.ndarray, grid: WindowGrid, dispatch: Dispatch) -> torch.Tensor:
+        """1 x 320 x 64 x 64 trunk features stitched from per-window outputs (before fusion and neck)."""
+        canvas = self.canvas(resized, grid.input_size)
+        jobs = self.pixel_jobs(canvas, grid, grid.content_ids, self.halo_px)
+        outputs = dispatch(TINYVIT_TRUNK, jobs, frozenset())
+        padding_jobs = self.pixel_jobs(np.zeros_like(canvas), grid, grid.padding_ids, self.halo_px)
+        outputs.update(self.padding_outputs(model, TINYVIT_TRUNK, padding_jobs, (self.halo_px,)))
+        p = grid.patch_size
+        n_tokens = grid.input_size // p
+        features = torch.zeros(1, n_tokens, n_tokens, model.image_encoder.trunk_channels)
+        for window in grid.windows:
+            cy, cx = grid.crop_box(window.id, self.halo_px)[:2]
+            r0, c0, r1, c1 = window.token_box
+            out = torch.from_numpy(np.asarray(outputs[window.id], dtype=np.float32))
+            features[0, r0:r1, c0:c1] = out[r0 - cy // p : r1 - cy // p, c0 - cx // p : c1 - cx // p]
+        return features.permute(0, 3, 1, 2)
+
+    def encode(self, model: Sam, resized: np.ndarray, grid: WindowGrid, dispatch: Dispatch) -> torch.Tensor:
+        self.check_model(model)
+        features = self.stitched_trunk(model, resized, grid, dispatch)
+        if self.fusion is not None:
+            features = self.fusion(features)
+        return model.image_encoder.run_neck(features)
+
+    def info(self, model: Sam | None = None) -> PlanInfo:
+        return PlanInfo(
+            self.name, "mobile_sam", "1",
+            f"uint8 pixels of its own 224 px windows (halo {self.halo_px} px)",
+            "stitching" + (" + learned fusion" if self.fusion is not None else "") + " + neck + prompt encoder + mask decoder",
+            exact=False, isolated=True,
+            notes="approximate: no context crosses window borders inside the trunk",
+        )
+
+
+class _ViTPlan(SplitPlan):
+    def check_model(self, model: Sam) -> None:
+        if not isinstance(model.image_encoder, ImageEncoderViT):
+            raise ValueError(f"plan {self.name!r} needs a SAM ViT model (vit_b/l/h), got {model.name!r}")
+
+    def first_round(self, model: Sam, resized: np.ndarray, grid: WindowGrid, dispatch: Dispatch) -> torch.Tensor:
+        """Patch embed + window blocks before the first global block on every window -> 1 x 64 x 64 x C."""
+        encoder: ImageEncoderViT = model.image_encoder  # type: ignore[assignment]
+        first_global = encoder.global_attn_indexes[0]
+        stage = vit_embed_stage_name(first_global)
+        canvas = self.canvas(resized, grid.input_size)
+        outputs = dispatch(stage, self.pixel_jobs(canvas, grid, grid.content_ids, 0), frozenset())
+        padding_jobs = self.pixel_jobs(np.zeros_like(canvas), grid, grid.padding_ids, 0)
+        outputs.update(self.padding_outputs(model, stage, padding_jobs, ()))
+        return self.stitch(grid, outputs, encoder.pos_embed.shape[-1])
+
+    @staticmethod
+    def stitch(grid: WindowGrid, outputs: Mapping[int, np.ndarray], dim: int) -> torch.Tensor:
+        n_tokens = grid.input_size // grid.patch_size
+        tokens = torch.zeros(1, n_tokens, n_tokens, dim)
+        for window in grid.windows:
+            r0, c0, r1, c1 = window.token_box
+            tokens[0, r0:r1, c0:c1] = torch.from_numpy(np.asarray(outputs[window.id], dtype=np.float32))
+        return tokens
+
+    @staticmethod
+    def token_jobs(tokens: torch.Tensor, grid: WindowGrid) -> Jobs:
+        jobs: Jobs = {}
+        array = tokens[0].numpy()
+        for window in grid.windows:
+            r0, c0, r1, c1 = window.token_box
+            jobs[window.id] = (array[r0:r1, c0:c1], np.array([r0, c0, r1 - r0, c1 - c0], dtype=np.int32))
+        return jobs
+
+
+class ViTIsolated(_ViTPlan):
+    """SAM ViT: one round; workers run patch embed + the window blocks before the first global block.
+
+    Exact, and every tensor a worker receives is a function of its own windows' pixels only. The edge runs
+    everything from the first global block on (most of the encoder).
+    """
+
+    name = "vit-isolated"
+    exact = True
+    isolated = True
+
+    def encode(self, model: Sam, resized: np.ndarray, grid: WindowGrid, dispatch: Dispatch) -> torch.Tensor:
+        self.check_model(model)
+        encoder: ImageEncoderViT = model.image_encoder  # type: ignore[assignment]
+        tokens = self.first_round(model, resized, grid, dispatch)
+        tokens = encoder.run_blocks(tokens, encoder.global_attn_indexes[0], encoder.depth)
+        return encoder.run_neck(tokens)
+
+    def info(self, model: Sam | None = None) -> PlanInfo:
+        return PlanInfo(
+            self.name, "vit_b, vit_l, vit_h", "1",
+            "uint8 pixels of its own 224 px windows",
+            "every block from the first global block on + neck + prompt encoder + mask decoder",
+            exact=True, isolated=True,
+        )
+
+
+class ViTExact(_ViTPlan):
+    """SAM ViT: workers run every stretch of window blocks, the edge runs the global blocks between them.
+
+    Exact, but **not isolated**: after the first global block, every token a worker receives carries context
+    from every window of the image. One round trip per stretch of window blocks. Pure-padding windows are
+    computed on the edge in every round (after a global block they carry image context too).
+    """
+
+    name = "vit-exact"
+    exact = True
+    isolated = False
+
+    def encode(self, model: Sam, resized: np.ndarray, grid: WindowGrid, dispatch: Dispatch) -> torch.Tensor:
+        self.check_model(model)
+        encoder: ImageEncoderViT = model.image_encoder  # type: ignore[assignment]
+        tokens = self.first_round(model, resized, grid, dispatch)
+        stretches = vit_window_stretches(encoder)[1:]
+        dim = encoder.pos_embed.shape[-1]
+        position = encoder.global_attn_indexes[0]
+        for start, end in stretches:
+            tokens = encoder.run_blocks(tokens, position, start)  # global block(s) on the edge
+            outputs = dispatch(vit_blocks_stage_name(start, end), self.token_jobs(tokens, grid), frozenset(grid.padding_ids))
+            tokens = self.stitch(grid, outputs, dim)
+            position = end
+        tokens = encoder.run_blocks(tokens, position, encoder.depth)
+        return encoder.run_neck(tokens)
+
+    def info(self, model: Sam | None = None) -> PlanInfo:
+        rounds = "1 + one per stretch of window blocks (4 for ViT-B/L/H)"
+        return PlanInfo(
+            self.name, "vit_b, vit_l, vit_h", rounds,
+            "uint8 pixels of its windows, then float tokens of its windows after each global block",
+            "the global-attention blocks + neck + prompt encoder + mask decoder",
+            exact=True, isolated=False,
+            notes="NOT isolated: after a global block a worker's tokens carry context from every window",
+        )
+
+
+@dataclass
+class PlanOptions:
+    halo_px: int = 0
+    fusion: nn.Module | None = field(default=None)
+
+
+PLANS: dict[str, type[SplitPlan]] = {
+    TinyViTIsolated.name: TinyViTIsolated,
+    ViTIsolated.name: ViTIsolated,
+    ViTExact.name: ViTExact,
+}
+
+DEFAULT_PLAN_FOR_MODEL = {"mobile_sam": "tinyvit-isolated", "vit_b": "vit-exact", "vit_l": "vit-exact", "vit_h": "vit-exact"}
+
+
+def make_plan(name: str, *, halo_px: int = 0, fusion: nn.Module | None = None) -> SplitPlan:
+    if name not in PLANS:
+        raise ValueError(f"unknown plan {name!r}; choose one of {', '.join(PLANS)}")
+    if name == TinyViTIsolated.name:
+        return TinyViTIsolated(halo_px=halo_px, fusion=fusion)
+    if halo_px:
+        raise ValueError(f"plan {name!r} takes no halo (its window blocks are exact without one)")
+    return PLANS[name]()
