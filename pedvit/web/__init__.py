@@ -1,0 +1,1 @@
+"""`pedvit demo`: a web page over the distributed predictor (see `pedvit.web.app`)."""

@@ -1,0 +1,665 @@
+"""`pedvit demo`: a small web page to segment photos with the distributed predictor and see what each worker got.
+
+Standard library HTTP server (`ThreadingHTTPServer`, no web framework): the demo serves one user on loopback,
+and every model call is serialised behind one lock anyway. Nothing a client sends is written to disk: uploaded
+images live in a small in-memory LRU and are decoded with Pillow under a pixel limit.
+
+JSON API (errors are always ``{"error": message}`` with a 4xx/5xx status):
+
+* ``GET  /api/config`` -> model, available workers, plans, schemes, halos, DP support, sample photos.
+* ``POST /api/images`` (body: the raw image file, <= 20 MB) -> ``{"image_id", "width", "height"}``.
+* ``POST /api/images/sample`` (``{"name": "astronaut"}``) -> same.
+* ``GET  /api/images/<id>.png`` -> the decoded image (PNG), for display.
+* ``POST /api/segment`` (``{"image_id", "points": [[x, y, label], ...], "box": [x0, y0, x1, y1] | null, "plan",
+  "scheme", "workers", "halo", "dp_epsilon", "allow_local", "compare"}``) -> mask (PNG data URL), score, one
+  tile per worker showing exactly the original pixels it received, the run record, timings, and (with
+  ``compare``) the monolithic mask and its IoU with the distributed one.
+
+The embedding is cached per (image, settings), so new clicks only run the prompt encoder and mask decoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import inspect
+import io
+import json
+import logging
+import mimetypes
+import threading
+import time
+import uuid
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.engine import PrivacyConstraintError
+from pedvit.edge.predictor import SamPredictor
+from pedvit.models import Sam, build_model
+from pedvit.partition import ConstraintError, WindowGrid
+from pedvit.partition.schemes import SCHEMES
+from pedvit.plans.plans import DEFAULT_PLAN_FOR_MODEL, PLANS, make_plan
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {"index.html", "app.js", "style.css"}
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+#: Decompression-bomb guard: Pillow refuses images with more pixels than this (a 20 MB file can declare far more).
+MAX_IMAGE_PIXELS = 40_000_000
+ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
+SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "voc", "grace_hopper", "arc2017")
+HALO_CHOICES = (0, 16, 32, 48, 64)
+TILE_SIDE = 320
+#: Worker colours (RGB), one per worker index; the edge is drawn in red.
+WORKER_COLOURS = ((31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189), (23, 190, 207), (188, 189, 34), (140, 86, 75), (227, 119, 194))
+EDGE_COLOUR = (214, 39, 40)
+
+
+class ApiError(Exception):
+    """An error the page shows: HTTP status + message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ------------------------------------------------------------------------------------------ image helpers
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode an uploaded file into an H x W x 3 uint8 RGB array, safely.
+
+    Raises ApiError(400/413/415) for empty, oversized, undecodable, unsupported or bomb-sized files.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise ApiError(400, "empty upload: choose an image file")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ApiError(413, f"file too large ({len(data)} bytes); the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that: make it an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if img.format not in ALLOWED_FORMATS:
+                    raise ApiError(415, f"unsupported image format {img.format}; use one of {', '.join(sorted(ALLOWED_FORMATS))}")
+                img.load()
+                img = ImageOps.exif_transpose(img)  # phone photos: show them the way up the user sees them
+                rgb = img.convert("RGB")
+    except ApiError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ApiError(413, f"image has too many pixels (limit {MAX_IMAGE_PIXELS:,})") from None
+    except UnidentifiedImageError:
+        raise ApiError(415, "not an image file Pillow can read (PNG, JPEG, WebP, BMP, GIF or TIFF)") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ApiError(400, f"could not decode the image: {error}") from None
+    array = np.asarray(rgb, dtype=np.uint8)
+    if array.shape[0] < 2 or array.shape[1] < 2:
+        raise ApiError(400, f"image too small: {array.shape[1]} x {array.shape[0]} px")
+    return np.ascontiguousarray(array)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """H x W x 3|4 uint8 array -> PNG file bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", optimize=False, compress_level=3)
+    return buffer.getvalue()
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int], alpha: int = 140) -> np.ndarray:
+    """H x W bool mask -> H x W x 4 uint8 overlay (colour where True, transparent elsewhere)."""
+    out = np.zeros(mask.shape + (4,), dtype=np.uint8)
+    out[mask] = (*colour, alpha)
+    return out
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def render_tile(
+    image: np.ndarray,
+    grid: WindowGrid,
+    windows: Sequence[int],
+    halo_px: int,
+    colour: tuple[int, int, int],
+    marked: Sequence[int] = (),
+    side: int = TILE_SIDE,
+) -> tuple[np.ndarray, float]:
+    """What one worker received, as a thumbnail.
+
+    Args:
+        image: H x W x 3 uint8 original. windows: the worker's window ids. halo_px: context it also got.
+        marked: edge-local windows to outline with a cross (no pixels: the worker never saw them).
+
+    Returns:
+        (h x w x 4 uint8 RGBA tile: the original where `grid.original_mask(windows, halo_px)` holds, transparent
+        elsewhere, window boxes outlined in `colour`; fraction of the original's pixels the worker received).
+    """
+    from PIL import Image, ImageDraw
+
+    received = grid.original_mask(windows, halo_px)
+    h, w = received.shape
+    rgba = np.zeros((h, w, 4), dtype=np.uint8)
+    rgba[received, :3] = image[received]
+    rgba[received, 3] = 255
+    scale = min(1.0, side / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    tile = Image.fromarray(rgba).resize(size, Image.NEAREST)  # nearest: never smear pixels into blank space
+    draw = ImageDraw.Draw(tile)
+
+    def box_of(wid: int) -> tuple[float, float, float, float] | None:
+        ob = grid.window(wid).original_box
+        if ob is None:
+            return None
+        y0, x0, y1, x1 = ob
+        return (x0 * scale, y0 * scale, max(x0 * scale, x1 * scale - 1), max(y0 * scale, y1 * scale - 1))
+
+    for wid in windows:
+        box = box_of(wid)
+        if box is not None:
+            draw.rectangle(box, outline=(*colour, 255), width=2)
+    for wid in marked:
+        box = box_of(wid)
+        if box is not None:
+            draw.rectangle(box, outline=(*EDGE_COLOUR, 255), width=2)
+            draw.line(box, fill=(*EDGE_COLOUR, 200), width=1)
+            draw.line((box[0], box[3], box[2], box[1]), fill=(*EDGE_COLOUR, 200), width=1)
+    return np.asarray(tile), float(received.mean())
+
+
+# ---------------------------------------------------------------------------------------------- the app
+@dataclass
+class Settings:
+    """Everything that changes the image embedding (the embedding cache key, with the image id)."""
+
+    plan: str
+    scheme: str
+    workers: int
+    halo: int
+    dp_epsilon: float | None
+    allow_local: bool
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.plan, self.scheme, self.workers, self.halo, self.dp_epsilon, self.allow_local)
+
+
+@dataclass
+class Encoded:
+    """A cached image embedding plus what the page shows about how it was computed."""
+
+    features: torch.Tensor  # 1 x 256 x 64 x 64
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    encode_s: float
+    run: dict[str, Any] | None = None
+    tiles: list[dict[str, Any]] = field(default_factory=list)
+
+
+class DemoApp:
+    """The demo's state and request handlers (HTTP-free, so tests can also call them directly).
+
+    Args:
+        model: the model the edge holds (the monolithic comparison and the decoder use it too).
+        executors: the workers (`RemoteExecutor`s or `InProcessExecutor`s); the page may use the first n.
+        on_close: called once by `close()` (e.g. stop local worker subprocesses).
+    """
+
+    def __init__(self, model: Sam, executors: Sequence[Any], *, on_close: Callable[[], None] | None = None, max_images: int = 16, max_embeddings: int = 12) -> None:
+        if not executors:
+            raise ValueError("the demo needs at least one worker")
+        self.model = model.eval()
+        self.executors = list(executors)
+        self.on_close = on_close
+        self.lock = threading.Lock()  # one model call at a time (the predictors hold per-image state)
+        self.decoder = SamPredictor(self.model)
+        self.images: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.embeddings: OrderedDict[tuple[Any, ...], Encoded] = OrderedDict()
+        self.predictors: dict[tuple[Any, ...], DistributedSamPredictor] = {}
+        self.max_images = max_images
+        self.max_embeddings = max_embeddings
+        self.plans = [name for name, cls in PLANS.items() if self._plan_fits(name)]
+        self.default_plan = DEFAULT_PLAN_FOR_MODEL.get(self.model.name, self.plans[0] if self.plans else "")
+        self.dp_supported = self._dp_supported()
+        self._samples: list[str] | None = None
+
+    # ------------------------------------------------------------------------------ configuration
+    def _plan_fits(self, name: str) -> bool:
+        try:
+            make_plan(name).check_model(self.model)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    @staticmethod
+    def _dp_supported() -> bool:
+        """Does this build's `DistributedSamPredictor` take a `dp_epsilon` (differential-privacy noise)?"""
+        return "dp_epsilon" in inspect.signature(DistributedSamPredictor.__init__).parameters
+
+    def samples(self) -> list[str]:
+        if self._samples is None:
+            from pedvit.data import real_photos
+
+            available = {p.name for p in real_photos(min_count=0, grayscale=False)}
+            self._samples = [n for n in SAMPLE_PHOTOS if n in available]
+        return self._samples
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "model": self.model.name,
+            "workers_available": len(self.executors),
+            "worker_names": [getattr(e, "name", f"worker{i}") for i, e in enumerate(self.executors)],
+            "plans": self.plans,
+            "default_plan": self.default_plan,
+            "schemes": list(SCHEMES),
+            "default_scheme": "interleaved" if "interleaved" in SCHEMES else list(SCHEMES)[0],
+            "halos": list(HALO_CHOICES),
+            "dp_supported": self.dp_supported,
+            "samples": self.samples(),
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
+        }
+
+    # ------------------------------------------------------------------------------------ images
+    def _store(self, image: np.ndarray) -> dict[str, Any]:
+        image_id = uuid.uuid4().hex
+        with self.lock:
+            self.images[image_id] = image
+            while len(self.images) > self.max_images:
+                old, _ = self.images.popitem(last=False)
+                for key in [k for k in self.embeddings if k[0] == old]:
+                    del self.embeddings[key]
+        return {"image_id": image_id, "width": int(image.shape[1]), "height": int(image.shape[0])}
+
+    def add_upload(self, data: bytes) -> dict[str, Any]:
+        return self._store(decode_image(data))
+
+    def add_sample(self, name: Any) -> dict[str, Any]:
+        if not isinstance(name, str) or name not in self.samples():
+            raise ApiError(404, f"unknown sample photo {name!r}; choose one of {', '.join(self.samples())}")
+        from pedvit.data import real_photos
+
+        return self._store(real_photos(min_count=0, names=[name])[0].image)
+
+    def image(self, image_id: str) -> np.ndarray:
+        try:
+            return self.images[image_id]
+        except KeyError:
+            raise ApiError(404, "unknown image (the demo keeps only the last few in memory): upload it again") from None
+
+    # ------------------------------------------------------------------------------------ segment
+    def parse_settings(self, body: dict[str, Any]) -> Settings:
+        plan = body.get("plan") or self.default_plan
+        if plan not in self.plans:
+            raise ApiError(400, f"plan {plan!r} does not fit model {self.model.name}; choose one of {', '.join(self.plans)}")
+        scheme = body.get("scheme") or "interleaved"
+        if scheme not in SCHEMES:
+            raise ApiError(400, f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+        try:
+            n = int(body.get("workers") or len(self.executors))
+            halo = int(body.get("halo") or 0)
+        except (TypeError, ValueError):
+            raise ApiError(400, "workers and halo must be integers") from None
+        if not 1 <= n <= len(self.executors):
+            raise ApiError(400, f"workers must be between 1 and {len(self.executors)} (the workers available), got {n}")
+        if halo not in HALO_CHOICES:
+            raise ApiError(400, f"halo must be one of {HALO_CHOICES} px, got {halo}")
+        if halo and plan != "tinyvit-isolated":
+            raise ApiError(400, f"plan {plan!r} takes no halo")
+        eps = body.get("dp_epsilon")
+        if eps in ("", None):
+            eps = None
+        else:
+            try:
+                eps = float(eps)
+            except (TypeError, ValueError):
+                raise ApiError(400, f"dp_epsilon must be a positive number, got {eps!r}") from None
+            if not eps > 0 or not np.isfinite(eps):
+                raise ApiError(400, f"dp_epsilon must be a positive number, got {eps}")
+            if not self.dp_supported:
+                raise ApiError(400, "this build has no differential-privacy noise (DistributedSamPredictor takes no dp_epsilon)")
+        return Settings(plan, scheme, n, halo, eps, bool(body.get("allow_local", True)))
+
+    def _predictor(self, s: Settings) -> DistributedSamPredictor:
+        key = s.key()
+        if key not in self.predictors:
+            options: dict[str, Any] = {"allow_local": s.allow_local}
+            if s.dp_epsilon is not None:
+                options["dp_epsilon"] = s.dp_epsilon
+            self.predictors[key] = DistributedSamPredictor(
+                self.model, self.executors[: s.workers], plan=s.plan, scheme=s.scheme, halo_px=s.halo, **options
+            )
+        return self.predictors[key]
+
+    def _encode(self, image_id: str, s: Settings) -> tuple[Encoded, bool]:
+        """The cached (or freshly computed) distributed embedding; second value: was it cached."""
+        key = (image_id, *s.key())
+        if key in self.embeddings:
+            self.embeddings.move_to_end(key)
+            return self.embeddings[key], True
+        image = self.image(image_id)
+        predictor = self._predictor(s)
+        started = time.perf_counter()
+        try:
+            predictor.set_image(image)
+        except ConstraintError as error:
+            raise ApiError(422, f"impossible privacy settings: {error}") from None
+        except PrivacyConstraintError as error:
+            raise ApiError(503, f"a worker is down and its windows cannot move within the privacy constraints: {error}") from None
+        except Exception as error:  # noqa: BLE001 - worker failures the engine could not route around
+            name = type(error).__name__
+            if "Constraint" in name:
+                raise ApiError(422, f"impossible privacy settings: {error}") from None
+            if isinstance(error, (ValueError, TypeError)):
+                raise ApiError(400, f"{name}: {error}") from None
+            log.exception("encode failed")
+            raise ApiError(503, f"the workers could not compute the embedding ({name}: {error}); is a worker down?") from None
+        encoded = Encoded(predictor.features, predictor.original_size, predictor.input_size, time.perf_counter() - started)  # type: ignore[arg-type]
+        engine = predictor.engine
+        if engine.last_run is not None and engine.last_grid is not None:
+            encoded.run = self._run_summary(engine.last_run.to_dict(engine.last_grid))
+            encoded.tiles = self._tiles(image, engine.last_grid, engine.last_run, s.halo)
+        self.embeddings[key] = encoded
+        while len(self.embeddings) > self.max_embeddings:
+            self.embeddings.popitem(last=False)
+        return encoded, False
+
+    def _monolithic(self, image_id: str) -> Encoded:
+        key = (image_id, "monolithic")
+        if key not in self.embeddings:
+            image = self.image(image_id)
+            started = time.perf_counter()
+            self.decoder.set_image(image)
+            self.embeddings[key] = Encoded(self.decoder.features, self.decoder.original_size, self.decoder.input_size, time.perf_counter() - started)  # type: ignore[arg-type]
+        return self.embeddings[key]
+
+    @staticmethod
+    def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
+        keep = ("request_id", "plan", "scheme", "image_size", "content_windows", "keep_local", "max_windows_per_worker", "adjacency",
+                "assignment", "local_windows", "failovers", "timings", "edge_compute_s", "rounds", "wire_dtype", "halo_px", "notes", "adjacent_pairs")
+        out = {k: run[k] for k in keep if k in run}
+        out["workers"] = {
+            name: {k: w[k] for k in ("windows", "calls", "bytes_sent", "bytes_received", "wall_s", "compute_s", "failed", "errors")}
+            for name, w in run["workers"].items()
+        }
+        return out
+
+    def _tiles(self, image: np.ndarray, grid: WindowGrid, run: Any, halo: int) -> list[dict[str, Any]]:
+        local = sorted(set(run.local_windows) | set(run.keep_local))
+        tiles = []
+        for i, (name, worker) in enumerate(run.workers.items()):
+            windows = sorted(worker.windows)
+            colour = WORKER_COLOURS[i % len(WORKER_COLOURS)]
+            rgba, coverage = render_tile(image, grid, windows, halo, colour, marked=local)
+            tiles.append({
+                "name": name, "kind": "worker", "colour": "#%02x%02x%02x" % colour, "windows": windows, "coverage": coverage,
+                "bytes_sent": worker.bytes_sent, "bytes_received": worker.bytes_received, "wall_s": worker.wall_s,
+                "compute_s": worker.compute_s, "failed": worker.failed, "errors": worker.errors, "png": data_url(png_bytes(rgba)),
+            })
+        # The edge's own windows (sensitive keep-local windows, failovers, leftovers) never leave this machine.
+        rgba, coverage = render_tile(image, grid, local, 0, EDGE_COLOUR)
+        tiles.append({
+            "name": "edge (local)", "kind": "edge", "colour": "#%02x%02x%02x" % EDGE_COLOUR, "windows": local, "coverage": coverage,
+            "keep_local": sorted(run.keep_local), "bytes_sent": 0, "bytes_received": 0, "wall_s": run.edge_compute_s,
+            "compute_s": run.edge_compute_s, "failed": False, "errors": [], "png": data_url(png_bytes(rgba)),
+        })
+        return tiles
+
+    def _decode(self, encoded: Encoded, points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None) -> tuple[np.ndarray, float]:
+        d = self.decoder
+        d.features, d.original_size, d.input_size, d.is_image_set = encoded.features, encoded.original_size, encoded.input_size, True
+        # SAM convention: one point is ambiguous (ask for 3 masks, keep the best); more prompts are not.
+        multi = box is None and points is not None and len(points) == 1
+        masks, scores, _ = d.predict(points, labels, box, multimask_output=multi)
+        best = int(np.argmax(scores))
+        return masks[best], float(scores[best])
+
+    @staticmethod
+    def _prompts(body: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        raw_points = body.get("points") or []
+        try:
+            pts = np.asarray(raw_points, dtype=np.float64).reshape(-1, 3) if raw_points else None
+            box = np.asarray(body["box"], dtype=np.float64).reshape(4) if body.get("box") is not None else None
+        except (TypeError, ValueError):
+            raise ApiError(400, "points must be [[x, y, label], ...] and box [x0, y0, x1, y1]") from None
+        if pts is None and box is None:
+            raise ApiError(400, "give at least one point or a box")
+        points = pts[:, :2] if pts is not None else None
+        labels = pts[:, 2].astype(np.int64) if pts is not None else None
+        return points, labels, box
+
+    def segment(self, body: dict[str, Any]) -> dict[str, Any]:
+        image_id = body.get("image_id")
+        if not isinstance(image_id, str):
+            raise ApiError(400, "image_id missing: upload or pick an image first")
+        settings = self.parse_settings(body)
+        points, labels, box = self._prompts(body)
+        with self.lock:
+            self.image(image_id)
+            encoded, cached = self._encode(image_id, settings)
+            started = time.perf_counter()
+            try:
+                mask, score = self._decode(encoded, points, labels, box)
+            except ValueError as error:
+                raise ApiError(400, str(error)) from None
+            decode_s = time.perf_counter() - started
+            result: dict[str, Any] = {
+                "mask": data_url(png_bytes(mask_rgba(mask, (30, 144, 255)))),
+                "score": score,
+                "mask_area": float(mask.mean()),
+                "cached": cached,
+                "timings": {"encode_s": 0.0 if cached else encoded.encode_s, "first_encode_s": encoded.encode_s, "decode_s": decode_s},
+                "run": encoded.run,
+                "tiles": encoded.tiles,
+                "settings": settings.__dict__,
+            }
+            if body.get("compare"):
+                mono = self._monolithic(image_id)
+                mono_mask, mono_score = self._decode(mono, points, labels, box)
+                result["mono"] = {"mask": data_url(png_bytes(mask_rgba(mono_mask, (255, 200, 0)))), "score": mono_score, "encode_s": mono.encode_s,
+                                  "iou": mask_iou(mask, mono_mask)}
+        return result
+
+    def close(self) -> None:
+        for predictor in self.predictors.values():
+            predictor.engine._pool.shutdown(wait=False, cancel_futures=True)  # executors are shared: closed below, once
+        self.predictors.clear()
+        for executor in self.executors:
+            close = getattr(executor, "close", None)
+            if close is not None:
+                close()
+        if self.on_close is not None:
+            self.on_close()
+            self.on_close = None
+
+
+# ------------------------------------------------------------------------------------------------- HTTP
+class DemoHandler(BaseHTTPRequestHandler):
+    """Routes requests to the `DemoApp` in `self.server.app`."""
+
+    server_version = "pedvit-demo"
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def app(self) -> DemoApp:
+        return self.server.app  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.info("%s %s", self.address_string(), format % args)
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; style-src 'self'")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, payload: Any) -> None:
+        self._send(status, json.dumps(payload).encode("utf-8"), "application/json")
+
+    def _body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise ApiError(400, "bad Content-Length") from None
+        if length > MAX_UPLOAD_BYTES:
+            self.close_connection = True  # do not read (or keep) the oversized body
+            raise ApiError(413, f"request too large ({length} bytes); the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _json_body(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self._body() or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        return data
+
+    def _handle(self, method: str) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            if method == "GET":
+                if path in ("/", "/index.html"):
+                    return self._static("index.html")
+                if path.startswith("/static/"):
+                    return self._static(path[len("/static/"):])
+                if path == "/api/config":
+                    return self._json(200, self.app.config())
+                if path.startswith("/api/images/") and path.endswith(".png"):
+                    image_id = path[len("/api/images/"):-len(".png")]
+                    return self._send(200, png_bytes(self.app.image(image_id)), "image/png")
+            elif method == "POST":
+                if path == "/api/images":
+                    return self._json(200, self.app.add_upload(self._body()))
+                if path == "/api/images/sample":
+                    return self._json(200, self.app.add_sample(self._json_body().get("name")))
+                if path == "/api/segment":
+                    return self._json(200, self.app.segment(self._json_body()))
+            raise ApiError(404 if method == "GET" or path.startswith("/api/") else 405, f"no such endpoint: {method} {path}")
+        except ApiError as error:
+            self._json(error.status, {"error": error.message})
+        except Exception as error:  # noqa: BLE001 - the page must get JSON, never a blank 500
+            log.exception("request failed")
+            self._json(500, {"error": f"internal error: {type(error).__name__}: {error}"})
+
+    def _static(self, name: str) -> None:
+        if name not in STATIC_FILES:  # whitelist: no path traversal
+            raise ApiError(404, f"no such file: {name}")
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type.endswith("javascript"):
+            content_type += "; charset=utf-8"
+        self._send(200, (STATIC_DIR / name).read_bytes(), content_type)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+
+class DemoServer(ThreadingHTTPServer):
+    """HTTP server bound to a `DemoApp`. `serve_in_thread()` for tests; `serve_forever()` for the CLI."""
+
+    daemon_threads = True
+
+    def __init__(self, app: DemoApp, host: str = "127.0.0.1", port: int = 8000) -> None:
+        super().__init__((host, port), DemoHandler)
+        self.app = app
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def serve_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="pedvit-demo", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.app.close()
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+def build_app(args: argparse.Namespace) -> DemoApp:
+    """Model + workers from the CLI options (`--local N` default, `--workers`, `--cluster`, `--in-process N`)."""
+    model = build_model(args.model, args.checkpoint)
+    if args.in_process:
+        return DemoApp(model, in_process_workers(model, args.in_process))
+    if args.workers:
+        from pedvit.transport.client import RemoteExecutor
+
+        addresses = [a.strip() for a in args.workers.split(",") if a.strip()]
+        return DemoApp(model, [RemoteExecutor(a, name=a) for a in addresses])
+    if args.cluster:
+        from pedvit.edge.cluster import load_cluster
+
+        return DemoApp(model, load_cluster(args.cluster).executors())
+    from pedvit.edge.cluster import start_local_workers
+
+    print(f"starting {args.local} local workers ...", flush=True)
+    cluster = start_local_workers(args.local, model=args.model, checkpoint=args.checkpoint)
+    return DemoApp(model, cluster.executors(), on_close=cluster.stop)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from pedvit.edge.cluster import ClusterError
+
+    try:
+        app = build_app(args)
+    except (ClusterError, ValueError) as error:
+        print(f"pedvit demo: cannot start the workers: {error}")
+        return 1
+    try:
+        server = DemoServer(app, args.host, args.port)
+    except OSError as error:
+        app.close()
+        print(f"cannot listen on {args.host}:{args.port}: {error}")
+        return 1
+    print(f"pedvit demo: {server.url}/ ({len(app.executors)} workers, model {app.model.name}); Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="web page: segment photos over split workers and see what each worker received")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--local", type=int, default=4, metavar="N", help="start N gRPC workers on loopback (default 4)")
+    where.add_argument("--workers", metavar="HOST:PORT,...", help="use running workers (comma-separated addresses, no TLS)")
+    where.add_argument("--cluster", metavar="FILE", help="use the workers of a cluster file (pedvit cluster up)")
+    where.add_argument("--in-process", type=int, nargs="?", const=4, default=0, metavar="N",
+                       help="N workers inside this process (no network; default 4)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default="mobile_sam")
+    parser.add_argument("--checkpoint", default=None)
+    parser.set_defaults(func=run_demo)
