@@ -1,0 +1,681 @@
+"""`pedvit bench`: end-to-end latency, edge CPU, overhead and bytes of split inference vs two baselines.
+
+For every model and plan, in the same run and on the same image:
+
+* **monolithic**: `SamPredictor.set_image` (the whole encoder on the edge) + one mask decode;
+* **cloud-only**: the edge resizes, sends the whole 1024 x 1024 canvas to ONE worker process (stage
+  `sam.encoder`), gets the 64 x 64 x 256 embedding back, and decodes;
+* **pedvit**: `DistributedSamPredictor` over the first N of a pool of gRPC worker processes (N in --workers).
+
+Per request it records a latency breakdown (edge preprocessing, fan-out rounds, worker compute, serialisation
+estimate, transfer/queueing, edge merge, mask decoder), payload bytes and the edge process CPU seconds
+(`time.process_time`: every thread of this process, so gRPC and codec threads count; worker processes do not).
+Rows report medians over `--repeats` requests, and ratios against the baselines of the same run.
+
+Workers run on loopback by default (`--pin-workers` pins them to cores the edge does not use, so that a
+machine with enough cores can show the parallel speedup), on other machines (`--addresses`), or in Linux
+network namespaces behind emulated links (`--netem`, see `pedvit.eval.netem`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+#: Plans benchmarked per model by default.
+DEFAULT_PLANS: dict[str, tuple[str, ...]] = {
+    "mobile_sam": ("tinyvit-isolated",),
+    "vit_b": ("vit-exact", "vit-isolated"),
+    "vit_l": ("vit-exact", "vit-isolated"),
+    "vit_h": ("vit-exact", "vit-isolated"),
+}
+READY_PREFIX = "PEDVIT_WORKER_READY port="
+
+
+# ------------------------------------------------------------------------------------------ workers
+@dataclass
+class WorkerProcess:
+    """One worker process started by the benchmark."""
+
+    process: subprocess.Popen
+    address: str
+    cpus: tuple[int, ...] | None = None
+
+
+def worker_argv(model: str, *, host: str = "127.0.0.1", device: str = "cpu", threads: int = 2) -> list[str]:
+    """The command line of one benchmark worker (port 0: it picks a free port and prints it)."""
+    return [sys.executable, "-m", "pedvit.cloud.worker", "--port", "0", "--host", host, "--model", model, "--device", device, "--threads", str(threads)]
+
+
+def start_worker(
+    argv: Sequence[str],
+    *,
+    host: str = "127.0.0.1",
+    cpus: Sequence[int] | None = None,
+    torch_threads: int | None = None,
+    timeout_s: float = 300.0,
+) -> WorkerProcess:
+    """Start one worker process and wait for its `PEDVIT_WORKER_READY port=<p>` line.
+
+    Args:
+        argv: the command (possibly prefixed, e.g. by `ip netns exec NS`).
+        cpus: pin the process to these cores (`os.sched_setaffinity` in the child before exec).
+        torch_threads: intra-op threads of the worker (OMP_NUM_THREADS); None: torch's default.
+    """
+    env = dict(os.environ)
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    if torch_threads is not None:
+        env["OMP_NUM_THREADS"] = str(torch_threads)
+    pinned = tuple(cpus) if cpus else None
+
+    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
+        os.setsid()  # its own process group: we can stop it (and an `ip netns exec` wrapper) together
+        if pinned:
+            os.sched_setaffinity(0, pinned)
+
+    process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, preexec_fn=preexec)
+    found: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith(READY_PREFIX):
+                found.append(line[len(READY_PREFIX):].strip())
+                break
+        # Keep draining so the child never blocks on a full pipe.
+        for _ in process.stdout:
+            pass
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout_s
+    while not found and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not found:
+        stop_workers([WorkerProcess(process, "")])
+        raise RuntimeError(f"worker {' '.join(argv)} did not become ready (exit code {process.poll()})")
+    return WorkerProcess(process, f"{host}:{int(found[0])}", pinned)
+
+
+def stop_workers(workers: Sequence[WorkerProcess], timeout_s: float = 5.0) -> None:
+    """SIGTERM each worker's process group, then SIGKILL what is left."""
+    import signal
+
+    for worker in workers:
+        if worker.process.poll() is None:
+            try:
+                os.killpg(worker.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for worker in workers:
+        try:
+            worker.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(worker.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            worker.process.wait(timeout_s)
+
+
+def core_layout(n_workers: int, pin: bool) -> tuple[tuple[int, ...] | None, list[tuple[int, ...] | None]]:
+    """(edge cores, per-worker cores). Pinned: the edge keeps the first core(s), workers share the rest
+    round-robin. On a 2-core machine that is one core for the edge and one for all workers."""
+    if not pin:
+        return None, [None] * n_workers
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise RuntimeError("--pin-workers needs at least 2 cores")
+    edge_n = max(1, len(cores) // (n_workers + 1))
+    edge, rest = tuple(cores[:edge_n]), cores[edge_n:]
+    per = max(1, len(rest) // n_workers)
+    layout = [tuple(rest[(i * per) % len(rest) : (i * per) % len(rest) + per]) for i in range(n_workers)]
+    return edge, layout
+
+
+# --------------------------------------------------------------------------------------- measuring
+@dataclass
+class Sample:
+    """One request's measurements (seconds, bytes)."""
+
+    end_to_end_s: float
+    preprocess_s: float
+    encode_s: float
+    decode_s: float
+    edge_cpu_s: float
+    dispatch_s: float = 0.0
+    worker_wall_s: float = 0.0
+    worker_compute_s: float = 0.0
+    serialise_s: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    edge_compute_s: float = 0.0
+
+    @property
+    def bytes_total(self) -> int:
+        return self.bytes_sent + self.bytes_received
+
+    @property
+    def overhead_s(self) -> float:
+        """gRPC + codec + transfer + queueing on the critical worker: its wall time minus its compute."""
+        return max(0.0, self.worker_wall_s - self.worker_compute_s)
+
+    @property
+    def merge_s(self) -> float:
+        """Edge work outside the fan-out rounds (stitching, global blocks, neck, fusion)."""
+        return max(0.0, self.encode_s - self.dispatch_s)
+
+
+@dataclass
+class CodecSpeed:
+    """Measured seconds per byte of protobuf encode + serialise + parse + decode (the serialisation estimate)."""
+
+    seconds_per_byte: float
+
+    @classmethod
+    def measure(cls, nbytes: int = 8 << 20, repeats: int = 3) -> "CodecSpeed":
+        from pedvit.transport import pedvit_pb2 as pb
+        from pedvit.transport.codec import decode_tensor, encode_tensor
+
+        array = np.random.default_rng(0).standard_normal(nbytes // 2).astype(np.float16)
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            wire = pb.StageRequest(stage="x", batch=encode_tensor(array)).SerializeToString()
+            decode_tensor(pb.StageRequest.FromString(wire).batch)
+            best = min(best, time.perf_counter() - started)
+        return cls(best / array.nbytes)
+
+
+def _decode_once(predictor: Any) -> float:
+    """Run the prompt encoder + mask decoder once (one foreground point at the centre); return seconds."""
+    import torch
+
+    device = predictor.model.device
+    h, w = predictor.input_size
+    coords = torch.tensor([[[w / 2.0, h / 2.0]]], device=device)
+    labels = torch.ones(1, 1, dtype=torch.int64, device=device)
+    _sync(device)
+    started = time.perf_counter()
+    predictor.predict_torch(coords, labels, multimask_output=True)
+    _sync(device)
+    return time.perf_counter() - started
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def _monolithic_predictor(model: Any) -> Any:
+    """A `SamPredictor` whose monolithic `_encode` moves the input to the model's device (the stock one
+    builds a CPU tensor)."""
+    import torch
+
+    from pedvit.edge.predictor import SamPredictor
+
+    class DevicePredictor(SamPredictor):
+        def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
+            x = torch.from_numpy(np.array(resized, dtype=np.float32)).to(self.model.device).permute(2, 0, 1)[None]
+            return self.model.image_encoder(self.model.preprocess(x))
+
+    return DevicePredictor(model)
+
+
+def measure_monolithic(model: Any, image: np.ndarray) -> Sample:
+    """One monolithic request: set_image + one decode on this process."""
+    predictor = _monolithic_predictor(model)
+    cpu, started = time.process_time(), time.perf_counter()
+    predictor.set_image(image)
+    _sync(model.device)
+    encode_wall = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu
+    decode_s = _decode_once(predictor)
+    pre = predictor.timings["preprocess_s"]
+    return Sample(encode_wall + decode_s, pre, encode_wall - pre, decode_s, cpu_s, edge_compute_s=encode_wall - pre)
+
+
+def measure_cloud_only(model: Any, image: np.ndarray, executor: Any, codec: CodecSpeed) -> Sample:
+    """One cloud-only request: the edge sends the whole padded canvas to one worker, then decodes."""
+    import torch
+
+    from pedvit.edge.predictor import SamPredictor
+    from pedvit.plans.plans import SplitPlan
+    from pedvit.plans.stages import FULL_ENCODER
+
+    class CloudOnly(SamPredictor):
+        def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
+            canvas = SplitPlan.canvas(resized, self.model.img_size)
+            meta = np.array([[0, 0, resized.shape[0], resized.shape[1]]], dtype=np.int32)
+            started = time.perf_counter()
+            out = executor.run(FULL_ENCODER, canvas[None], meta, out_dtype="float16", timeout=600.0)
+            self.call_wall = time.perf_counter() - started
+            return torch.from_numpy(np.asarray(out, dtype=np.float32)).permute(0, 3, 1, 2).to(self.model.device)
+
+    predictor = CloudOnly(model)
+    cpu, started = time.process_time(), time.perf_counter()
+    predictor.set_image(image)
+    encode_wall = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu
+    decode_s = _decode_once(predictor)
+    stats = executor.last_call
+    pre = predictor.timings["preprocess_s"]
+    return Sample(
+        encode_wall + decode_s, pre, encode_wall - pre, decode_s, cpu_s,
+        dispatch_s=predictor.call_wall, worker_wall_s=stats.wall_seconds, worker_compute_s=stats.compute_seconds,
+        serialise_s=codec.seconds_per_byte * (stats.bytes_sent + stats.bytes_received),
+        bytes_sent=stats.bytes_sent, bytes_received=stats.bytes_received,
+    )
+
+
+def measure_split(predictor: Any, image: np.ndarray, codec: CodecSpeed) -> Sample:
+    """One pedvit request through a `DistributedSamPredictor` (its engine's fan-out rounds are timed)."""
+    engine = predictor.engine
+    rounds: list[float] = []
+    if not hasattr(engine, "_bench_dispatch"):
+        engine._bench_dispatch = engine._dispatch
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return engine._bench_dispatch(*args, **kwargs)
+            finally:
+                engine._bench_rounds.append(time.perf_counter() - started)
+
+        engine._dispatch = timed
+    engine._bench_rounds = rounds
+    cpu, started = time.process_time(), time.perf_counter()
+    predictor.set_image(image)
+    _sync(predictor.model.device)
+    encode_wall = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu
+    decode_s = _decode_once(predictor)
+    run = predictor.last_run
+    workers = list(run.workers.values())
+    critical = max(workers, key=lambda w: w.wall_s) if workers else None
+    sent = sum(w.bytes_sent for w in workers)
+    received = sum(w.bytes_received for w in workers)
+    pre = predictor.timings["preprocess_s"]
+    return Sample(
+        encode_wall + decode_s, pre, encode_wall - pre, decode_s, cpu_s,
+        dispatch_s=sum(rounds),
+        worker_wall_s=critical.wall_s if critical else 0.0,
+        worker_compute_s=critical.compute_s if critical else 0.0,
+        serialise_s=codec.seconds_per_byte * (critical.bytes_sent + critical.bytes_received) if critical else 0.0,
+        bytes_sent=sent, bytes_received=received, edge_compute_s=run.edge_compute_s,
+    )
+
+
+def _median(samples: Sequence[Sample], key: Callable[[Sample], float]) -> float:
+    return float(statistics.median(key(s) for s in samples))
+
+
+def summarise(samples: Sequence[Sample]) -> dict[str, float]:
+    """Medians of every field over repeats."""
+    keys = {
+        "end_to_end_s": lambda s: s.end_to_end_s,
+        "preprocess_s": lambda s: s.preprocess_s,
+        "encode_s": lambda s: s.encode_s,
+        "decode_s": lambda s: s.decode_s,
+        "edge_cpu_s": lambda s: s.edge_cpu_s,
+        "dispatch_s": lambda s: s.dispatch_s,
+        "worker_wall_s": lambda s: s.worker_wall_s,
+        "worker_compute_s": lambda s: s.worker_compute_s,
+        "serialise_s": lambda s: s.serialise_s,
+        "transfer_s": lambda s: max(0.0, s.overhead_s - s.serialise_s),
+        "overhead_s": lambda s: s.overhead_s,
+        "merge_s": lambda s: s.merge_s,
+        "edge_compute_s": lambda s: s.edge_compute_s,
+        "bytes_sent": lambda s: s.bytes_sent,
+        "bytes_received": lambda s: s.bytes_received,
+        "bytes_total": lambda s: s.bytes_total,
+    }
+    return {name: _median(samples, fn) for name, fn in keys.items()}
+
+
+# ------------------------------------------------------------------------------------------ running
+@dataclass
+class BenchOptions:
+    models: tuple[str, ...] = ("mobile_sam", "vit_b")
+    workers: tuple[int, ...] = (1, 2, 4, 8)
+    repeats: int = 3
+    device: str = "cpu"
+    image: str | None = None
+    plans: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PLANS))
+    addresses: tuple[str, ...] = ()  # external workers (all of one model); empty: start them here
+    pin_workers: bool = False
+    worker_threads: int | None = None
+    edge_threads: int | None = None
+    network: str = "loopback"
+    progress: bool = True
+
+
+def load_image(path: str | None) -> np.ndarray:
+    """The benchmark image: `path`, else the first bundled real photo."""
+    if path:
+        import cv2
+
+        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read image {path!r}")
+        return np.ascontiguousarray(bgr[..., ::-1])
+    from pedvit.data import real_photos
+
+    photos = real_photos()
+    first = photos[0]
+    image = getattr(first, "image", first)
+    if callable(image):
+        image = image()
+    return np.asarray(image)
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def run_model(model_name: str, options: BenchOptions, image: np.ndarray, codec: CodecSpeed) -> list[dict[str, Any]]:
+    """Every row (baselines + each plan x worker count) of one model."""
+    import torch
+
+    from pedvit.edge.distributed import DistributedSamPredictor
+    from pedvit.models import build_model
+    from pedvit.transport.client import RemoteExecutor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model(model_name).to(options.device)
+    n_max = max(options.workers)
+    started: list[WorkerProcess] = []
+    edge_cpus = None
+    if options.addresses:
+        addresses = list(options.addresses)
+        if len(addresses) < n_max:
+            raise ValueError(f"--addresses gives {len(addresses)} workers, --workers asks for {n_max}")
+    else:
+        edge_cpus, layout = core_layout(n_max, options.pin_workers)
+        threads = options.worker_threads or max(1, (len(os.sched_getaffinity(0)) // n_max) if not options.pin_workers else len(layout[0] or (1,)))
+        bar = _progress(n_max, options.progress, f"{model_name}: starting workers")
+        try:
+            for cpus in layout:
+                started.append(start_worker(worker_argv(model_name, device=options.device), cpus=cpus, torch_threads=threads))
+                bar.update()
+        except BaseException:
+            stop_workers(started)
+            raise
+        finally:
+            bar.close()
+        addresses = [w.address for w in started]
+    previous_affinity = os.sched_getaffinity(0)
+    if edge_cpus:
+        os.sched_setaffinity(0, edge_cpus)
+    plans = options.plans.get(model_name, DEFAULT_PLANS[model_name])
+    total = options.repeats * (2 + len(plans) * len(options.workers))
+    bar = _progress(total, options.progress, f"{model_name}")
+    rows: list[dict[str, Any]] = []
+    try:
+        # Warm-up: first calls pay for lazy initialisation (allocator, gRPC channel, thread pools).
+        cloud = RemoteExecutor(addresses[0], name="cloud-only")
+        measure_monolithic(model, image)
+        measure_cloud_only(model, image, cloud, codec)
+        mono = summarise([_step(bar, measure_monolithic, model, image) for _ in range(options.repeats)])
+        cloud_only = summarise([_step(bar, measure_cloud_only, model, image, cloud, codec) for _ in range(options.repeats)])
+        cloud.close()
+        base = {"model": model_name, "device": options.device, "network": options.network, "image_size": list(image.shape[:2])}
+        rows.append({**base, "plan": "monolithic", "workers": 0, **mono})
+        rows.append({**base, "plan": "cloud-only", "workers": 1, **cloud_only})
+        for plan in plans:
+            for n in options.workers:
+                with DistributedSamPredictor(model, addresses[:n], plan=plan) as predictor:
+                    fusion = getattr(predictor.plan, "fusion", None)
+                    if isinstance(fusion, torch.nn.Module):
+                        fusion.to(options.device)
+                    measure_split(predictor, image, codec)  # warm-up
+                    summary = summarise([_step(bar, measure_split, predictor, image, codec) for _ in range(options.repeats)])
+                rows.append({**base, "plan": plan, "workers": n, **summary})
+    finally:
+        bar.close()
+        os.sched_setaffinity(0, previous_affinity)
+        stop_workers(started)
+    for row in rows:
+        add_ratios(row, mono, cloud_only)
+    return rows
+
+
+def _step(bar: Any, fn: Callable[..., Sample], *args: Any) -> Sample:
+    sample = fn(*args)
+    bar.update()
+    return sample
+
+
+def add_ratios(row: dict[str, Any], mono: dict[str, float], cloud_only: dict[str, float]) -> None:
+    """The headline ratios of one row against the baselines of the same run."""
+    row["latency_ratio_vs_monolithic"] = row["end_to_end_s"] / mono["end_to_end_s"]
+    row["edge_cpu_share"] = row["edge_cpu_s"] / mono["edge_cpu_s"]
+    row["overhead_share"] = row["overhead_s"] / row["end_to_end_s"] if row["end_to_end_s"] else 0.0
+    row["bytes_ratio_vs_cloud_only"] = row["bytes_total"] / cloud_only["bytes_total"] if cloud_only["bytes_total"] else 0.0
+
+
+# ------------------------------------------------------------------------------------------ targets
+#: ViT-H / ViT-B image-encoder FLOPs ratio split: (window-block FLOPs share, global-block FLOPs share) are
+#: estimated analytically in `vit_edge_flop_share`.
+def vit_edge_flop_share(depth: int, dim: int, global_blocks: int, tokens_side: int = 64, window: int = 14) -> float:
+    """Share of a SAM ViT encoder's block FLOPs in its global-attention blocks (what vit-exact runs on the
+    edge; patch embed and neck are small and ignored).
+
+    Per block: 24 N C^2 for qkv/proj/MLP (4C hidden) plus 4 N M C for attention over M keys
+    (M = N for global blocks, window^2 for window blocks, padded to whole windows).
+    """
+    n = tokens_side * tokens_side
+    padded = (-(-tokens_side // window) * window) ** 2
+    linear = 24 * dim * dim
+    global_flops = n * (linear + 4 * n * dim)
+    window_flops = padded * (linear + 4 * window * window * dim)
+    return global_blocks * global_flops / (global_blocks * global_flops + (depth - global_blocks) * window_flops)
+
+
+def targets(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PASS/FAIL of each target against the measured rows (missing rows are reported as not measured)."""
+
+    def find(model: str, plan: str, workers: int | None = None) -> dict[str, Any] | None:
+        hits = [r for r in rows if r["model"] == model and r["plan"] == plan and (workers is None or r["workers"] == workers)]
+        return hits[0] if hits else None
+
+    out: list[dict[str, Any]] = []
+
+    def check(name: str, row: dict[str, Any] | None, key: str, limit: float, how: str = "measured") -> None:
+        value = None if row is None else float(row[key])
+        out.append({"target": name, "value": value, "limit": limit, "how": how,
+                    "result": "n/a" if value is None else ("PASS" if value <= limit else "FAIL")})
+
+    tiny4 = find("mobile_sam", "tinyvit-isolated", 4)
+    check("MobileSAM tinyvit-isolated, 4 workers: end-to-end / monolithic", tiny4, "latency_ratio_vs_monolithic", 0.8)
+    check("MobileSAM tinyvit-isolated, 4 workers: edge CPU / monolithic encode CPU", tiny4, "edge_cpu_share", 0.10)
+    check("MobileSAM tinyvit-isolated, 4 workers: orchestration overhead / end-to-end", tiny4, "overhead_share", 0.05)
+    check("MobileSAM tinyvit-isolated, 4 workers: bytes / cloud-only", tiny4, "bytes_ratio_vs_cloud_only", 1.5)
+    check("ViT-B vit-exact, 4 workers: edge CPU / monolithic encode CPU", find("vit_b", "vit-exact", 4), "edge_cpu_share", 0.50)
+    vit_h = find("vit_h", "vit-exact", 4)
+    if vit_h is not None:
+        check("ViT-H vit-exact, 4 workers: edge CPU / monolithic encode CPU", vit_h, "edge_cpu_share", 0.20)
+    else:
+        share = vit_edge_flop_share(depth=32, dim=1280, global_blocks=4)
+        out.append({"target": "ViT-H vit-exact: edge share of encoder FLOPs (global blocks)", "value": share, "limit": 0.20,
+                    "how": "estimated from FLOPs", "result": "PASS" if share <= 0.20 else "FAIL"})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ output
+TABLE_COLUMNS = (
+    ("model", "model", "{}"), ("plan", "plan", "{}"), ("workers", "N", "{}"),
+    ("end_to_end_s", "e2e ms", "ms"), ("latency_ratio_vs_monolithic", "x mono", "{:.2f}"),
+    ("preprocess_s", "prep ms", "ms"), ("worker_compute_s", "worker ms", "ms"), ("serialise_s", "codec ms", "ms"),
+    ("transfer_s", "xfer+queue ms", "ms"), ("merge_s", "merge ms", "ms"), ("decode_s", "decoder ms", "ms"),
+    ("edge_cpu_share", "edge CPU", "pct"), ("overhead_share", "overhead", "pct"),
+    ("bytes_total", "KiB", "kib"), ("bytes_ratio_vs_cloud_only", "x cloud", "{:.2f}"),
+)
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    if fmt == "ms":
+        return f"{1000 * value:.0f}"
+    if fmt == "pct":
+        return f"{100 * value:.0f} %"
+    if fmt == "kib":
+        return f"{value / 1024:.0f}"
+    return fmt.format(value)
+
+
+def markdown(rows: Sequence[dict[str, Any]], checks: Sequence[dict[str, Any]]) -> str:
+    """The results table and the targets as markdown."""
+    lines = ["| " + " | ".join(c[1] for c in TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row[c[0]], c[2]) for c in TABLE_COLUMNS) + " |")
+    lines += ["", "| target | value | limit | how | result |", "|---|---|---|---|---|"]
+    for c in checks:
+        value = "-" if c["value"] is None else f"{c['value']:.3f}"
+        lines.append(f"| {c['target']} | {value} | {c['limit']} | {c['how']} | {c['result']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Stacked latency breakdown per configuration (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = (("preprocess_s", "edge preprocess"), ("worker_compute_s", "worker compute"), ("serialise_s", "codec"),
+             ("transfer_s", "transfer + queueing"), ("merge_s", "edge merge / local"), ("decode_s", "mask decoder"))
+    labels = [f"{r['model']}\n{r['plan']}" + (f"\nN={r['workers']}" if r["plan"] not in ("monolithic", "cloud-only") else "") for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows)), 4.0), dpi=90)
+    bottom = np.zeros(len(rows))
+    for key, name in parts:
+        values = np.array([1000 * r[key] if r["plan"] != "monolithic" or key in ("preprocess_s", "decode_s") else 0.0 for r in rows])
+        ax.bar(range(len(rows)), values, bottom=bottom, label=name)
+        bottom += values
+    mono_encode = np.array([1000 * r["encode_s"] if r["plan"] == "monolithic" else 0.0 for r in rows])
+    ax.bar(range(len(rows)), mono_encode, bottom=bottom, label="monolithic encode")
+    ax.plot(range(len(rows)), [1000 * r["end_to_end_s"] for r in rows], "k.", label="end-to-end (measured)")
+    ax.set_xticks(range(len(rows)), labels, fontsize=5, rotation=90)
+    ax.set_ylabel("ms (median)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_bench(options: BenchOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """All rows for `options.models`, and the target checks."""
+    if options.edge_threads:
+        import torch
+
+        torch.set_num_threads(options.edge_threads)  # the edge (and the monolithic baseline) use this many
+    image = load_image(options.image)
+    codec = CodecSpeed.measure()
+    rows: list[dict[str, Any]] = []
+    for model in options.models:
+        rows += run_model(model, options, image, codec)
+    return rows, targets(rows)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def options_from_args(args: argparse.Namespace) -> BenchOptions:
+    plans = dict(DEFAULT_PLANS)
+    if args.plans:
+        wanted = _csv(args.plans)
+        plans = {m: tuple(p for p in DEFAULT_PLANS[m] if p in wanted) for m in DEFAULT_PLANS}
+    return BenchOptions(
+        models=_csv(args.models), workers=tuple(int(n) for n in _csv(args.workers)), repeats=args.repeats,
+        device=args.device, image=args.image, plans=plans, addresses=_csv(args.addresses or ""),
+        pin_workers=args.pin_workers, worker_threads=args.worker_threads, edge_threads=args.edge_threads, network=args.network_label,
+        progress=not args.no_progress,
+    )
+
+
+def write_outputs(args: argparse.Namespace, rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> None:
+    text = markdown(rows, checks)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "targets": checks, "command": sys.argv}, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    if args.plot:
+        plot(rows, args.plot)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "bench_command", None):  # a sub-benchmark (e.g. `schedule`) has its own func
+        return 2
+    from pedvit.eval import netem
+
+    if args.netem_cleanup:
+        removed = netem.cleanup_leftovers()
+        print(f"removed {len(removed)} leftover pedvit network namespaces: {' '.join(removed) or '-'}")
+        return 0
+    if args.netem:
+        problem = netem.unavailable_reason()
+        if problem:
+            print(f"--netem skipped: {problem}", file=sys.stderr)
+            return 0
+        rows, checks = netem.run_netem_bench(args)
+        write_outputs(args, rows, checks)
+        return 0
+    rows, checks = run_bench(options_from_args(args))
+    write_outputs(args, rows, checks)
+    return 0
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", default=None, metavar="OUT", help="write rows + targets as JSON")
+    p.add_argument("--markdown", default=None, metavar="OUT", help="write the table as markdown")
+    p.add_argument("--plot", default=None, metavar="OUT.png", help="write a latency-breakdown plot")
+    p.add_argument("--models", default="mobile_sam,vit_b", help="comma-separated models (default mobile_sam,vit_b)")
+    p.add_argument("--plans", default=None, help="comma-separated plans (default: tinyvit-isolated; vit-exact,vit-isolated)")
+    p.add_argument("--workers", default="1,2,4,8", help="worker counts (default 1,2,4,8)")
+    p.add_argument("--repeats", type=int, default=3, help="requests per configuration; medians are reported (default 3)")
+    p.add_argument("--device", default="cpu", help="torch device of edge and workers (cpu, cuda)")
+    p.add_argument("--image", default=None, metavar="PATH", help="image to use (default: the first bundled photo)")
+    p.add_argument("--addresses", default=None, help="use these running workers (host:port,...) instead of starting them")
+    p.add_argument("--pin-workers", action="store_true", help="pin workers to cores the edge does not use")
+    p.add_argument("--worker-threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--edge-threads", type=int, default=None, help="torch threads of the edge and the monolithic baseline (default: torch's)")
+    p.add_argument("--network-label", default="loopback", help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--netem", nargs="?", const="wifi,lte", default=None, metavar="PROFILES",
+                   help="run in network namespaces behind emulated links (root; profiles wifi,lte,mixed; default wifi,lte)")
+    p.add_argument("--netem-cleanup", action="store_true", help="remove leftover pedvit network namespaces and exit")
+
+
+def configure_bench_parser(bench_parser: argparse.ArgumentParser) -> None:
+    """Add the options of `pedvit bench` and set its func."""
+    add_common_arguments(bench_parser)
+    bench_parser.set_defaults(func=_cmd_bench)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pedvit.eval.perf_bench")
+    configure_bench_parser(parser)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

