@@ -1,0 +1,548 @@
+"""Clusters of workers: the cluster file, local worker subprocesses, and `pedvit cluster up/down/status`.
+
+Cluster file (JSON; relative paths are relative to the file's directory)::
+
+    {"workers": [{"address": "127.0.0.1:50051", "name": "w0", "pid": 1234}],
+     "tls": {"ca": "pki/ca.pem", "cert": "pki/edge.pem", "key": "pki/edge.key"} | null,
+     "token_file": "token.txt" | null}
+
+`pid` is only present for workers started by `pedvit cluster up` (so `cluster down` can stop them).
+
+    with start_local_workers(4) as cluster:          # 4 `pedvit worker --port 0` processes on loopback
+        predictor = DistributedSamPredictor(model, cluster.executors())
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from pedvit.transport.tls import ClientTLS, ServerTLS
+
+#: Printed by `pedvit worker` once it serves (see `pedvit.cloud.worker.READY_PREFIX`).
+READY_PREFIX = "PEDVIT_WORKER_READY"
+DEFAULT_CLUSTER_FILE = ".pedvit/cluster.json"
+
+
+class ClusterError(RuntimeError):
+    """A worker could not be started, reached, or the cluster file is invalid."""
+
+
+# ------------------------------------------------------------------------------------------ cluster file
+@dataclass
+class WorkerEntry:
+    """One worker of a cluster file."""
+
+    address: str
+    name: str
+    pid: int | None = None
+
+
+@dataclass
+class Cluster:
+    """A set of workers plus the edge's credentials to reach them."""
+
+    workers: list[WorkerEntry]
+    tls: ClientTLS | None = None
+    token_file: str | None = None
+    path: Path | None = None
+
+    def token(self) -> str | None:
+        if not self.token_file:
+            return None
+        from pedvit.transport.auth import read_token_file
+
+        return read_token_file(self.token_file)
+
+    def executors(self) -> list[Any]:
+        """One `RemoteExecutor` per worker, with the cluster's TLS and token applied."""
+        from pedvit.transport.client import RemoteExecutor
+
+        token = self.token()
+        return [RemoteExecutor(w.address, tls=self.tls, token=token, name=w.name) for w in self.workers]
+
+    def to_dict(self, base: Path | None = None) -> dict[str, Any]:
+        def rel(p: Any) -> str:
+            path = Path(p).resolve()
+            if base is not None:
+                try:
+                    return str(path.relative_to(base.resolve()))
+                except ValueError:
+                    pass
+            return str(path)
+
+        workers = []
+        for w in self.workers:
+            entry: dict[str, Any] = {"address": w.address, "name": w.name}
+            if w.pid is not None:
+                entry["pid"] = w.pid
+            workers.append(entry)
+        tls = {"ca": rel(self.tls.ca), "cert": rel(self.tls.cert), "key": rel(self.tls.key)} if self.tls else None
+        return {"workers": workers, "tls": tls, "token_file": rel(self.token_file) if self.token_file else None}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the cluster file (paths relative to its directory when they lie below it)."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(self.to_dict(out.parent), indent=2) + "\n", encoding="utf-8")
+        self.path = out
+        return out
+
+
+def load_cluster(path: str | os.PathLike[str]) -> Cluster:
+    """Read and validate a cluster file. Raises ClusterError with the reason (missing file, bad JSON, ...)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClusterError(f"cluster file {p} not found (start workers with `pedvit cluster up`)") from None
+    except json.JSONDecodeError as error:
+        raise ClusterError(f"cluster file {p} is not valid JSON: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("workers"), list) or not data["workers"]:
+        raise ClusterError(f"cluster file {p}: needs a non-empty 'workers' list")
+    base = p.parent
+
+    def resolve(value: Any, what: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise ClusterError(f"cluster file {p}: {what} must be a path string")
+        q = Path(value)
+        return str(q if q.is_absolute() else base / q)
+
+    workers = []
+    for i, w in enumerate(data["workers"]):
+        if not isinstance(w, dict) or not isinstance(w.get("address"), str) or ":" not in w["address"]:
+            raise ClusterError(f"cluster file {p}: worker {i} needs an 'address' of the form host:port")
+        pid = w.get("pid")
+        workers.append(WorkerEntry(w["address"], str(w.get("name") or w["address"]), int(pid) if pid is not None else None))
+    names = [w.name for w in workers]
+    if len(set(names)) != len(names):
+        raise ClusterError(f"cluster file {p}: worker names must be unique, got {names}")
+    tls = None
+    if data.get("tls"):
+        t = data["tls"]
+        if not isinstance(t, dict) or not all(k in t for k in ("ca", "cert", "key")):
+            raise ClusterError(f"cluster file {p}: 'tls' needs 'ca', 'cert' and 'key'")
+        tls = ClientTLS(resolve(t["ca"], "tls.ca"), resolve(t["cert"], "tls.cert"), resolve(t["key"], "tls.key"), t.get("server_name"))
+    token_file = resolve(data["token_file"], "token_file") if data.get("token_file") else None
+    return Cluster(workers, tls, token_file, p)
+
+
+# ----------------------------------------------------------------------------------- local subprocesses
+def _tls_material(tls: ServerTLS | str | os.PathLike[str] | None) -> tuple[ServerTLS | None, ClientTLS | None]:
+    """A dev-PKI directory (see `generate_dev_pki`) -> worker and edge TLS; a ServerTLS -> (it, None)."""
+    if tls is None or isinstance(tls, ServerTLS):
+        return tls, None
+    d = Path(tls)
+    if not (d / "ca.pem").exists():
+        from pedvit.transport.tls import generate_dev_pki
+
+        generate_dev_pki(d)
+    return ServerTLS(d / "worker.pem", d / "worker.key", d / "ca.pem"), ClientTLS(d / "ca.pem", d / "edge.pem", d / "edge.key")
+
+
+def _tail(path: Path, n: int = 2000) -> str:
+    try:
+        return path.read_bytes()[-n:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+@dataclass
+class LocalWorker:
+    """One worker subprocess."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+    port: int | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@dataclass
+class LocalCluster:
+    """Worker subprocesses on loopback. Stop with `.stop()` or a `with` block (also stopped at exit)."""
+
+    workers: list[LocalWorker]
+    client_tls: ClientTLS | None = None
+    token: str | None = None
+    token_file: str | None = None
+    _log_dir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [w.address for w in self.workers]
+
+    def executors(self, **kwargs: Any) -> list[Any]:
+        """A `RemoteExecutor` per worker (named like the workers, TLS/token applied)."""
+        from pedvit.transport.client import RemoteExecutor
+
+        return [RemoteExecutor(w.address, tls=self.client_tls, token=self.token, name=w.name, **kwargs) for w in self.workers]
+
+    def cluster(self) -> Cluster:
+        """The cluster-file view of these workers (with PIDs)."""
+        return Cluster([WorkerEntry(w.address, w.name, w.pid) for w in self.workers], self.client_tls, self.token_file)
+
+    def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` (default SIGKILL) to worker `index` (failure tests)."""
+        self.workers[index].process.send_signal(sig)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate every worker, kill those still alive after `timeout` seconds."""
+        if self._stopped:
+            return
+        self._stopped = True
+        _stop_processes([w.process for w in self.workers], timeout)
+        if self._log_dir is not None:
+            self._log_dir.cleanup()
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _stop_processes(processes: Sequence[subprocess.Popen], timeout: float) -> None:
+    for p in processes:
+        if p.poll() is None:
+            try:
+                p.terminate()
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for p in processes:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def worker_command(
+    model: str = "mobile_sam",
+    checkpoint: str | None = None,
+    tls: ServerTLS | None = None,
+    token_file: str | None = None,
+    extra_args: Sequence[str] = (),
+    port: int = 0,
+) -> list[str]:
+    """argv of one `pedvit worker` on loopback."""
+    cmd = [sys.executable, "-m", "pedvit.cli", "worker", "--port", str(port), "--host", "127.0.0.1", "--model", model]
+    if checkpoint:
+        cmd += ["--checkpoint", str(checkpoint)]
+    if tls is not None:
+        cmd += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key), "--tls-client-ca", str(tls.client_ca)]
+    if token_file:
+        cmd += ["--token-file", str(token_file)]
+    return cmd + [str(a) for a in extra_args]
+
+
+def start_local_workers(
+    n: int,
+    model: str = "mobile_sam",
+    checkpoint: str | None = None,
+    tls: ServerTLS | str | os.PathLike[str] | None = None,
+    token_file: str | os.PathLike[str] | None = None,
+    extra_args: Sequence[str] | Callable[[int], Sequence[str]] = (),
+    *,
+    timeout_s: float = 120.0,
+    log_dir: str | os.PathLike[str] | None = None,
+    detached: bool = False,
+    client_tls: ClientTLS | None = None,
+    names: Sequence[str] | None = None,
+) -> LocalCluster:
+    """Start `n` `pedvit worker --port 0` subprocesses in parallel on 127.0.0.1 and wait until all serve.
+
+    Args:
+        tls: a `ServerTLS`, or a dev-PKI directory (created with `generate_dev_pki` when empty; the edge
+            certificate from it becomes `client_tls`).
+        token_file: bearer-token file the workers require (and the edge sends).
+        extra_args: extra worker arguments, or a function worker index -> arguments (e.g. a slowdown for one).
+        timeout_s: how long to wait for all `PEDVIT_WORKER_READY` lines.
+        log_dir: where worker stdout/stderr go (default: a temporary directory removed on stop).
+        detached: start the workers in their own session and do not tie them to this process (cluster up).
+
+    Raises:
+        ClusterError: a worker exited or did not get ready in time (message has its stderr tail).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    server_tls, derived_client = _tls_material(tls)
+    client_tls = client_tls or derived_client
+    token = None
+    if token_file:
+        from pedvit.transport.auth import read_token_file
+
+        token = read_token_file(token_file)
+    tmp = None
+    if log_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="pedvit-workers-")
+        log_dir = tmp.name
+    logs = Path(log_dir)
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    names = list(names) if names else [f"w{i}" for i in range(n)]
+    workers: list[LocalWorker] = []
+    try:
+        for i in range(n):
+            args = extra_args(i) if callable(extra_args) else extra_args
+            cmd = worker_command(model, checkpoint, server_tls, str(token_file) if token_file else None, args)
+            log = logs / f"{names[i]}.log"
+            # stdout and stderr go to a file, never a pipe: an undrained pipe would block a chatty worker.
+            with open(log, "wb") as handle:
+                process = subprocess.Popen(
+                    cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                    start_new_session=detached,
+                )
+            workers.append(LocalWorker(names[i], process, log))
+        _wait_ready(workers, timeout_s)
+    except BaseException:
+        _stop_processes([w.process for w in workers], 2.0)
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+    cluster = LocalCluster(workers, client_tls, token, str(token_file) if token_file else None, tmp)
+    if not detached:
+        atexit.register(cluster.stop)
+    _health_check(cluster)
+    return cluster
+
+
+def _wait_ready(workers: list[LocalWorker], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    waiting = list(workers)
+    while waiting:
+        for w in list(waiting):
+            text = _tail(w.log, 1 << 16)
+            for line in text.splitlines():
+                if line.startswith(READY_PREFIX):
+                    w.port = int(line.split("port=", 1)[1].split()[0])
+            if w.port is not None:
+                waiting.remove(w)
+            elif w.process.poll() is not None:
+                raise ClusterError(
+                    f"worker {w.name} exited with code {w.process.returncode} before it was ready; "
+                    f"its output ends with:\n{_tail(w.log)}"
+                )
+        if waiting and time.monotonic() > deadline:
+            w = waiting[0]
+            raise ClusterError(
+                f"{len(waiting)} worker(s) not ready after {timeout_s:.0f} s (e.g. {w.name}); "
+                f"its output ends with:\n{_tail(w.log)}"
+            )
+        if waiting:
+            time.sleep(0.05)
+
+
+def _health_check(cluster: LocalCluster) -> None:
+    """Every worker must answer the gRPC health check (skipped for TLS workers without an edge cert)."""
+    if cluster.workers and cluster.client_tls is None and _uses_tls(cluster):
+        return
+    for executor, w in zip(cluster.executors(), cluster.workers):
+        try:
+            if not executor.health(timeout=10.0):
+                cluster.stop()
+                raise ClusterError(f"worker {w.name} at {w.address} printed READY but fails its health check:\n{_tail(w.log)}")
+        finally:
+            executor.close()
+
+
+def _uses_tls(cluster: LocalCluster) -> bool:
+    return any("--tls-cert" in (w.process.args or []) for w in cluster.workers)
+
+
+# ------------------------------------------------------------------------------------------------ status
+@dataclass
+class WorkerStatus:
+    """What `cluster status` reports per worker."""
+
+    name: str
+    address: str
+    healthy: bool
+    model: str = ""
+    stages: list[str] = field(default_factory=list)
+    pid: int | None = None
+    pid_alive: bool | None = None
+    error: str = ""
+    #: Filled by `STATUS_HOOKS` (e.g. the scheduler's throughput estimates).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: Functions `(cluster, statuses) -> None` that add fields to each `WorkerStatus.extra` (and so to the
+#: `cluster status` table/JSON); the scheduler registers its per-worker estimates here.
+STATUS_HOOKS: list[Callable[[Cluster, list[WorkerStatus]], None]] = []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cluster_status(cluster: Cluster, timeout: float = 3.0) -> list[WorkerStatus]:
+    """Health, model and stages of every worker (queried in parallel)."""
+    executors = cluster.executors()
+    out: list[WorkerStatus | None] = [None] * len(executors)
+
+    def probe(i: int) -> None:
+        w, ex = cluster.workers[i], executors[i]
+        status = WorkerStatus(w.name, w.address, False, pid=w.pid, pid_alive=_pid_alive(w.pid) if w.pid else None)
+        try:
+            status.healthy = ex.health(timeout=timeout)
+            if status.healthy:
+                info = ex.info(timeout=timeout)
+                status.model, status.stages = info.model_name, sorted(info.stages)
+        except Exception as error:  # noqa: BLE001 - report, never crash the status command
+            status.error = str(error)[:300]
+        out[i] = status
+
+    threads = [threading.Thread(target=probe, args=(i,)) for i in range(len(executors))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for ex in executors:
+        ex.close()
+    statuses = [s for s in out if s is not None]
+    for hook in STATUS_HOOKS:
+        hook(cluster, statuses)
+    return statuses
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def _cmd_up(args: argparse.Namespace) -> int:
+    path = Path(args.cluster_file)
+    if path.exists():
+        try:
+            old = load_cluster(path)
+            if any(w.pid and _pid_alive(w.pid) for w in old.workers):
+                print(f"error: {path} lists running workers; run `pedvit cluster down` first", file=sys.stderr)
+                return 2
+        except ClusterError:
+            pass
+    log_dir = path.parent / "logs"
+    extra = ["--slowdown-per-window", str(args.slowdown_per_window)] if args.slowdown_per_window else []
+    try:
+        local = start_local_workers(
+            args.n, args.model, args.checkpoint, tls=args.tls_dir, token_file=args.token_file, extra_args=extra,
+            log_dir=log_dir, detached=True, timeout_s=args.timeout,
+        )
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    cluster = local.cluster()
+    cluster.save(path)
+    for w in local.workers:
+        print(f"{w.name}\t{w.address}\tpid={w.pid}")
+    print(f"cluster file: {path} (logs in {log_dir}); stop with `pedvit cluster down --cluster-file {path}`")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    try:
+        cluster = load_cluster(args.cluster_file)
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    pids = [w.pid for w in cluster.workers if w.pid]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + args.timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in alive if _pid_alive(pid) and not _is_zombie(pid)]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    print(f"stopped {len(pids)} worker(s)" + (f" ({len(alive)} killed after {args.timeout:.0f} s)" if alive else ""))
+    Path(args.cluster_file).unlink(missing_ok=True)
+    return 0
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import pedvit.edge.membership  # noqa: F401 - registers the scheduler-estimates status hook
+
+    try:
+        cluster = load_cluster(args.cluster_file)
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    statuses = cluster_status(cluster)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps([asdict(s) for s in statuses], indent=2))
+    else:
+        for s in statuses:
+            state = "SERVING" if s.healthy else "DOWN"
+            line = f"{s.name}\t{s.address}\t{state}\t{s.model or '-'}\t{','.join(s.stages) or '-'}"
+            if s.pid:
+                line += f"\tpid={s.pid}{'' if s.pid_alive else ' (gone)'}"
+            if s.extra:
+                line += "\t" + " ".join(f"{k}={v}" for k, v in s.extra.items())
+            if s.error:
+                line += f"\t{s.error}"
+            print(line)
+    return 0 if all(s.healthy for s in statuses) else 1
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `pedvit cluster up|down|status`."""
+    p = subparsers.add_parser("cluster", help="start, stop and inspect local worker clusters")
+    sub = p.add_subparsers(dest="cluster_command", metavar="ACTION")
+    up = sub.add_parser("up", help="start N detached workers on loopback and write a cluster file")
+    up.add_argument("-n", type=int, default=4, help="number of workers (default 4)")
+    up.add_argument("--model", default="mobile_sam")
+    up.add_argument("--checkpoint", default=None)
+    up.add_argument("--tls-dir", default=None, help="dev-PKI directory (created if empty); workers serve mutual TLS")
+    up.add_argument("--token-file", default=None, help="bearer token the workers require")
+    up.add_argument("--slowdown-per-window", type=float, default=0.0, help="TEST ONLY: slow workers down")
+    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the workers (default 180)")
+    down = sub.add_parser("down", help="stop the workers of a cluster file")
+    down.add_argument("--timeout", type=float, default=10.0)
+    status = sub.add_parser("status", help="health, model and stages per worker")
+    status.add_argument("--json", action="store_true")
+    for q in (up, down, status):
+        q.add_argument("--cluster-file", default=DEFAULT_CLUSTER_FILE, help=f"default {DEFAULT_CLUSTER_FILE}")
+    up.set_defaults(func=_cmd_up)
+    down.set_defaults(func=_cmd_down)
+    status.set_defaults(func=_cmd_status)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    return p

@@ -1,0 +1,339 @@
+"""`pedvit segment IMAGE ...`: segment one image, distributed over workers (default: local gRPC workers).
+
+    pedvit segment photo.jpg --point 320,240 --out mask.png --overlay overlay.png --views views.png --json r.json
+    pedvit segment photo.jpg --cluster .pedvit/cluster.json --ledger ledger.jsonl
+    pedvit segment photo.jpg --monolithic            # the whole model here (reference)
+
+Modes: default starts `--local N` worker subprocesses on loopback, runs distributed and stops them;
+`--workers`/`--cluster` use running workers; `--in-process` uses in-process executors (no network);
+`--monolithic` runs the unsplit model. Bad input (missing/unreadable image, bad prompt) exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Distinct colours (RGB) for workers in the views picture and overlays.
+PALETTE = [
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40),
+    (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128),
+]
+EDGE_COLOUR = (40, 40, 40)
+
+
+class InputError(ValueError):
+    """Bad user input (exit code 2)."""
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def parse_point(text: str) -> tuple[float, float, int]:
+    """"X,Y" or "X,Y,LABEL" (LABEL 1 foreground, 0 background) -> (x, y, label)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        x, y = float(parts[0]), float(parts[1])
+        label = int(parts[2]) if len(parts) == 3 else 1
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"point must be X,Y or X,Y,LABEL, got {text!r}") from None
+    if label not in (0, 1):
+        raise argparse.ArgumentTypeError(f"point label must be 1 (foreground) or 0 (background), got {label}")
+    return x, y, label
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """"X0,Y0,X1,Y1" -> box."""
+    try:
+        values = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"box must be X0,Y0,X1,Y1, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Any Pillow-readable image -> H x W x 3 uint8 RGB, EXIF orientation applied (grayscale/RGBA/palette ok)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"image {p} not found")
+    try:
+        with Image.open(p) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("RGBA", "LA", "P"):
+                # Composite transparency on white so transparent pixels don't become arbitrary colours.
+                rgba = image.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(background, rgba)
+            return np.array(image.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise InputError(f"cannot read image {p}: {error}") from None
+
+
+# ------------------------------------------------------------------------------------------ predictor
+def _client_tls(args: argparse.Namespace) -> Any:
+    files = (args.tls_ca, args.tls_cert, args.tls_key)
+    if not any(files):
+        return None
+    if not all(files):
+        raise InputError("--tls-ca, --tls-cert and --tls-key go together")
+    from pedvit.transport.tls import ClientTLS
+
+    return ClientTLS(*files)
+
+
+def build_predictor(args: argparse.Namespace, model: Any) -> tuple[Any, Any, str]:
+    """(predictor, local cluster to stop or None, mode name) for the parsed arguments."""
+    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+
+    if args.monolithic:
+        from pedvit.edge.predictor import SamPredictor
+
+        return SamPredictor(model), None, "monolithic"
+    options: dict[str, Any] = dict(
+        plan=args.plan, scheme=args.scheme, halo_px=args.halo, fusion="off" if args.no_fusion else "auto",
+        ledger=args.ledger, wire_dtype=args.wire_dtype, allow_local=not args.no_local_compute,
+    )
+    if args.in_process:
+        return DistributedSamPredictor(model, in_process_workers(model, args.local), **options), None, "in-process"
+    tls = _client_tls(args)
+    token = None
+    if args.token_file:
+        from pedvit.transport.auth import read_token_file
+
+        token = read_token_file(args.token_file)
+    if args.workers:
+        addresses = [a.strip() for a in args.workers.split(",") if a.strip()]
+        return DistributedSamPredictor(model, addresses, tls=tls, token=token, **options), None, "workers"
+    if args.cluster:
+        return DistributedSamPredictor(model, args.cluster, **options), None, "cluster"
+    from pedvit.edge.cluster import start_local_workers
+
+    if args.local < 1:
+        raise InputError("--local must be >= 1")
+    started = time.perf_counter()
+    local = start_local_workers(args.local, model.name, args.checkpoint, token_file=args.token_file)
+    print(f"started {args.local} local worker(s) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    try:
+        return DistributedSamPredictor(model, local.executors(), **options), local, "local"
+    except BaseException:
+        local.stop()
+        raise
+
+
+# -------------------------------------------------------------------------------------------- pictures
+def worker_views(record: Any, grid: Any) -> dict[str, np.ndarray]:
+    """name -> H x W bool mask of the original pixels each worker received (window crops incl. halo);
+    "edge" -> the windows the edge computed itself."""
+    views = {name: grid.original_mask(sorted(w.windows), record.halo_px) for name, w in record.workers.items()}
+    views["edge"] = grid.original_mask(sorted(set(record.local_windows) & set(grid.content_ids)), 0)
+    return views
+
+
+def render_views(image: np.ndarray, views: dict[str, np.ndarray], tile_side: int = 320) -> np.ndarray:
+    """One tile per view: the received pixels tinted in the view's colour, everything else grey; a
+    coloured frame and label. Returns an RGB uint8 picture."""
+    from PIL import Image, ImageDraw
+
+    h, w = image.shape[:2]
+    scale = tile_side / max(h, w)
+    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
+    names = list(views)
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    label_h, pad = 18, 6
+    canvas = Image.new("RGB", (cols * (tw + pad) + pad, rows * (th + label_h + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for i, name in enumerate(names):
+        colour = EDGE_COLOUR if name == "edge" else PALETTE[i % len(PALETTE)]
+        mask = views[name]
+        tile = np.full_like(image, 160)
+        tinted = (0.75 * image + 0.25 * np.array(colour)).astype(np.uint8)
+        tile[mask] = tinted[mask]
+        x0 = pad + (i % cols) * (tw + pad)
+        y0 = pad + (i // cols) * (th + label_h + pad)
+        canvas.paste(Image.fromarray(tile).resize((tw, th), Image.BILINEAR), (x0, y0 + label_h))
+        draw.rectangle([x0 - 1, y0 + label_h - 1, x0 + tw, y0 + label_h + th], outline=colour, width=2)
+        draw.text((x0, y0 + 3), f"{name}: {100 * mask.mean():.0f}% of pixels", fill=colour)
+    return np.array(canvas)
+
+
+def render_overlay(image: np.ndarray, mask: np.ndarray, points: np.ndarray | None, labels: np.ndarray | None, box: Any) -> np.ndarray:
+    """The image with the mask blended in blue, prompt points (green fg / red bg) and the box."""
+    from PIL import Image, ImageDraw
+
+    out = image.astype(np.float32)
+    out[mask] = 0.5 * out[mask] + 0.5 * np.array([30, 144, 255])
+    picture = Image.fromarray(out.astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    r = max(3, round(max(image.shape[:2]) / 150))
+    if points is not None and labels is not None:
+        for (x, y), label in zip(points, labels):
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 200, 0) if label else (220, 0, 0), outline=(255, 255, 255))
+    if box is not None:
+        draw.rectangle(list(box), outline=(255, 215, 0), width=max(2, r // 2))
+    return np.array(picture)
+
+
+def _save_png(array: np.ndarray, path: str) -> None:
+    from PIL import Image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format="PNG")
+
+
+# ------------------------------------------------------------------------------------------------ main
+def run_segment(args: argparse.Namespace) -> dict[str, Any]:
+    """Segment `args.image`; write the requested files; return the JSON result."""
+    import torch
+
+    from pedvit.models import build_model
+
+    image = load_image(args.image)
+    h, w = image.shape[:2]
+    points = labels = None
+    if args.point:
+        points = np.array([[x, y] for x, y, _ in args.point], dtype=np.float64)
+        labels = np.array([lab for _, _, lab in args.point], dtype=np.int64)
+    box = np.array(args.box, dtype=np.float64) if args.box else None
+    if points is None and box is None:
+        points, labels = np.array([[w / 2, h / 2]]), np.array([1])  # no prompt: the centre point
+    if args.no_local_compute and args.monolithic:
+        raise InputError("--no-local-compute makes no sense with --monolithic")
+    try:
+        model = build_model(args.model, args.checkpoint)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        raise InputError(f"cannot load model {args.model!r}: {error}") from None
+    try:
+        predictor, local, mode = build_predictor(args, model)
+    except (ValueError, FileNotFoundError) as error:  # bad plan/halo/scheme/credential paths
+        raise InputError(str(error)) from None
+    try:
+        predictor.set_image(image)
+        try:
+            masks, scores, _ = predictor.predict(points, labels, box, multimask_output=args.multimask)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        record = getattr(predictor, "last_run", None)
+        grid = getattr(getattr(predictor, "engine", None), "last_grid", None)
+    finally:
+        close = getattr(predictor, "close", None)
+        if close is not None:
+            close()
+        if local is not None:
+            local.stop()
+    best = int(np.argmax(scores))
+    mask = masks[best]
+    result: dict[str, Any] = {
+        "image": str(args.image),
+        "image_size": [h, w],
+        "model": model.name,
+        "mode": mode,
+        "prompt": {
+            "points": points.tolist() if points is not None else None,
+            "labels": labels.tolist() if labels is not None else None,
+            "box": box.tolist() if box is not None else None,
+        },
+        "scores": [float(s) for s in scores],
+        "best": best,
+        "mask_area": int(mask.sum()),
+        "mask_fraction": float(mask.mean()),
+        "timings": {k: float(v) for k, v in predictor.timings.items()},
+        "torch_threads": torch.get_num_threads(),
+    }
+    if record is not None:
+        result.update(
+            plan=record.plan, scheme=record.scheme, halo_px=record.halo_px, wire_dtype=record.wire_dtype,
+            request_id=record.request_id, local_windows=sorted(record.local_windows), failovers=record.failovers,
+            workers={
+                name: {
+                    "windows": sorted(wr.windows), "boxes": {str(k): v for k, v in sorted(wr.boxes.items())},
+                    "bytes_sent": wr.bytes_sent, "bytes_received": wr.bytes_received, "calls": wr.calls,
+                    "compute_s": wr.compute_s, "wall_s": wr.wall_s, "failed": wr.failed, "errors": wr.errors,
+                }
+                for name, wr in record.workers.items()
+            },
+            ledger=str(args.ledger) if args.ledger else None,
+        )
+        result["timings"].update({f"engine_{k}": float(v) for k, v in record.timings.items()})
+        result["timings"]["edge_compute_s"] = float(record.edge_compute_s)
+    if args.out:
+        _save_png((mask * 255).astype(np.uint8), args.out)
+    if args.overlay:
+        _save_png(render_overlay(image, mask, points, labels, box), args.overlay)
+    if args.views:
+        if record is None or grid is None:
+            print("note: --views needs a distributed run; skipped for --monolithic", file=sys.stderr)
+        else:
+            _save_png(render_views(image, worker_views(record, grid)), args.views)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from pedvit.edge.cluster import ClusterError
+    from pedvit.edge.engine import PrivacyConstraintError
+
+    try:
+        result = run_segment(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (ClusterError, PrivacyConstraintError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{result['mode']}: mask area {result['mask_area']} px ({100 * result['mask_fraction']:.1f}%), "
+        f"score {result['scores'][result['best']]:.3f}, encode {result['timings'].get('encode_s', 0):.2f} s"
+        + (f", {len(result['failovers'])} failover(s)" if result.get("failovers") else "")
+    )
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `pedvit segment`."""
+    p = subparsers.add_parser("segment", help="segment an image (distributed over workers by default)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", help="image file (any format Pillow reads)")
+    p.add_argument("--point", action="append", type=parse_point, metavar="X,Y[,LABEL]",
+                   help="prompt point in pixels (label 1 foreground, default; 0 background); repeatable")
+    p.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="prompt box in pixels")
+    p.add_argument("--multimask", action="store_true", help="predict 3 masks and keep the best-scored")
+    p.add_argument("--model", default="mobile_sam")
+    p.add_argument("--checkpoint", default=None)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--monolithic", action="store_true", help="run the whole model here (reference)")
+    mode.add_argument("--in-process", action="store_true", help="split over in-process workers (no network)")
+    mode.add_argument("--workers", metavar="HOST:PORT,...", help="running workers")
+    mode.add_argument("--cluster", metavar="FILE", help="cluster file (see `pedvit cluster up`)")
+    p.add_argument("--local", type=int, default=4, metavar="N",
+                   help="workers started on loopback (or in process with --in-process) by default (4)")
+    p.add_argument("--plan", default=None, help="split plan (default: the model's)")
+    p.add_argument("--scheme", default="interleaved", choices=("contiguous", "interleaved", "random", "semantic"))
+    p.add_argument("--halo", type=int, default=0, metavar="PX", help="context pixels around windows (multiple of 16)")
+    p.add_argument("--no-fusion", action="store_true", help="disable the trained fusion (tinyvit-isolated)")
+    p.add_argument("--wire-dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--no-local-compute", action="store_true", help="the edge may not compute windows itself")
+    p.add_argument("--ledger", default=None, metavar="FILE", help="append an audit record (JSON line) here")
+    p.add_argument("--tls-ca", default=None)
+    p.add_argument("--tls-cert", default=None)
+    p.add_argument("--tls-key", default=None)
+    p.add_argument("--token-file", default=None)
+    p.add_argument("--out", default=None, metavar="MASK.png", help="mask PNG (0/255, original size)")
+    p.add_argument("--overlay", default=None, metavar="OVERLAY.png")
+    p.add_argument("--views", default=None, metavar="VIEWS.png", help="what each worker received")
+    p.add_argument("--json", default=None, metavar="RESULT.json")
+    p.set_defaults(func=_cmd_segment)
+    return p
