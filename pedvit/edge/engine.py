@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
@@ -25,8 +26,10 @@ from pedvit.partition import Assignment, Constraints, ConstraintError, WindowGri
 from pedvit.plans.plans import Jobs, SplitPlan
 from pedvit.plans.stages import stages_for_model
 
+from .estimates import EDGE_ID, PerfEstimate, PerfTable
 from .executors import InProcessExecutor
 from .ledger import Ledger
+from .scheduler import InfeasibleScheduleError, Schedule, pick_hedge, schedule
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,9 @@ class RunRecord:
     local_windows: set[int] = field(default_factory=set)
     workers: dict[str, WorkerRecord] = field(default_factory=dict)
     failovers: list[dict[str, Any]] = field(default_factory=list)
+    hedges: list[dict[str, Any]] = field(default_factory=list)
+    scheduling: str = "static"
+    predicted: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     edge_compute_s: float = 0.0
     rounds: int = 0
@@ -105,6 +111,66 @@ class RunRecord:
         return data
 
 
+class _CancelToken:
+    """Cancels one in-flight worker call (the losing side of a hedge). gRPC calls are really cancelled
+    (`StageCall.cancel`); in-process calls cannot be interrupted, their late answer is ignored."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self._call: Any = None
+        self._lock = threading.Lock()
+
+    def attach(self, call: Any) -> None:
+        with self._lock:
+            self._call = call
+            if self.cancelled:
+                call.cancel()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            if self._call is not None:
+                self._call.cancel()
+
+
+@dataclass
+class _Call:
+    """One in-flight call of a dispatch round: an owner's call, a hedge, or the edge's speed probe."""
+
+    target: str
+    wids: list[int]
+    started: float
+    token: _CancelToken
+    hedge: bool = False
+    probe: bool = False
+    deadline: float | None = None  # monotonic time after which the call is hedged (None: never)
+    hedged: bool = False
+
+
+@dataclass
+class _Plan:
+    """What `SplitEngine._plan` decided for one request."""
+
+    assignment: Assignment
+    constraints: Constraints
+    members: dict[str, "WindowExecutor"]  # name -> executor of the workers offered work (assignment order)
+    schedule: Schedule | None = None
+    estimates: dict[str, PerfEstimate] = field(default_factory=dict)
+    edge_estimate: PerfEstimate | None = None
+
+
+@dataclass
+class _Request:
+    """Per-request state shared by the dispatch rounds of one `encode`."""
+
+    grid: WindowGrid
+    plan: _Plan
+    record: RunRecord
+    owner: dict[int, str]
+    dead: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class SplitEngine:
     """Computes image embeddings with a split plan over a set of executors.
 
@@ -112,16 +178,24 @@ class SplitEngine:
         model: the full model (the edge holds all weights; workers hold only their stages').
         executors: the workers, each a `WindowExecutor` (gRPC `RemoteExecutor` or `InProcessExecutor`).
         plan: a `SplitPlan`.
-        scheme: assignment scheme ("contiguous", "interleaved", "random", "semantic").
+        scheme: assignment scheme ("contiguous", "interleaved", "random", "semantic"); with
+            ``scheduling="adaptive"`` only its constraints (semantic: faces keep-local, spread groups) are used.
         constraints: base constraints; the semantic scheme adds keep-local (faces) and spread groups.
         wire_dtype: dtype workers answer in ("float16" halves the bytes; "float32" is bit-exact).
-        allow_local: may the edge compute windows itself (failover, leftovers).
+        allow_local: may the edge compute windows itself (failover, leftovers, adaptive scheduling, hedges).
         timeout_s: deadline of each worker call.
         ledger: where to append one JSON line per request.
         seed: seed of the random scheme (None: fresh randomness per image).
         outgoing: optional hook applied to every window tensor before it leaves the edge
             (`(stage, window_id, array) -> array`, e.g. differential-privacy noise); never applied to the edge's
             own windows.
+        scheduling: "static" (the scheme's equal split) or "adaptive" (`pedvit.edge.scheduler.schedule` over
+            the `perf` estimates: faster workers, and the edge when it finishes sooner, get more windows).
+        hedge_factor: adaptive only: a worker call still running after ``hedge_factor`` x its predicted time
+            (and at least ``hedge_min_s``) is duplicated on the edge or another worker with privacy budget
+            (`pick_hedge`); the first answer wins. None disables hedging.
+        hedge_min_s: smallest wait before a call is hedged (predictions of tiny calls are noisy).
+        perf: the estimates table (default: a fresh `PerfTable`); every call updates it, in both modes.
     """
 
     def __init__(
@@ -139,14 +213,22 @@ class SplitEngine:
         seed: int | None = None,
         outgoing: Callable[[str, int, np.ndarray], np.ndarray] | None = None,
         sensitive_kinds: tuple[str, ...] = ("face",),
+        scheduling: str = "static",
+        hedge_factor: float | None = 3.0,
+        hedge_min_s: float = 0.05,
+        perf: PerfTable | None = None,
     ) -> None:
         if wire_dtype not in ("float16", "float32"):
             raise ValueError(f"wire_dtype must be 'float16' or 'float32', got {wire_dtype!r}")
+        if scheduling not in ("static", "adaptive"):
+            raise ValueError(f"scheduling must be 'static' or 'adaptive', got {scheduling!r}")
+        if hedge_factor is not None and hedge_factor <= 1.0:
+            raise ValueError(f"hedge_factor must be > 1 (or None), got {hedge_factor}")
         plan.check_model(model)
         self.model = model
         self.executors = list(executors)
         names = [getattr(e, "name", None) or f"worker{i}" for i, e in enumerate(self.executors)]
-        if len(set(names)) != len(names):
+        if len(set(names)) != len(names) or EDGE in names:
             names = [f"{n}#{i}" for i, n in enumerate(names)]
         self.names = names
         self.plan = plan
@@ -159,11 +241,61 @@ class SplitEngine:
         self.seed = seed
         self.outgoing = outgoing
         self.sensitive_kinds = sensitive_kinds
+        self.scheduling = scheduling
+        self.hedge_factor = hedge_factor
+        self.hedge_min_s = hedge_min_s
+        self.perf = perf if perf is not None else PerfTable()  # (an empty table is falsy)
+        for name in self.names:
+            self.perf.add(name)
+        self._members_lock = threading.RLock()
         self.edge = InProcessExecutor(stages_for_model(model), EDGE)
-        self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(self.executors)), thread_name_prefix="pedvit-fanout")
+        # Threads are created lazily; the bound only has to cover workers added later plus hedges.
+        self._pool = ThreadPoolExecutor(max_workers=max(64, 4 * len(self.executors)), thread_name_prefix="pedvit-fanout")
         self.last_run: RunRecord | None = None
         self.last_grid: WindowGrid | None = None
         self.last_assignment: Assignment | None = None
+
+    # ------------------------------------------------------------------------------ membership
+    def members(self) -> dict[str, WindowExecutor]:
+        """Name -> executor of every current worker (healthy or not)."""
+        with self._members_lock:
+            return dict(zip(self.names, self.executors))
+
+    def add_worker(self, executor: WindowExecutor, name: str | None = None) -> str:
+        """Add a worker; it gets work from the next request on (its first answers seed its estimate)."""
+        with self._members_lock:
+            name = name or getattr(executor, "name", None) or f"worker{len(self.names)}"
+            if name in self.names or name == EDGE:
+                raise ValueError(f"a worker named {name!r} is already a member (or the name is reserved)")
+            self.executors.append(executor)
+            self.names.append(name)
+            self.perf.add(name)
+        log.info("worker %s joined", name)
+        return name
+
+    def remove_worker(self, name: str, *, close: bool = True) -> WindowExecutor:
+        """Remove a worker; calls in flight to it fail over like any failed call."""
+        with self._members_lock:
+            if name not in self.names:
+                raise KeyError(f"no worker named {name!r}")
+            index = self.names.index(name)
+            executor = self.executors.pop(index)
+            self.names.pop(index)
+            self.perf.remove(name)
+        if close and hasattr(executor, "close"):
+            executor.close()
+        log.info("worker %s left", name)
+        return executor
+
+    def available_workers(self) -> dict[str, WindowExecutor]:
+        """The members that may be offered work now (not in failure backoff)."""
+        ok = set(self.perf.available())
+        return {n: e for n, e in self.members().items() if n in ok}
+
+    def status(self) -> dict[str, Any]:
+        """Members, their health state and current estimates (`PerfTable.snapshot`), for `cluster status`."""
+        snap = self.perf.snapshot()
+        return {"scheduling": self.scheduling, "members": list(self.members()), **snap}
 
     # ------------------------------------------------------------------------------ assignment
     def constraints_for(self, original: np.ndarray, grid: WindowGrid) -> Constraints:
@@ -174,17 +306,66 @@ class SplitEngine:
         return constraints_for_image(original, grid, self.base_constraints)
 
     def plan_assignment(self, original: np.ndarray, grid: WindowGrid) -> tuple[Assignment, Constraints]:
-        if not self.executors:
-            if not self.allow_local:
-                raise ConstraintError("no workers given and local compute is forbidden")
-            constraints = self.constraints_for(original, grid)
-            return Assignment({}, tuple(grid.content_ids), tuple(grid.padding_ids), self.scheme), constraints
+        """The checked assignment (worker indices follow the current available members) and constraints."""
+        plan = self._plan(original, grid)
+        return plan.assignment, plan.constraints
+
+    def _plan(self, original: np.ndarray, grid: WindowGrid) -> _Plan:
         constraints = self.constraints_for(original, grid)
-        assignment = assign(grid, len(self.executors), self.scheme, constraints=constraints, seed=self.seed)
-        problems = check_assignment(assignment, grid, constraints)
+        members = self.available_workers()
+        if not members:
+            if not self.allow_local:
+                raise ConstraintError("no (healthy) workers and local compute is forbidden")
+            return _Plan(Assignment({}, tuple(grid.content_ids), tuple(grid.padding_ids), self.scheme), constraints, {})
+        names = list(members)
+        plan: _Plan | None = None
+        if self.scheduling == "adaptive":
+            try:
+                plan = self._adaptive_plan(grid, constraints, members)
+            except (InfeasibleScheduleError, ConstraintError) as error:
+                log.warning("adaptive schedule failed (%s); using the static %s assignment", error, self.scheme)
+        if plan is None:
+            assignment = assign(grid, len(names), self.scheme, constraints=constraints, seed=self.seed)
+            plan = _Plan(assignment, constraints, members)
+        problems = check_assignment(plan.assignment, grid, constraints)
         if problems:
             raise ConstraintError("assignment breaks the privacy constraints: " + "; ".join(problems))
-        return assignment, constraints
+        return plan
+
+    def _estimates(self, names: Sequence[str]) -> tuple[dict[str, PerfEstimate], PerfEstimate | None]:
+        """Copies of the workers' estimates (unmeasured ones assumed typical) and the edge's (None until
+        measured: an unmeasured edge only computes keep-local windows)."""
+        table = self.perf.estimates()
+        est = {n: table[n] for n in names if n in table}
+        seeded = [e for e in est.values() if e.seeded]
+        if seeded and len(seeded) < len(est):
+            # A worker that has not answered yet is assumed as fast as the fastest: it gets work on its first
+            # request (a new member is tried at once), and that answer seeds its estimate.
+            spw = min(e.seconds_per_window for e in seeded)
+            overhead = min(e.overhead_s for e in seeded)
+            for e in est.values():
+                if not e.seeded:
+                    e.seconds_per_window, e.overhead_s = spw, overhead
+        edge = self.perf.edge
+        return est, (edge if edge.seeded and self.allow_local else None)
+
+    def _adaptive_plan(self, grid: WindowGrid, constraints: Constraints, members: dict[str, WindowExecutor]) -> _Plan:
+        names = list(members)
+        est, edge = self._estimates(names)
+        cap = max_share(grid, len(names), constraints)
+        sched = schedule(
+            grid.content_ids, est, edge, max_per_worker=cap, neighbours=grid.neighbours,
+            adjacency=constraints.adjacency, keep_local=constraints.keep_local,
+            spread_groups=constraints.spread_groups, allow_local=self.allow_local, now=self.perf.clock(),
+        )
+        notes = []
+        if sched.adjacent_pairs:
+            notes.append(f"adaptive: {sched.adjacent_pairs} same-worker adjacent pair(s) left (adjacency={constraints.adjacency})")
+        assignment = Assignment(
+            {i: sched.assignments.get(n, ()) for i, n in enumerate(names)}, sched.local, tuple(grid.padding_ids),
+            "adaptive", tuple(notes),
+        )
+        return _Plan(assignment, constraints, members, sched, est, edge)
 
     # ---------------------------------------------------------------------------------- encode
     def encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
@@ -192,7 +373,9 @@ class SplitEngine:
         1 x 256 x 64 x 64 embedding."""
         started = time.perf_counter()
         grid = WindowGrid(original.shape[:2], input_size=self.model.img_size)
-        assignment, constraints = self.plan_assignment(original, grid)
+        plan = self._plan(original, grid)
+        assignment, constraints = plan.assignment, plan.constraints
+        names = list(plan.members)
         planned = time.perf_counter()
         record = RunRecord(
             request_id=uuid.uuid4().hex[:16],
@@ -204,91 +387,210 @@ class SplitEngine:
             content_windows=list(grid.content_ids),
             padding_windows=list(grid.padding_ids),
             keep_local=sorted(constraints.keep_local),
-            max_windows_per_worker=max_share(grid, max(1, len(self.executors)), constraints),
+            max_windows_per_worker=max_share(grid, max(1, len(names)), constraints),
             adjacency=constraints.adjacency,
-            assignment={self.names[w]: list(ids) for w, ids in assignment.worker_windows.items()},
+            assignment={names[w]: list(ids) for w, ids in assignment.worker_windows.items()},
             local_windows=set(assignment.local),
             wire_dtype=self.wire_dtype,
             halo_px=self.plan.halo_px,
             notes=list(assignment.notes),
+            scheduling="adaptive" if plan.schedule is not None else "static",
+            predicted=dict(plan.schedule.finish) if plan.schedule is not None else {},
         )
-        record.workers = {name: WorkerRecord() for name in self.names}
+        record.workers = {name: WorkerRecord() for name in names}
         record.timings["assign_s"] = planned - started
-        owner = {wid: self.names[w] for w, ids in assignment.worker_windows.items() for wid in ids}
-        dead: set[str] = set()
+        owner = {wid: names[w] for w, ids in assignment.worker_windows.items() for wid in ids}
+        request = _Request(grid, plan, record, owner)
 
         def dispatch(stage: str, jobs: Jobs, force_local: frozenset[int]) -> dict[int, np.ndarray]:
             record.rounds += 1
-            return self._dispatch(stage, jobs, force_local, grid, constraints, record, owner, dead)
+            return self._dispatch(stage, jobs, force_local, request)
 
         embedding = self.plan.encode(self.model, resized, grid, dispatch)
         record.timings["encode_s"] = time.perf_counter() - started
         self.last_run, self.last_grid, self.last_assignment = record, grid, assignment
         if self.ledger is not None:
-            self.ledger.append(record.to_dict(grid))
+            with request.lock:
+                self.ledger.append(record.to_dict(grid))
         return embedding
 
     # -------------------------------------------------------------------------------- fan-out
-    def _dispatch(
-        self,
-        stage: str,
-        jobs: Jobs,
-        force_local: frozenset[int],
-        grid: WindowGrid,
-        constraints: Constraints,
-        record: RunRecord,
-        owner: dict[int, str],
-        dead: set[str],
-    ) -> dict[int, np.ndarray]:
+    def _dispatch(self, stage: str, jobs: Jobs, force_local: frozenset[int], req: _Request) -> dict[int, np.ndarray]:
+        """Run one round: every job on its owner (the edge's own windows concurrently), hedging stragglers
+        and failing over failed workers until every job has an answer."""
+        record = req.record
         results: dict[int, np.ndarray] = {}
         pending = dict(jobs)
         while pending:
             by_target: dict[str, list[int]] = {}
             for wid in sorted(pending):
-                target = EDGE if wid in force_local or wid in record.local_windows else owner[wid]
+                target = EDGE if wid in force_local or wid in record.local_windows else req.owner[wid]
                 by_target.setdefault(target, []).append(wid)
-            futures: dict[str, Future] = {
-                target: self._pool.submit(self._call_worker, target, stage, wids, pending, grid, record)
-                for target, wids in by_target.items()
-                if target != EDGE
-            }
-            if EDGE in by_target:
-                # The edge's own windows are computed while the workers compute theirs.
-                edge_started = time.perf_counter()
-                results.update(self._run_batches(self.edge, stage, by_target[EDGE], pending, "float32", record.request_id))
-                record.edge_compute_s += time.perf_counter() - edge_started
-                for wid in by_target[EDGE]:
-                    pending.pop(wid)
-            for target, future in futures.items():
-                try:
-                    results.update(future.result())
-                    for wid in by_target[target]:
-                        pending.pop(wid)
-                except Exception as error:  # noqa: BLE001 - any worker failure triggers failover
-                    log.warning("worker %s failed on %s: %s", target, stage, error)
-                    worker = record.workers[target]
-                    worker.failed = True
-                    worker.errors.append(f"{type(error).__name__}: {error}"[:500])
-                    dead.add(target)
-                    for wid in by_target[target]:
-                        new_owner = self._failover_target(wid, grid, constraints, record, dead)
-                        record.failovers.append({"window": wid, "stage": stage, "from": target, "to": new_owner, "reason": type(error).__name__})
-                        if new_owner == EDGE:
-                            record.local_windows.add(wid)
-                        else:
-                            owner[wid] = new_owner
+            calls: dict[Future, _Call] = {}
+            for target, wids in by_target.items():
+                calls.update(self._submit(target, stage, wids, jobs, req))
+            if (self.scheduling == "adaptive" and self.allow_local and EDGE not in by_target
+                    and not self.perf.edge.seeded):
+                # Probe the edge's speed on one window (redundant, result unused) while the workers compute.
+                calls.update(self._submit(EDGE, stage, [min(pending)], jobs, req, probe=True))
+            self._await_round(stage, jobs, pending, results, calls, req)
         return results
 
-    def _call_worker(self, target: str, stage: str, wids: list[int], jobs: Jobs, grid: WindowGrid, record: RunRecord) -> dict[int, np.ndarray]:
-        executor = self.executors[self.names.index(target)]
-        worker = record.workers[target]
+    def _submit(self, target: str, stage: str, wids: list[int], jobs: Jobs, req: _Request, *,
+                hedge: bool = False, probe: bool = False) -> dict[Future, _Call]:
+        call = _Call(target, list(wids), time.monotonic(), _CancelToken(), hedge=hedge, probe=probe)
+        if target != EDGE and not hedge and self.hedge_factor is not None and req.plan.schedule is not None:
+            est = self.perf.get(target) if target in self.perf else None
+            if est is not None and est.seeded:  # an unmeasured worker's prediction is a guess: never hedged
+                call.deadline = call.started + max(self.hedge_min_s, self.hedge_factor * est.predict(len(wids)))
+        if target == EDGE:
+            future = self._pool.submit(self._call_edge, stage, call.wids, jobs, req.record)
+        else:
+            future = self._pool.submit(self._call_worker, target, stage, call.wids, jobs, req, call.token)
+        return {future: call}
+
+    def _await_round(self, stage: str, jobs: Jobs, pending: dict[int, Any], results: dict[int, np.ndarray],
+                     calls: dict[Future, _Call], req: _Request) -> None:
+        """Collect the round's answers (first answer per window wins); hedge calls past their deadline;
+        windows whose every call failed get a new owner (left in `pending` for the next pass)."""
+        record, grid, plan = req.record, req.grid, req.plan
+        constraints = plan.constraints
+        unresolved = {w for c in calls.values() if not c.probe for w in c.wids}
+        active = set(calls)
+        hedge_rows: dict[tuple[int, str], dict[str, Any]] = {}
+        while unresolved:
+            deadlines = [c.deadline for f, c in calls.items() if f in active and c.deadline is not None and not c.hedged]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            done, _ = wait(active, timeout=timeout, return_when=FIRST_COMPLETED)
+            lost: list[tuple[int, str, str]] = []
+            for future in done:
+                active.discard(future)
+                call = calls[future]
+                try:
+                    out = future.result()
+                except Exception as error:  # noqa: BLE001 - any worker failure triggers failover
+                    if call.probe:
+                        continue
+                    if call.target == EDGE:
+                        raise
+                    missing = [w for w in call.wids if w in unresolved]
+                    if not missing or call.token.cancelled:
+                        continue  # the losing side of a hedge
+                    log.warning("worker %s failed on %s: %s", call.target, stage, error)
+                    with req.lock:
+                        worker = record.workers[call.target]
+                        worker.failed = True
+                        worker.errors.append(f"{type(error).__name__}: {error}"[:500])
+                    req.dead.add(call.target)
+                    if call.target in self.perf:
+                        self.perf.mark_failed(call.target)
+                    for wid in missing:
+                        covered = any(wid in calls[f].wids and not calls[f].probe for f in active)
+                        if not covered:
+                            lost.append((wid, call.target, type(error).__name__))
+                    continue
+                if call.probe:
+                    continue
+                won = [w for w in call.wids if w in unresolved]
+                for wid in won:
+                    results[wid] = out[wid]
+                    unresolved.discard(wid)
+                    pending.pop(wid, None)
+                for wid in won:
+                    for (hw, _), row in hedge_rows.items():
+                        if hw == wid and row["winner"] is None:
+                            row["winner"] = call.target
+                if won:
+                    # Cancel calls whose windows are all answered (the slower side of a hedge).
+                    for f in list(active):
+                        other = calls[f]
+                        if not other.probe and not any(w in unresolved for w in other.wids):
+                            other.token.cancel()
+                            active.discard(f)
+                            if not other.hedge and other.target != EDGE and other.target in self.perf:
+                                # The straggler took at least this long: let its estimate know.
+                                self.perf.observe(other.target, len(other.wids), time.monotonic() - other.started)
+            if not active and unresolved:
+                # Safety net: nothing in flight can answer these any more; move them like failed windows.
+                lost.extend((wid, req.owner.get(wid, EDGE), "NoAnswer") for wid in sorted(unresolved)
+                            if wid not in {w for w, _, _ in lost})
+            for wid, source, reason in lost:
+                unresolved.discard(wid)
+                new_owner = self._failover_target(wid, grid, constraints, record, req.dead, list(plan.members))
+                record.failovers.append({"window": wid, "stage": stage, "from": source, "to": new_owner, "reason": reason})
+                if new_owner == EDGE:
+                    record.local_windows.add(wid)
+                else:
+                    req.owner[wid] = new_owner
+            now = time.monotonic()
+            for future in list(active):
+                call = calls[future]
+                if call.deadline is None or call.hedged or now < call.deadline:
+                    continue
+                call.hedged = True
+                wids = [w for w in call.wids if w in unresolved]
+                targets = self._hedge_targets(wids, call.target, req) if wids else {}
+                if not targets:
+                    record.notes.append(f"{stage}: worker {call.target} is late but no hedge target keeps the constraints")
+                    continue
+                log.info("hedging %s's windows %s: %s", call.target, wids, targets)
+                for target, ids in targets.items():
+                    new = self._submit(target, stage, list(ids), jobs, req, hedge=True)
+                    calls.update(new)
+                    active.update(new)
+                    for wid in ids:
+                        row = {"window": wid, "stage": stage, "original": call.target, "hedge": target, "winner": None,
+                               "after_s": round(now - call.started, 4)}
+                        hedge_rows[(wid, target)] = row
+                        record.hedges.append(row)
+        for future in active:
+            calls[future].token.cancel()  # leftovers: probes and losers still running
+
+    def _hedge_targets(self, wids: list[int], straggler: str, req: _Request) -> dict[str, tuple[int, ...]]:
+        plan, record, grid = req.plan, req.record, req.grid
+        if plan.schedule is None:
+            return {}
+        with req.lock:
+            held = {n: set(w.windows) for n, w in record.workers.items()}
+        estimates = {n: e for n, e in plan.estimates.items() if n not in req.dead}
+        constraints = plan.constraints
+        return pick_hedge(
+            wids, plan.schedule, estimates, plan.edge_estimate if self.allow_local else None,
+            max_per_worker=record.max_windows_per_worker, neighbours=grid.neighbours,
+            adjacency=constraints.adjacency, spread_groups=constraints.spread_groups, allow_local=self.allow_local,
+            exclude={straggler, *req.dead}, also_held=held, now=self.perf.clock(),
+        )
+
+    def _call_edge(self, stage: str, wids: list[int], jobs: Jobs, record: RunRecord) -> dict[int, np.ndarray]:
+        started = time.perf_counter()
+        out, _, _, _ = self._run_batches(self.edge, stage, wids, jobs, "float32", record.request_id)
+        elapsed = time.perf_counter() - started
+        record.edge_compute_s += elapsed
+        self.perf.observe(EDGE_ID, len(wids), elapsed, elapsed)
+        return out
+
+    def _call_worker(self, target: str, stage: str, wids: list[int], jobs: Jobs, req: _Request,
+                     token: _CancelToken | None = None) -> dict[int, np.ndarray]:
+        executor = req.plan.members[target]
+        worker = req.record.workers[target]
+        grid = req.grid
         # Record before sending: a worker that fails mid-request may still have seen the windows.
-        for wid in wids:
-            worker.windows.add(wid)
-            box = grid.window(wid).original_box
-            if box is not None:
-                worker.boxes[wid] = list(box)
-        return self._run_batches(executor, stage, wids, jobs, self.wire_dtype, record.request_id, worker)
+        with req.lock:
+            for wid in wids:
+                worker.windows.add(wid)
+                box = grid.window(wid).original_box
+                if box is not None:
+                    worker.boxes[wid] = list(box)
+        out, wall, compute, nbytes = self._run_batches(executor, stage, wids, jobs, self.wire_dtype, req.record.request_id, token)
+        with req.lock:
+            worker.calls += 1
+            worker.wall_s += wall
+            worker.compute_s += compute
+            worker.bytes_received += nbytes[1]
+            worker.bytes_sent += nbytes[0]
+        if target in self.perf:
+            self.perf.observe(target, len(wids), wall, compute if compute > 0 else None, sum(nbytes))
+        return out
 
     def _run_batches(
         self,
@@ -298,15 +600,22 @@ class SplitEngine:
         jobs: Jobs,
         out_dtype: str,
         request_id: str,
-        worker: WorkerRecord | None = None,
-    ) -> dict[int, np.ndarray]:
-        """Send `wids` to one executor, one call per window shape (border windows are smaller)."""
+        token: _CancelToken | None = None,
+    ) -> tuple[dict[int, np.ndarray], float, float, tuple[int, int]]:
+        """Send `wids` to one executor, one call per window shape (border windows are smaller).
+
+        Returns (window id -> output, wall seconds, worker-reported compute seconds, (bytes sent, received)).
+        """
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for wid in wids:
             by_shape.setdefault(jobs[wid][0].shape, []).append(wid)
         out: dict[int, np.ndarray] = {}
         remote = executor is not self.edge
+        wall = compute = 0.0
+        sent = received = 0
         for shape_ids in by_shape.values():
+            if token is not None and token.cancelled:
+                raise RuntimeError("call cancelled (hedge lost)")
             arrays = []
             for wid in shape_ids:
                 array = jobs[wid][0]
@@ -319,24 +628,32 @@ class SplitEngine:
             batch = np.stack(arrays)
             meta = np.stack([jobs[wid][1] for wid in shape_ids]).astype(np.int32)
             started = time.perf_counter()
-            result = executor.run(stage, batch, meta, out_dtype=out_dtype, timeout=self.timeout_s, request_id=request_id)
-            if worker is not None:
-                worker.calls += 1
-                worker.wall_s += time.perf_counter() - started
+            stats: Any = None
+            if token is not None and hasattr(executor, "run_future"):
+                # Cancellable: the losing side of a hedge stops on the worker too.
+                handle = executor.run_future(stage, batch, meta, out_dtype=out_dtype, timeout=self.timeout_s, request_id=request_id)
+                token.attach(handle)
+                result = handle.result()
+                stats = getattr(handle, "stats", None)
+            else:
+                result = executor.run(stage, batch, meta, out_dtype=out_dtype, timeout=self.timeout_s, request_id=request_id)
                 stats = getattr(executor, "last_call", None)
-                if stats is not None:
-                    worker.bytes_sent += int(getattr(stats, "bytes_sent", 0))
-                    worker.bytes_received += int(getattr(stats, "bytes_received", 0))
-                    worker.compute_s += float(getattr(stats, "compute_seconds", 0.0))
+            wall += time.perf_counter() - started
+            if stats is not None and remote:
+                sent += int(getattr(stats, "bytes_sent", 0))
+                received += int(getattr(stats, "bytes_received", 0))
+                compute += float(getattr(stats, "compute_seconds", 0.0))
             for i, wid in enumerate(shape_ids):
                 out[wid] = result[i]
-        return out
+        return out, wall, compute, (sent, received)
 
-    def _failover_target(self, wid: int, grid: WindowGrid, constraints: Constraints, record: RunRecord, dead: set[str]) -> str:
+    def _failover_target(self, wid: int, grid: WindowGrid, constraints: Constraints, record: RunRecord, dead: set[str],
+                         names: Sequence[str] | None = None) -> str:
         """A live worker that can take `wid` without breaking a constraint, else the edge."""
+        names = list(record.workers) if names is None else list(names)
         n_content = len(grid.content_ids)
         candidates = []
-        for name in self.names:
+        for name in names:
             if name in dead:
                 continue
             planned = set(record.assignment.get(name, []))
@@ -350,7 +667,7 @@ class SplitEngine:
                 continue
             if constraints.adjacency != "off" and any(n in held for n in grid.neighbours(wid)):
                 continue
-            if any(wid in group and len(group & held) >= math.ceil(len(group) / max(1, len(self.names))) for group in constraints.spread_groups):
+            if any(wid in group and len(group & held) >= math.ceil(len(group) / max(1, len(names))) for group in constraints.spread_groups):
                 continue
             candidates.append((len(held), name))
         if candidates:
