@@ -38,6 +38,9 @@ class DistributedSamPredictor(SamPredictor):
         fusion: "auto" (the trained fusion for tinyvit-isolated when its weights are present), "off", or a module.
         ledger: path of the JSON-lines audit ledger (None: no ledger).
         tls, token: client credentials for "host:port" workers.
+        dp_epsilon, dp_delta, dp_clip_norm, dp_seed: Gaussian differential-privacy noise on every window sent
+            to a worker (`pedvit.privacy.dp.GaussianWindowNoise`, the engine's `outgoing` hook); None: off.
+            The parameters are recorded per worker in `last_run.extra["dp"]` and the ledger.
         Remaining keyword arguments go to `SplitEngine` (wire_dtype, allow_local, timeout_s, seed, constraints, ...).
     """
 
@@ -55,6 +58,10 @@ class DistributedSamPredictor(SamPredictor):
         tls: Any = None,
         token: str | None = None,
         constraints: Constraints | None = None,
+        dp_epsilon: float | None = None,
+        dp_delta: float = 1e-5,
+        dp_clip_norm: float | None = None,
+        dp_seed: int | None = None,
         **engine_options: Any,
     ) -> None:
         super().__init__(model, checkpoint)
@@ -64,6 +71,14 @@ class DistributedSamPredictor(SamPredictor):
         executors = self._executors(workers, tls, token)
         if isinstance(ledger, (str, os.PathLike)):
             ledger = Ledger(ledger)
+        self.dp_noise = None
+        if dp_epsilon is not None:
+            from pedvit.privacy.dp import GaussianWindowNoise
+
+            self.dp_noise = GaussianWindowNoise(dp_epsilon, dp_delta, dp_clip_norm, seed=dp_seed)
+            engine_options["outgoing"] = self.dp_noise
+            if ledger is not None:
+                ledger = _DPLedger(ledger, self.dp_noise.params())
         self.engine = SplitEngine(self.model, executors, plan, scheme=scheme, constraints=constraints, ledger=ledger, **engine_options)
 
     def _resolve_fusion(self, plan_name: str, fusion: Any) -> torch.nn.Module | None:
@@ -104,7 +119,11 @@ class DistributedSamPredictor(SamPredictor):
         return self.engine.last_run
 
     def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
-        return self.engine.encode(resized, original)
+        embedding = self.engine.encode(resized, original)
+        if self.dp_noise is not None and self.engine.last_run is not None:
+            record = self.engine.last_run
+            record.extra["dp"] = _dp_per_worker(self.dp_noise.params(), {n: w.windows for n, w in record.workers.items()})
+        return embedding
 
     def close(self) -> None:
         self.engine.close()
@@ -114,3 +133,23 @@ class DistributedSamPredictor(SamPredictor):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _dp_per_worker(params: dict[str, Any], windows: dict[str, Any]) -> dict[str, Any]:
+    """DP parameters for each worker that received windows (edge-local windows are never noised)."""
+    return {name: {**params, "windows": sorted(int(w) for w in wids)} for name, wids in windows.items() if wids}
+
+
+class _DPLedger:
+    """Ledger proxy that adds the per-worker DP parameters to each record before it is written."""
+
+    def __init__(self, ledger: Ledger, params: dict[str, Any]) -> None:
+        self._ledger, self._params = ledger, params
+
+    def append(self, record: dict[str, Any]) -> None:
+        workers = {name: w.get("windows", []) for name, w in record.get("workers", {}).items()}
+        record.setdefault("extra", {})["dp"] = _dp_per_worker(self._params, workers)
+        self._ledger.append(record)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)

@@ -125,13 +125,15 @@ class TinyViTIsolated(SplitPlan):
         outputs.update(self.padding_outputs(model, TINYVIT_TRUNK, padding_jobs, (self.halo_px,)))
         p = grid.patch_size
         n_tokens = grid.input_size // p
-        features = torch.zeros(1, n_tokens, n_tokens, model.image_encoder.trunk_channels)
+        # Stitched in numpy: slice assignment casts float16 -> float32 in place, with no per-window temporary
+        # tensor (per-window torch copies cost ~10-20x more on a busy CPU, see docs/performance.md).
+        features = np.zeros((1, n_tokens, n_tokens, model.image_encoder.trunk_channels), dtype=np.float32)
         for window in grid.windows:
             cy, cx = grid.crop_box(window.id, self.halo_px)[:2]
             r0, c0, r1, c1 = window.token_box
-            out = torch.from_numpy(np.asarray(outputs[window.id], dtype=np.float32))
-            features[0, r0:r1, c0:c1] = out[r0 - cy // p : r1 - cy // p, c0 - cx // p : c1 - cx // p]
-        return features.permute(0, 3, 1, 2)
+            features[0, r0:r1, c0:c1] = outputs[window.id][r0 - cy // p : r1 - cy // p, c0 - cx // p : c1 - cx // p]
+        # Stitched on the CPU (outputs arrive as numpy), then moved to where the edge's model runs.
+        return torch.from_numpy(features).permute(0, 3, 1, 2).to(model.device)
 
     def encode(self, model: Sam, resized: np.ndarray, grid: WindowGrid, dispatch: Dispatch) -> torch.Tensor:
         self.check_model(model)
@@ -164,21 +166,21 @@ class _ViTPlan(SplitPlan):
         outputs = dispatch(stage, self.pixel_jobs(canvas, grid, grid.content_ids, 0), frozenset())
         padding_jobs = self.pixel_jobs(np.zeros_like(canvas), grid, grid.padding_ids, 0)
         outputs.update(self.padding_outputs(model, stage, padding_jobs, ()))
-        return self.stitch(grid, outputs, encoder.pos_embed.shape[-1])
+        return self.stitch(grid, outputs, encoder.pos_embed.shape[-1]).to(model.device)
 
     @staticmethod
     def stitch(grid: WindowGrid, outputs: Mapping[int, np.ndarray], dim: int) -> torch.Tensor:
         n_tokens = grid.input_size // grid.patch_size
-        tokens = torch.zeros(1, n_tokens, n_tokens, dim)
-        for window in grid.windows:
+        tokens = np.zeros((1, n_tokens, n_tokens, dim), dtype=np.float32)
+        for window in grid.windows:  # numpy slice assignment: casts in place, no per-window temporaries
             r0, c0, r1, c1 = window.token_box
-            tokens[0, r0:r1, c0:c1] = torch.from_numpy(np.asarray(outputs[window.id], dtype=np.float32))
-        return tokens
+            tokens[0, r0:r1, c0:c1] = outputs[window.id]
+        return torch.from_numpy(tokens)
 
     @staticmethod
     def token_jobs(tokens: torch.Tensor, grid: WindowGrid) -> Jobs:
         jobs: Jobs = {}
-        array = tokens[0].numpy()
+        array = tokens[0].cpu().numpy()  # no copy on CPU; one device->host copy on an accelerator
         for window in grid.windows:
             r0, c0, r1, c1 = window.token_box
             jobs[window.id] = (array[r0:r1, c0:c1], np.array([r0, c0, r1 - r0, c1 - c0], dtype=np.int32))
@@ -234,7 +236,7 @@ class ViTExact(_ViTPlan):
         for start, end in stretches:
             tokens = encoder.run_blocks(tokens, position, start)  # global block(s) on the edge
             outputs = dispatch(vit_blocks_stage_name(start, end), self.token_jobs(tokens, grid), frozenset(grid.padding_ids))
-            tokens = self.stitch(grid, outputs, dim)
+            tokens = self.stitch(grid, outputs, dim).to(model.device)
             position = end
         tokens = encoder.run_blocks(tokens, position, encoder.depth)
         return encoder.run_neck(tokens)

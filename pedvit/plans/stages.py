@@ -20,7 +20,16 @@ from pedvit.models.tiny_vit import TinyViT
 from .stage import Stage, StageSpec
 
 TINYVIT_TRUNK = "tinyvit.trunk"
+#: The whole image encoder on the whole (resized, padded) image: the cloud-only baseline, never a split plan.
+FULL_ENCODER = "sam.encoder"
 WINDOW_PX = 224
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    """Where a module's weights live (stages move numpy inputs there and outputs back to CPU)."""
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def vit_embed_stage_name(end: int) -> str:
@@ -43,7 +52,8 @@ def vit_window_stretches(encoder: ImageEncoderViT) -> list[tuple[int, int]]:
 
 def _normalised_pixels(model_mean: torch.Tensor, model_std: torch.Tensor, batch: np.ndarray, meta: np.ndarray) -> torch.Tensor:
     """B x h x w x 3 uint8 crops -> B x 3 x h x w normalised, zero outside each crop's valid extent."""
-    x = torch.from_numpy(np.array(batch, dtype=np.float32)).permute(0, 3, 1, 2)
+    # One copy to a writable float tensor (the batch may be a read-only network buffer), on the stage's device.
+    x = torch.from_numpy(np.array(batch, dtype=np.float32)).to(model_mean.device).permute(0, 3, 1, 2)
     x = (x - model_mean) / model_std
     h, w = x.shape[-2:]
     for i, (_, _, valid_h, valid_w) in enumerate(meta.tolist()):
@@ -73,11 +83,15 @@ class TinyViTTrunkStage:
     @torch.inference_mode()
     def run(self, batch: np.ndarray, meta: np.ndarray) -> np.ndarray:
         x = _normalised_pixels(self.mean, self.std, batch, meta)
-        out = torch.empty(x.shape[0], x.shape[2] // 16, x.shape[3] // 16, self.encoder.trunk_channels)
+        groups = _groups_by_origin(meta, WINDOW_PX)
+        if len(groups) == 1:  # the common case (no halo): one forward, no scatter copy
+            (oy, ox), _ = next(iter(groups.items()))
+            return self.encoder.run_trunk(x, origin_px=(oy, ox)).permute(0, 2, 3, 1).cpu().numpy()
+        out = torch.empty(x.shape[0], x.shape[2] // 16, x.shape[3] // 16, self.encoder.trunk_channels, device=x.device)
         # All TinyViT window grids repeat every 224 px, so crops with equal origin mod 224 batch together.
-        for (oy, ox), idx in _groups_by_origin(meta, WINDOW_PX).items():
+        for (oy, ox), idx in groups.items():
             out[idx] = self.encoder.run_trunk(x[idx], origin_px=(oy, ox)).permute(0, 2, 3, 1)
-        return out.numpy()
+        return out.cpu().numpy()
 
 
 class ViTEmbedStage:
@@ -93,7 +107,7 @@ class ViTEmbedStage:
         x = _normalised_pixels(self.mean, self.std, batch, meta)
         p = self.encoder.patch_size
         tokens = torch.cat([self.encoder.embed(x[i : i + 1], (oy // p, ox // p)) for i, (oy, ox, _, _) in enumerate(meta.tolist())])
-        return self.encoder.run_blocks(tokens, 0, self.end).numpy()
+        return self.encoder.run_blocks(tokens, 0, self.end).cpu().numpy()
 
 
 class ViTBlocksStage:
@@ -106,16 +120,37 @@ class ViTBlocksStage:
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray, meta: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.array(batch, dtype=np.float32))
-        return self.encoder.run_blocks(x, self.start, self.end).numpy()
+        x = torch.from_numpy(np.array(batch, dtype=np.float32)).to(_device_of(self.encoder))
+        return self.encoder.run_blocks(x, self.start, self.end).cpu().numpy()
+
+
+class FullEncoderStage:
+    """The whole image encoder on the whole resized image: uint8 1 x 1024 x 1024 x 3 -> 1 x 64 x 64 x 256.
+
+    Only the cloud-only *baseline* of the benchmark sends this stage anything (a split plan never does: it
+    would hand one worker the whole image). Meta is (0, 0, valid_h, valid_w): the content extent, zero beyond.
+    """
+
+    def __init__(self, model: Sam) -> None:
+        self.model = model
+        size = model.img_size
+        self.spec = StageSpec(FULL_ENCODER, ("uint8",), 3, max_side=size, multiple_of=size, max_batch=1)
+
+    @torch.inference_mode()
+    def run(self, batch: np.ndarray, meta: np.ndarray) -> np.ndarray:
+        if meta[:, :2].any():
+            raise ValueError(f"stage {FULL_ENCODER!r} takes the whole canvas: origins must be 0")
+        x = _normalised_pixels(self.model.pixel_mean, self.model.pixel_std, batch, meta)
+        return self.model.image_encoder(x).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def stages_for_model(model: Sam) -> dict[str, Stage]:
     """Every worker stage of a model (the edge uses the same objects for the windows it computes itself)."""
     encoder = model.image_encoder
+    full = FullEncoderStage(model)
     if isinstance(encoder, TinyViT):
         stage: Stage = TinyViTTrunkStage(encoder, model.pixel_mean, model.pixel_std)
-        return {stage.spec.name: stage}
+        return {stage.spec.name: stage, full.spec.name: full}
     stretches = vit_window_stretches(encoder)
     stages: dict[str, Stage] = {}
     first_start, first_end = stretches[0]
@@ -125,21 +160,38 @@ def stages_for_model(model: Sam) -> dict[str, Stage]:
     for start, end in stretches[1:] if first_start == 0 else stretches:
         blocks = ViTBlocksStage(encoder, start, end)
         stages[blocks.spec.name] = blocks
+    stages[full.spec.name] = full
     return stages
 
 
-def strip_to_worker_parts(model: Sam) -> Sam:
-    """Drop what no worker stage uses (global blocks, neck, prompt encoder, mask decoder) to free memory."""
+def strip_to_worker_parts(model: Sam, *, keep_encoder: bool = False) -> Sam:
+    """Drop what no worker stage uses to free memory: the prompt encoder and mask decoder, and (unless
+    `keep_encoder`, needed by the full-encoder baseline stage) the global blocks and the neck."""
     encoder = model.image_encoder
-    if isinstance(encoder, ImageEncoderViT):
-        for i in encoder.global_attn_indexes:
-            encoder.blocks[i] = nn.Identity()
-    encoder.neck = nn.Identity()
+    if not keep_encoder:
+        if isinstance(encoder, ImageEncoderViT):
+            for i in encoder.global_attn_indexes:
+                encoder.blocks[i] = nn.Identity()
+        encoder.neck = nn.Identity()
     model.prompt_encoder = nn.Identity()  # type: ignore[assignment]
     model.mask_decoder = nn.Identity()  # type: ignore[assignment]
     return model
 
 
-def build_worker_stages(model_name: str, checkpoint: str | os.PathLike[str] | None) -> dict[str, Stage]:
-    """Stages a cloud worker serves for `model_name` (weights loaded, unneeded blocks dropped)."""
-    return stages_for_model(strip_to_worker_parts(build_model(model_name, checkpoint)))
+def build_worker_stages(
+    model_name: str,
+    checkpoint: str | os.PathLike[str] | None,
+    *,
+    device: str | torch.device = "cpu",
+    full_encoder: bool = True,
+) -> dict[str, Stage]:
+    """Stages a cloud worker serves for `model_name` (weights loaded on `device`, unneeded parts dropped).
+
+    With `full_encoder` (default) the worker also serves `FULL_ENCODER` (the cloud-only baseline) and so
+    keeps the whole image encoder; without it, only the split stages and their blocks.
+    """
+    model = strip_to_worker_parts(build_model(model_name, checkpoint), keep_encoder=full_encoder).to(device).eval()
+    stages = stages_for_model(model)
+    if not full_encoder:
+        stages.pop(FULL_ENCODER)
+    return stages

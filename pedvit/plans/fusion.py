@@ -1,0 +1,175 @@
+"""Edge fusion for `tinyvit-isolated`: restores cross-window context lost by isolated per-window trunks.
+
+With no halo, each worker runs MobileSAM's TinyViT trunk on its own 224 px windows only, so the stitched
+1 x 320 x 64 x 64 trunk features miss every interaction across window borders (token rows/columns at
+multiples of 14). `SeamFusion` is a small residual module the edge applies to the stitched features before
+the neck: ``y = x + f(x)`` where ``f`` mixes information across borders with depthwise large-kernel and
+dilated convolutions (receptive field 25 tokens > one window), and knows where the seams are through a
+learned embedding of the token's position inside its window (tiled every 14 tokens). The last layer of
+each block is zero-initialised, so an untrained module is exactly the identity.
+
+It is trained by distillation (no labels): input = stitched isolated features, target = the monolithic
+trunk features of the same image (see `scripts/train_fusion.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from pedvit.models import Sam
+
+__all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "fusion_flops", "stitched_fast", "monolithic_trunk"]
+
+#: Shipped weights (trained by `scripts/train_fusion.py`) and their metadata JSON.
+DEFAULT_WEIGHTS = pathlib.Path(__file__).with_name("weights") / "fusion_mobile_sam.pt"
+
+
+class _LayerNorm2d(nn.Module):
+    """LayerNorm over channels of a B x C x H x W tensor."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class _SeamBlock(nn.Module):
+    """LN -> 1x1 down -> (+ in-window position embedding) -> DW kxk -> GELU -> DW kxk dilated -> GELU -> 1x1 up.
+
+    Receptive field: (k - 1) * (1 + dilation) + 1 tokens; with k=7, dilation=3 that is 25 tokens, so every
+    token sees across at least one window border in each direction.
+    """
+
+    def __init__(self, channels: int, hidden: int, window_tokens: int, kernel: int, dilation: int) -> None:
+        super().__init__()
+        self.window_tokens = window_tokens
+        self.norm = _LayerNorm2d(channels)
+        self.down = nn.Conv2d(channels, hidden, 1)
+        # Where a token sits inside its window (distance to the seams), tiled over the whole map.
+        self.pos = nn.Parameter(torch.zeros(1, hidden, window_tokens, window_tokens))
+        self.dw1 = nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2, groups=hidden)
+        self.dw2 = nn.Conv2d(hidden, hidden, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=hidden)
+        self.act = nn.GELU()
+        self.up = nn.Conv2d(hidden, channels, 1)
+        nn.init.zeros_(self.up.weight)  # untrained block == identity
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        t = self.window_tokens
+        reps = (-(-h // t), -(-w // t))
+        pos = self.pos.repeat(1, 1, *reps)[..., :h, :w]
+        y = self.down(self.norm(x)) + pos
+        y = self.act(self.dw1(y))
+        y = self.act(self.dw2(y))
+        return x + self.up(y)
+
+
+class SeamFusion(nn.Module):
+    """Residual cross-window fusion of stitched TinyViT trunk features.
+
+    Args:
+        channels: trunk channels (320 for MobileSAM).
+        hidden: channels inside each block.
+        depth: number of residual blocks.
+        window_tokens: window side in tokens (14), for the in-window position embedding.
+        kernel, dilation: depthwise kernel size and the dilation of the second depthwise conv.
+
+    Shapes: B x channels x H x W -> B x channels x H x W (H = W = 64 for a 1024 px input).
+    """
+
+    def __init__(self, channels: int = 320, hidden: int = 128, depth: int = 2, window_tokens: int = 14,
+                 kernel: int = 7, dilation: int = 3) -> None:
+        super().__init__()
+        self.config = dict(channels=channels, hidden=hidden, depth=depth, window_tokens=window_tokens,
+                           kernel=kernel, dilation=dilation)
+        self.blocks = nn.ModuleList(_SeamBlock(channels, hidden, window_tokens, kernel, dilation) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+@torch.inference_mode()
+def stitched_fast(model: Sam, resized: np.ndarray, window_px: int = 224) -> torch.Tensor:
+    """1 x 320 x 64 x 64 stitched isolated trunk features, in-process, all windows of a shape in one batch.
+
+    Cropping the preprocessed (normalised, zero-padded) input equals what each worker computes: the stage
+    normalises its uint8 crop and zeroes everything beyond the content, which is what `preprocess` pads with.
+    Window origins are multiples of 224, so every window's TinyViT attention grid is aligned at (0, 0).
+    """
+    x = torch.from_numpy(np.array(resized, dtype=np.float32)).permute(2, 0, 1)[None]
+    x = model.preprocess(x)[0]
+    side = x.shape[-1]
+    encoder = model.image_encoder
+    starts = list(range(0, side, window_px))
+    by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for y0 in starts:
+        for x0 in starts:
+            h, w = min(window_px, side - y0), min(window_px, side - x0)
+            by_shape.setdefault((h, w), []).append((y0, x0))
+    out = torch.zeros(1, encoder.trunk_channels, side // 16, side // 16)
+    for (h, w), origins in by_shape.items():
+        batch = torch.stack([x[:, y0:y0 + h, x0:x0 + w] for y0, x0 in origins])
+        feats = encoder.run_trunk(batch)
+        for f, (y0, x0) in zip(feats, origins):
+            out[0, :, y0 // 16:(y0 + h) // 16, x0 // 16:(x0 + w) // 16] = f
+    return out
+
+
+@torch.inference_mode()
+def monolithic_trunk(model: Sam, resized: np.ndarray) -> torch.Tensor:
+    """1 x 320 x 64 x 64 trunk features of the whole image (the distillation target)."""
+    x = torch.from_numpy(np.array(resized, dtype=np.float32)).permute(2, 0, 1)[None]
+    return model.image_encoder.run_trunk(model.preprocess(x))
+
+
+def fusion_flops(module: nn.Module, channels: int = 320, side: int = 64) -> int:
+    """FLOPs (2 per multiply-add, `torch.utils.flop_counter`) of one 1 x channels x side x side forward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(torch.zeros(1, channels, side, side))
+    return int(counter.get_total_flops())
+
+
+def load_default_fusion(path: str | pathlib.Path | None = None) -> SeamFusion | None:
+    """The trained fusion module for MobileSAM (eval mode), or None when the weights file is absent.
+
+    The file holds ``{"config": {...}, "state_dict": {...}}``; it is loaded with ``weights_only=True``
+    and ``strict=True`` so a stale or foreign file fails loudly instead of silently half-loading.
+    """
+    path = pathlib.Path(path) if path is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        return None
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    module = SeamFusion(**blob["config"])
+    module.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()}, strict=True)
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def save_fusion(module: SeamFusion, path: str | pathlib.Path, metadata: dict | None = None) -> None:
+    """Write the weights (fp32, about 1 MB) and, optionally, a metadata JSON beside them."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().clone() for k, v in module.state_dict().items()}
+    torch.save({"config": dict(module.config), "state_dict": state}, path)
+    if metadata is not None:
+        path.with_suffix(".json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
