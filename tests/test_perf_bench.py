@@ -40,12 +40,13 @@ def test_full_encoder_stage_matches_monolithic(mobile_sam, astronaut) -> None:
 
 def test_worker_stages_device_option_on_cpu() -> None:
     """`build_worker_stages(device=...)` (the worker's --device) runs on the device it was given."""
-    stages = build_worker_stages("mobile_sam", None, device="cpu")
+    stages = build_worker_stages("mobile_sam", None, device="cpu", full_encoder=True)
     assert FULL_ENCODER in stages and "tinyvit.trunk" in stages
     trunk = stages["tinyvit.trunk"]
     out = trunk.run(np.zeros((2, 224, 224, 3), np.uint8), np.array([[0, 0, 224, 224], [0, 224, 224, 224]], np.int32))
     assert out.shape == (2, 14, 14, 320) and out.dtype == np.float32
-    assert FULL_ENCODER not in build_worker_stages("mobile_sam", None, full_encoder=False)
+    # A split worker loads only what its stages need: no full-encoder baseline unless asked for.
+    assert FULL_ENCODER not in build_worker_stages("mobile_sam", None)
 
 
 def test_vit_flop_share_estimate() -> None:

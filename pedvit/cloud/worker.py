@@ -304,6 +304,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="gRPC message size limit in MiB (default 64)")
     p.add_argument("--threads", type=int, default=4, help="concurrent calls (default 4)")
     p.add_argument("--device", default="cpu", help="torch device of the stages: cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--serve-full-encoder", action="store_true",
+                   help="BENCHMARK BASELINE: also serve the whole image encoder (cloud-only); keeps every block in memory")
     p.add_argument("--slowdown-per-window", type=float, default=0.0, metavar="S",
                    help="TEST ONLY: sleep S seconds per window to emulate a slow worker")
     p.add_argument("--stages-factory", default=DEFAULT_STAGES_FACTORY, metavar="MODULE:FUNC",
@@ -328,9 +330,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     token = read_token_file(args.token_file) if args.token_file else None
     # Imported lazily: loading a model pulls in torch, which the rest of the CLI does not need.
     factory = _load_factory(args.stages_factory)
-    # Only pass `device` when asked: test factories take (model_name, checkpoint) only.
     device = getattr(args, "device", "cpu")
-    stages = factory(args.model, args.checkpoint) if device == "cpu" else factory(args.model, args.checkpoint, device=device)
+    options = {}
+    if device != "cpu":  # test factories take (model_name, checkpoint) only
+        options["device"] = device
+    if args.serve_full_encoder:
+        options["full_encoder"] = True
+    stages = factory(args.model, args.checkpoint, **options)
     worker = serve(
         args.port,
         stages,

@@ -56,7 +56,7 @@ class WorkerProcess:
 
 def worker_argv(model: str, *, host: str = "127.0.0.1", device: str = "cpu", threads: int = 2) -> list[str]:
     """The command line of one benchmark worker (port 0: it picks a free port and prints it)."""
-    return [sys.executable, "-m", "pedvit.cloud.worker", "--port", "0", "--host", host, "--model", model, "--device", device, "--threads", str(threads)]
+    return [sys.executable, "-m", "pedvit.cloud.worker", "--port", "0", "--host", host, "--model", model, "--device", device, "--threads", str(threads), "--serve-full-encoder"]
 
 
 def start_worker(

@@ -183,12 +183,12 @@ def build_worker_stages(
     checkpoint: str | os.PathLike[str] | None,
     *,
     device: str | torch.device = "cpu",
-    full_encoder: bool = True,
+    full_encoder: bool = False,
 ) -> dict[str, Stage]:
     """Stages a cloud worker serves for `model_name` (weights loaded on `device`, unneeded parts dropped).
 
-    With `full_encoder` (default) the worker also serves `FULL_ENCODER` (the cloud-only baseline) and so
-    keeps the whole image encoder; without it, only the split stages and their blocks.
+    By default a worker loads only the split stages and the blocks they need. With `full_encoder` it also
+    serves `FULL_ENCODER` (the cloud-only *baseline* of `pedvit bench`) and so keeps the whole image encoder.
     """
     model = strip_to_worker_parts(build_model(model_name, checkpoint), keep_encoder=full_encoder).to(device).eval()
     stages = stages_for_model(model)
