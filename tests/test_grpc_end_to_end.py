@@ -74,10 +74,6 @@ def test_float16_wire_is_close_and_cheaper(mobile_sam, astronaut, four, referenc
     assert torch.allclose(embedding, ref_embedding, atol=2e-2, rtol=1e-2)  # ...and small
 
 
-@pytest.mark.skipif(
-    not os.environ.get("PEDVIT_TEST_16_WORKERS"),
-    reason="16 MobileSAM processes need ~65 CPU-seconds to start; set PEDVIT_TEST_16_WORKERS=1 to run",
-)
 def test_sixteen_workers_serve_one_request(mobile_sam, astronaut, reference):
     with start_local_workers(16, "mobile_sam", timeout_s=600) as sixteen:
         with DistributedSamPredictor(mobile_sam, sixteen.executors(), wire_dtype="float32") as p:
@@ -85,7 +81,10 @@ def test_sixteen_workers_serve_one_request(mobile_sam, astronaut, reference):
             masks, _, _ = p.predict(*POINT)
             record = p.last_run
     _, ref_masks = reference(4)
-    assert np.array_equal(masks, ref_masks)
+    # Each window is computed alone, so the result does not depend on the assignment; only the batch
+    # composition differs (16 vs 4 workers), which may move float rounding, hence IoU and not equality.
+    for ours, theirs in zip(masks, ref_masks):
+        assert (ours & theirs).sum() / max(1, (ours | theirs).sum()) >= 0.999
     used = [name for name, w in record.workers.items() if w.windows]
     assert len(used) >= 12  # 25 windows over 16 workers: nearly all of them take part
     assert max(len(w.windows) for w in record.workers.values()) <= record.max_windows_per_worker
