@@ -245,6 +245,7 @@ def run_accuracy(
     halos: Sequence[int] = (0, 32, 64, 112),
     fusion: str = "off",
     limit_photos: int | None = None,
+    photo_names: Sequence[str] | None = None,
     n_points: int = 3,
     seed: int = 0,
     n_workers: int = 3,
@@ -253,6 +254,11 @@ def run_accuracy(
 ) -> list[AccuracyRow]:
     """The monolithic row plus one row per (halo, fusion) setting of `plan`."""
     photos = real_photos()
+    if photo_names is not None:
+        unknown = set(photo_names) - {p.name for p in photos}
+        if unknown:
+            raise ValueError(f"unknown photos {sorted(unknown)}; available: {', '.join(p.name for p in photos)}")
+        photos = [p for p in photos if p.name in set(photo_names)]
     if limit_photos is not None:
         photos = photos[:limit_photos]
     ref = reference(model, photos, n_points=n_points, seed=seed, progress=progress)
@@ -296,6 +302,20 @@ def _halos(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"halos must be comma-separated integers, got {text!r}") from None
 
 
+def fusion_held_out_photos() -> list[str]:
+    """Photos the shipped fusion weights were not trained on (from their training metadata)."""
+    meta = pathlib.Path(__file__).resolve().parents[1] / "plans" / "weights" / "fusion_mobile_sam.json"
+    return list(json.loads(meta.read_text())["held_out"])
+
+
+def _photo_names(text: str) -> list[str] | None:
+    if text == "all":
+        return None
+    if text == "heldout":
+        return fusion_held_out_photos()
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _main(args: argparse.Namespace) -> int:
     torch.set_grad_enabled(False)
     if args.threads:
@@ -305,6 +325,7 @@ def _main(args: argparse.Namespace) -> int:
         args.halos = [0]  # ViT plans take no halo
     rows = run_accuracy(
         model, plan=args.plan, halos=args.halos, fusion=args.fusion, limit_photos=args.limit_photos,
+        photo_names=_photo_names(args.photos),
         n_points=args.points, seed=args.seed, n_workers=args.workers, wire_dtype=args.wire_dtype, progress=not args.no_progress,
     )
     table = format_table(rows)
@@ -327,6 +348,8 @@ def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--halos", type=_halos, default=[0, 32, 64, 112], help="comma-separated halos in px (default 0,32,64,112)")
     parser.add_argument("--fusion", choices=("auto", "off", "both"), default="off", help="learned fusion: auto (trained weights if present), off, both")
     parser.add_argument("--limit-photos", type=int, default=None, help="use only the first N real photos")
+    parser.add_argument("--photos", default="all",
+                        help="agreement photos: all (default), heldout (not used to train the fusion weights) or NAME,NAME")
     parser.add_argument("--points", type=int, default=3, help="point prompts per photo (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=3, help="in-process workers (default 3)")
