@@ -22,27 +22,12 @@ import torch
 from torch import nn
 
 from pedvit.models import Sam
+from pedvit.models.common import LayerNorm2d
 
 __all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "fusion_flops", "stitched_fast", "monolithic_trunk"]
 
 #: Shipped weights (trained by `scripts/train_fusion.py`) and their metadata JSON.
 DEFAULT_WEIGHTS = pathlib.Path(__file__).with_name("weights") / "fusion_mobile_sam.pt"
-
-
-class _LayerNorm2d(nn.Module):
-    """LayerNorm over channels of a B x C x H x W tensor."""
-
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 class _SeamBlock(nn.Module):
@@ -55,7 +40,7 @@ class _SeamBlock(nn.Module):
     def __init__(self, channels: int, hidden: int, window_tokens: int, kernel: int, dilation: int) -> None:
         super().__init__()
         self.window_tokens = window_tokens
-        self.norm = _LayerNorm2d(channels)
+        self.norm = LayerNorm2d(channels)
         self.down = nn.Conv2d(channels, hidden, 1)
         # Where a token sits inside its window (distance to the seams), tiled over the whole map.
         self.pos = nn.Parameter(torch.zeros(1, hidden, window_tokens, window_tokens))

@@ -7,7 +7,7 @@ itself: it hands window jobs to `dispatch(stage, jobs, force_local)`, which the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
@@ -250,12 +250,6 @@ class ViTExact(_ViTPlan):
             exact=True, isolated=False,
             notes="NOT isolated: after a global block a worker's tokens carry context from every window",
         )
-
-
-@dataclass
-class PlanOptions:
-    halo_px: int = 0
-    fusion: nn.Module | None = field(default=None)
 
 
 PLANS: dict[str, type[SplitPlan]] = {
