@@ -20,8 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import reference_sam  # noqa: E402  (test helper: upstream code + stand-ins for its torchvision/timm imports)
 
-from pedvit.models import build_model, mobile_sam_checkpoint  # noqa: E402
-from pedvit.models.registry import ENCODERS  # noqa: E402
+from pedvit.models import build_model  # noqa: E402
 
 
 def time_pair(reference: torch.nn.Module, ours: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -50,18 +49,10 @@ def main() -> int:
     rows = []
     for name in args.models.split(","):
         if name == "vit_b":
-            upstream = reference_sam.reference_package("segment_anything")
-            ours = ENCODERS["vit_b"]().eval()
-            state = reference_sam.randomize_(ours, seed=1)
-            ours.load_state_dict(state)
-            reference = upstream.build_sam_vit_b().image_encoder.eval()
-            reference.load_state_dict(state)
+            reference, ours = reference_sam.vit_b_pair(seed=1)
             target = 1.8
         elif name == "mobile_sam":
-            upstream = reference_sam.reference_package("mobile_sam")
-            reference_model = upstream.build_sam_vit_t(str(mobile_sam_checkpoint()))
-            reference_model.eval()  # recompute upstream's cached attention biases after loading
-            reference = reference_model.image_encoder
+            reference = reference_sam.mobile_sam_reference().image_encoder
             ours = build_model("mobile_sam").image_encoder
             target = None
         else:

@@ -92,3 +92,27 @@ def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> dict
             scale = std if value.ndim <= 1 else 1.0 / math.sqrt(fan_in)
             out[key] = scale * torch.randn(value.shape, generator=generator)
     return out
+
+
+def vit_b_pair(seed: int = 1) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(upstream, pedvit) ViT-B image encoders in eval mode, loaded with one random state dict."""
+    from pedvit.models.registry import ENCODERS
+
+    ours = ENCODERS["vit_b"]().eval()
+    state = randomize_(ours, seed=seed)
+    ours.load_state_dict(state)
+    theirs = reference_package("segment_anything").build_sam_vit_b().image_encoder.eval()
+    theirs.load_state_dict(state)
+    return theirs, ours
+
+
+def mobile_sam_reference() -> torch.nn.Module:
+    """The upstream MobileSAM model with the real weights, ready for inference.
+
+    Upstream caches its attention biases in `eval()`, which `build_sam_vit_t` calls *before* loading the
+    weights; its README therefore calls `eval()` again after loading. So do we.
+    """
+    from pedvit.models import mobile_sam_checkpoint
+
+    model = reference_package("mobile_sam").build_sam_vit_t(str(mobile_sam_checkpoint()))
+    return model.eval()

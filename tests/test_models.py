@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
@@ -99,11 +98,7 @@ def test_mobile_sam_matches_upstream_on_real_photos(mobile_sam, astronaut, coffe
     from pedvit import SamPredictor
 
     upstream = reference_sam.reference_package("mobile_sam")
-    reference_model = upstream.build_sam_vit_t(str(mobile_sam_checkpoint()))
-    # Upstream caches its attention biases in `eval()`, which build_sam_vit_t calls *before* loading the
-    # weights; its README therefore calls eval() again after loading. Do the same.
-    reference_model.eval()
-    theirs, ours = upstream.SamPredictor(reference_model), SamPredictor(mobile_sam)
+    theirs, ours = upstream.SamPredictor(reference_sam.mobile_sam_reference()), SamPredictor(mobile_sam)
     for image, points in [(astronaut, [[250, 120], [330, 400]]), (coffee, [[300, 200], [150, 300]])]:
         theirs.set_image(image)
         ours.set_image(image)
@@ -122,12 +117,7 @@ def test_mobile_sam_matches_upstream_on_real_photos(mobile_sam, astronaut, coffe
 @pytest.mark.slow
 @needs_reference
 def test_vit_b_matches_upstream_with_random_weights() -> None:
-    upstream = reference_sam.reference_package("segment_anything")
-    ours = ENCODERS["vit_b"]().eval()
-    state = reference_sam.randomize_(ours, seed=1)
-    ours.load_state_dict(state)
-    theirs = upstream.build_sam_vit_b().image_encoder.eval()
-    theirs.load_state_dict(state)
+    theirs, ours = reference_sam.vit_b_pair(seed=1)
     x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         diff = (theirs(x) - ours(x)).abs().max().item()

@@ -78,9 +78,7 @@ class DistributedSamPredictor(SamPredictor):
             from pedvit.privacy.dp import GaussianWindowNoise
 
             self.dp_noise = GaussianWindowNoise(dp_epsilon, dp_delta, dp_clip_norm, seed=dp_seed)
-            engine_options["outgoing"] = self.dp_noise
-            if ledger is not None:
-                ledger = _DPLedger(ledger, self.dp_noise.params())
+            engine_options["outgoing"] = self.dp_noise  # the engine records its params() per worker
         self.engine = SplitEngine(self.model, executors, plan, scheme=scheme, constraints=constraints, ledger=ledger, **engine_options)
 
     def _resolve_fusion(self, plan_name: str, fusion: Any) -> torch.nn.Module | None:
@@ -121,11 +119,7 @@ class DistributedSamPredictor(SamPredictor):
         return self.engine.last_run
 
     def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
-        embedding = self.engine.encode(resized, original)
-        if self.dp_noise is not None and self.engine.last_run is not None:
-            record = self.engine.last_run
-            record.extra["dp"] = _dp_per_worker(self.dp_noise.params(), {n: w.windows for n, w in record.workers.items()})
-        return embedding
+        return self.engine.encode(resized, original)
 
     def close(self) -> None:
         self.engine.close()
@@ -136,22 +130,3 @@ class DistributedSamPredictor(SamPredictor):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _dp_per_worker(params: dict[str, Any], windows: dict[str, Any]) -> dict[str, Any]:
-    """DP parameters for each worker that received windows (edge-local windows are never noised)."""
-    return {name: {**params, "windows": sorted(int(w) for w in wids)} for name, wids in windows.items() if wids}
-
-
-class _DPLedger:
-    """Ledger proxy that adds the per-worker DP parameters to each record before it is written."""
-
-    def __init__(self, ledger: Ledger, params: dict[str, Any]) -> None:
-        self._ledger, self._params = ledger, params
-
-    def append(self, record: dict[str, Any]) -> None:
-        workers = {name: w.get("windows", []) for name, w in record.get("workers", {}).items()}
-        record.setdefault("extra", {})["dp"] = _dp_per_worker(self._params, workers)
-        self._ledger.append(record)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ledger, name)

@@ -253,7 +253,6 @@ class SplitEngine:
         self._pool = ThreadPoolExecutor(max_workers=max(64, 4 * len(self.executors)), thread_name_prefix="pedvit-fanout")
         self.last_run: RunRecord | None = None
         self.last_grid: WindowGrid | None = None
-        self.last_assignment: Assignment | None = None
 
     # ------------------------------------------------------------------------------ membership
     def members(self) -> dict[str, WindowExecutor]:
@@ -304,11 +303,6 @@ class SplitEngine:
         from pedvit.partition import constraints_for_image
 
         return constraints_for_image(original, grid, self.base_constraints)
-
-    def plan_assignment(self, original: np.ndarray, grid: WindowGrid) -> tuple[Assignment, Constraints]:
-        """The checked assignment (worker indices follow the current available members) and constraints."""
-        plan = self._plan(original, grid)
-        return plan.assignment, plan.constraints
 
     def _plan(self, original: np.ndarray, grid: WindowGrid) -> _Plan:
         constraints = self.constraints_for(original, grid)
@@ -408,7 +402,12 @@ class SplitEngine:
 
         embedding = self.plan.encode(self.model, resized, grid, dispatch)
         record.timings["encode_s"] = time.perf_counter() - started
-        self.last_run, self.last_grid, self.last_assignment = record, grid, assignment
+        describe = getattr(self.outgoing, "params", None)
+        if describe is not None:
+            # A noise hook (the DP mechanism) describes itself; every worker that received windows got noised ones.
+            params = describe()
+            record.extra["dp"] = {name: {**params, "windows": sorted(w.windows)} for name, w in record.workers.items() if w.windows}
+        self.last_run, self.last_grid = record, grid
         if self.ledger is not None:
             with request.lock:
                 self.ledger.append(record.to_dict(grid))
