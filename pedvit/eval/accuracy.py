@@ -44,6 +44,7 @@ __all__ = [
     "gt_miou",
     "distributed_predictor",
     "reference",
+    "evaluate_predictor",
     "evaluate_plan",
     "run_accuracy",
     "add_parser",
@@ -176,29 +177,23 @@ class AccuracyRow:
     seconds: float = 0.0
 
 
-def evaluate_plan(model: Sam, plan: SplitPlan, ref: MonolithicReference, *, fusion_label: str = "off", progress: bool = True, **predictor_options: Any) -> AccuracyRow:
-    """GT mIoU, retention and agreement of one plan (with its fusion, if any) against `ref`."""
+def evaluate_predictor(predictor: SamPredictor, ref: MonolithicReference, *, plan: str, halo: int | None, fusion_label: str = "off", progress: bool = True) -> AccuracyRow:
+    """GT mIoU, retention and agreement of any predictor (split or not) against `ref`."""
     started = time.perf_counter()
-    predictor = distributed_predictor(model, plan, **predictor_options)
-    try:
-        gt: dict[str, float] = {}
-        for dataset in ref.gt_ious:
-            gt[dataset] = gt_miou(predictor, gt_instances(dataset))[0]  # type: ignore[arg-type]
-        point_ious: list[float] = []
-        box_ious: list[float] = []
-        for photo in _progress(ref.photos, f"{plan.name} halo {plan.halo_px} fusion {fusion_label}", enabled=progress):
-            predictor.set_image(photo.image)
-            for mine, theirs in zip(predict_masks(predictor, ref.point_prompts[photo.name]), ref.point_masks[photo.name]):
-                point_ious.append(mask_iou(mine, theirs))
-            for mine, theirs in zip(predict_masks(predictor, ref.box_prompts[photo.name]), ref.box_masks[photo.name]):
-                box_ious.append(mask_iou(mine, theirs))
-    finally:
-        close = getattr(predictor, "close", None)
-        if close is not None:
-            close()
+    gt: dict[str, float] = {}
+    for dataset in ref.gt_ious:
+        gt[dataset] = gt_miou(predictor, gt_instances(dataset))[0]  # type: ignore[arg-type]
+    point_ious: list[float] = []
+    box_ious: list[float] = []
+    for photo in _progress(ref.photos, f"{plan} halo {halo} fusion {fusion_label}", enabled=progress):
+        predictor.set_image(photo.image)
+        for mine, theirs in zip(predict_masks(predictor, ref.point_prompts[photo.name]), ref.point_masks[photo.name]):
+            point_ious.append(mask_iou(mine, theirs))
+        for mine, theirs in zip(predict_masks(predictor, ref.box_prompts[photo.name]), ref.box_masks[photo.name]):
+            box_ious.append(mask_iou(mine, theirs))
     voc, arc = gt.get("voc", float("nan")), gt.get("arc2017", float("nan"))
     return AccuracyRow(
-        plan.name, plan.halo_px, fusion_label, voc, arc,
+        plan, halo, fusion_label, voc, arc,
         voc / ref.gt_miou("voc") if "voc" in gt else float("nan"),
         arc / ref.gt_miou("arc2017") if "arc2017" in gt else float("nan"),
         float(np.mean(point_ious)) if point_ious else float("nan"),
@@ -206,6 +201,17 @@ def evaluate_plan(model: Sam, plan: SplitPlan, ref: MonolithicReference, *, fusi
         len(ref.gt_ious.get("voc", [])), len(ref.gt_ious.get("arc2017", [])), len(ref.photos), len(point_ious), len(box_ious),
         time.perf_counter() - started,
     )
+
+
+def evaluate_plan(model: Sam, plan: SplitPlan, ref: MonolithicReference, *, fusion_label: str = "off", progress: bool = True, **predictor_options: Any) -> AccuracyRow:
+    """GT mIoU, retention and agreement of one plan (with its fusion, if any) through the split engine."""
+    predictor = distributed_predictor(model, plan, **predictor_options)
+    try:
+        return evaluate_predictor(predictor, ref, plan=plan.name, halo=plan.halo_px, fusion_label=fusion_label, progress=progress)
+    finally:
+        close = getattr(predictor, "close", None)
+        if close is not None:
+            close()
 
 
 def monolithic_row(ref: MonolithicReference) -> AccuracyRow:

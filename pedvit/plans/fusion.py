@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,20 +25,23 @@ from torch import nn
 from pedvit.models import Sam
 from pedvit.models.common import LayerNorm2d
 
-__all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "fusion_flops", "stitched_fast", "monolithic_trunk"]
+__all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "fusion_flops", "stitched_fast", "monolithic_trunk",
+           "canvas_input", "stitch_isolated", "save_fusion"]
 
 #: Shipped weights (trained by `scripts/train_fusion.py`) and their metadata JSON.
 DEFAULT_WEIGHTS = pathlib.Path(__file__).with_name("weights") / "fusion_mobile_sam.pt"
 
 
 class _SeamBlock(nn.Module):
-    """LN -> 1x1 down -> (+ in-window position embedding) -> DW kxk -> GELU -> DW kxk dilated -> GELU -> 1x1 up.
+    """LN -> 1x1 down -> (+ in-window position embedding) -> DW kxk -> GELU -> DW kxk dilated -> GELU
+    -> [1x1 hidden -> mlp_ratio * hidden -> GELU, when mlp_ratio > 0] -> 1x1 up (zero-initialised).
 
     Receptive field: (k - 1) * (1 + dilation) + 1 tokens; with k=7, dilation=3 that is 25 tokens, so every
-    token sees across at least one window border in each direction.
+    token sees across at least one window border in each direction. The optional pointwise MLP mixes
+    channels after the spatial mixing (the depthwise convs alone mix no channels).
     """
 
-    def __init__(self, channels: int, hidden: int, window_tokens: int, kernel: int, dilation: int) -> None:
+    def __init__(self, channels: int, hidden: int, window_tokens: int, kernel: int, dilation: int, mlp_ratio: float = 0.0) -> None:
         super().__init__()
         self.window_tokens = window_tokens
         self.norm = LayerNorm2d(channels)
@@ -47,7 +51,9 @@ class _SeamBlock(nn.Module):
         self.dw1 = nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2, groups=hidden)
         self.dw2 = nn.Conv2d(hidden, hidden, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=hidden)
         self.act = nn.GELU()
-        self.up = nn.Conv2d(hidden, channels, 1)
+        expanded = int(round(hidden * mlp_ratio))
+        self.mlp = nn.Sequential(nn.Conv2d(hidden, expanded, 1), nn.GELU()) if expanded > 0 else nn.Identity()
+        self.up = nn.Conv2d(expanded if expanded > 0 else hidden, channels, 1)
         nn.init.zeros_(self.up.weight)  # untrained block == identity
         nn.init.zeros_(self.up.bias)
 
@@ -59,7 +65,7 @@ class _SeamBlock(nn.Module):
         y = self.down(self.norm(x)) + pos
         y = self.act(self.dw1(y))
         y = self.act(self.dw2(y))
-        return x + self.up(y)
+        return x + self.up(self.mlp(y))
 
 
 class SeamFusion(nn.Module):
@@ -71,16 +77,17 @@ class SeamFusion(nn.Module):
         depth: number of residual blocks.
         window_tokens: window side in tokens (14), for the in-window position embedding.
         kernel, dilation: depthwise kernel size and the dilation of the second depthwise conv.
+        mlp_ratio: width of the optional pointwise MLP of each block, in multiples of `hidden` (0: none).
 
     Shapes: B x channels x H x W -> B x channels x H x W (H = W = 64 for a 1024 px input).
     """
 
     def __init__(self, channels: int = 320, hidden: int = 128, depth: int = 2, window_tokens: int = 14,
-                 kernel: int = 7, dilation: int = 3) -> None:
+                 kernel: int = 7, dilation: int = 3, mlp_ratio: float = 0.0) -> None:
         super().__init__()
         self.config = dict(channels=channels, hidden=hidden, depth=depth, window_tokens=window_tokens,
-                           kernel=kernel, dilation=dilation)
-        self.blocks = nn.ModuleList(_SeamBlock(channels, hidden, window_tokens, kernel, dilation) for _ in range(depth))
+                           kernel=kernel, dilation=dilation, mlp_ratio=mlp_ratio)
+        self.blocks = nn.ModuleList(_SeamBlock(channels, hidden, window_tokens, kernel, dilation, mlp_ratio) for _ in range(depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -88,38 +95,59 @@ class SeamFusion(nn.Module):
         return x
 
 
-@torch.inference_mode()
-def stitched_fast(model: Sam, resized: np.ndarray, window_px: int = 224) -> torch.Tensor:
-    """1 x 320 x 64 x 64 stitched isolated trunk features, in-process, all windows of a shape in one batch.
+def canvas_input(model: Sam, resized: torch.Tensor, content_hw: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """B x 3 x S x S uint8/float canvases (resized content top-left, anything beyond it ignored) ->
+    B x 3 x S x S normalised input with zeros beyond each image's content, as `Sam.preprocess` pads."""
+    x = model.normalize(resized.float())
+    keep = torch.zeros(x.shape[0], 1, *x.shape[-2:], dtype=torch.bool, device=x.device)
+    for i, (h, w) in enumerate(content_hw):
+        keep[i, :, :h, :w] = True
+    return x * keep
 
-    Cropping the preprocessed (normalised, zero-padded) input equals what each worker computes: the stage
-    normalises its uint8 crop and zeroes everything beyond the content, which is what `preprocess` pads with.
-    Window origins are multiples of 224, so every window's TinyViT attention grid is aligned at (0, 0).
+
+def stitch_isolated(encoder: nn.Module, x: torch.Tensor, window_px: int = 224) -> torch.Tensor:
+    """B x 3 x S x S normalised, zero-padded input -> B x C x S/16 x S/16 stitched isolated trunk features.
+
+    Every `window_px` window runs through the trunk alone (what a worker computes for `tinyvit-isolated`,
+    halo 0: the stage normalises its uint8 crop and zeroes everything beyond the content, which is what the
+    padding holds); all windows of one shape, over the whole batch, go through the trunk as one batch.
+    Window origins are multiples of 224 px, so TinyViT's attention windows align at (0, 0).
     """
-    x = torch.from_numpy(np.array(resized, dtype=np.float32)).permute(2, 0, 1)[None]
-    x = model.preprocess(x)[0]
-    side = x.shape[-1]
-    encoder = model.image_encoder
+    b, _, side, _ = x.shape
+    stride = 16
     starts = list(range(0, side, window_px))
     by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for y0 in starts:
         for x0 in starts:
-            h, w = min(window_px, side - y0), min(window_px, side - x0)
-            by_shape.setdefault((h, w), []).append((y0, x0))
-    out = torch.zeros(1, encoder.trunk_channels, side // 16, side // 16)
+            by_shape.setdefault((min(window_px, side - y0), min(window_px, side - x0)), []).append((y0, x0))
+    out = x.new_zeros(b, encoder.trunk_channels, side // stride, side // stride)
     for (h, w), origins in by_shape.items():
-        batch = torch.stack([x[:, y0:y0 + h, x0:x0 + w] for y0, x0 in origins])
-        feats = encoder.run_trunk(batch)
+        crops = torch.cat([x[:, :, y0:y0 + h, x0:x0 + w] for y0, x0 in origins])  # (origins * B) x 3 x h x w
+        feats = encoder.run_trunk(crops).view(len(origins), b, -1, h // stride, w // stride)
         for f, (y0, x0) in zip(feats, origins):
-            out[0, :, y0 // 16:(y0 + h) // 16, x0 // 16:(x0 + w) // 16] = f
+            out[:, :, y0 // stride:(y0 + h) // stride, x0 // stride:(x0 + w) // stride] = f
     return out
+
+
+def _single_canvas(model: Sam, resized: np.ndarray) -> torch.Tensor:
+    h, w = resized.shape[:2]
+    canvas = torch.zeros(1, 3, model.img_size, model.img_size)
+    canvas[0, :, :h, :w] = torch.from_numpy(np.array(resized, dtype=np.float32)).permute(2, 0, 1)
+    return canvas_input(model, canvas, [(h, w)])
+
+
+@torch.inference_mode()
+def stitched_fast(model: Sam, resized: np.ndarray, window_px: int = 224) -> torch.Tensor:
+    """1 x 320 x 64 x 64 stitched isolated trunk features of one h x w x 3 uint8 resized image, in-process
+    (equal to what `TinyViTIsolated.stitched_trunk` gathers from workers; `scripts/train_fusion.py
+    check-fast-path` measures it)."""
+    return stitch_isolated(model.image_encoder, _single_canvas(model, resized), window_px)
 
 
 @torch.inference_mode()
 def monolithic_trunk(model: Sam, resized: np.ndarray) -> torch.Tensor:
     """1 x 320 x 64 x 64 trunk features of the whole image (the distillation target)."""
-    x = torch.from_numpy(np.array(resized, dtype=np.float32)).permute(2, 0, 1)[None]
-    return model.image_encoder.run_trunk(model.preprocess(x))
+    return model.image_encoder.run_trunk(_single_canvas(model, resized))
 
 
 def fusion_flops(module: nn.Module, channels: int = 320, side: int = 64) -> int:
