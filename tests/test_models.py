@@ -122,3 +122,19 @@ def test_vit_b_matches_upstream_with_random_weights() -> None:
     with torch.inference_mode():
         diff = (theirs(x) - ours(x)).abs().max().item()
     assert diff <= 1e-4
+
+
+def test_mask_decoder_accepts_one_embedding_per_prompt(mobile_sam) -> None:
+    """A B x C x H x W embedding batch (one per prompt) gives what the shared 1 x C x H x W one gives."""
+    torch.manual_seed(0)
+    embedding = torch.randn(1, 256, 64, 64)
+    points = (torch.rand(3, 1, 2) * 1024, torch.ones(3, 1, dtype=torch.int64))
+    decoder, prompts = mobile_sam.mask_decoder, mobile_sam.prompt_encoder
+    with torch.no_grad():
+        sparse, dense = prompts(points=points, boxes=None, masks=None)
+        shared = decoder.predict_masks(embedding, prompts.get_dense_pe(), sparse, dense)
+        per_prompt = decoder.predict_masks(embedding.expand(3, -1, -1, -1).clone(), prompts.get_dense_pe(), sparse, dense)
+        with pytest.raises(ValueError, match="neither 1 nor"):
+            decoder.predict_masks(embedding.expand(2, -1, -1, -1), prompts.get_dense_pe(), sparse, dense)
+    for a, b in zip(shared, per_prompt):
+        torch.testing.assert_close(a, b)

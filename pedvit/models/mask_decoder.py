@@ -72,11 +72,16 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_embeddings: 1 x C x H x W (shared by all B prompts) or B x C x H x W (one per prompt).
+
+        Returns B x 4 x 4H x 4W mask logits (all mask tokens) and B x 4 IoU predictions."""
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
-        src = torch.repeat_interleave(image_embeddings, batch, dim=0) + dense_prompt_embeddings
-        pos = torch.repeat_interleave(image_pe, batch, dim=0)
+        if image_embeddings.shape[0] not in (1, batch):
+            raise ValueError(f"image_embeddings batch {image_embeddings.shape[0]} is neither 1 nor the prompt batch {batch}")
+        src = image_embeddings.expand(batch, -1, -1, -1) + dense_prompt_embeddings
+        pos = image_pe.expand(batch, -1, -1, -1)
         b, c, h, w = src.shape
         hs, src = self.transformer(src, pos, tokens)
         iou_token_out = hs[:, 0, :]
