@@ -22,6 +22,14 @@ def test_untrained_fusion_is_identity() -> None:
         assert not torch.allclose(module(x), x)
 
 
+def test_untrained_fusion_with_mlp_is_identity() -> None:
+    module = SeamFusion(hidden=32, depth=2, mlp_ratio=2).eval()
+    x = torch.randn(1, 320, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(module(x), x)
+    assert module.blocks[0].up.in_channels == 64
+
+
 def test_receptive_field_crosses_window_borders() -> None:
     torch.manual_seed(0)
     module = SeamFusion(depth=1).eval()
@@ -75,19 +83,43 @@ def test_fusion_flops_share(mobile_sam) -> None:
 
 
 @pytest.mark.slow
-def test_default_fusion_improves_held_out_photo(mobile_sam, coffee) -> None:
-    """Shipped weights load (strict, weights_only) and bring the embedding of a held-out photo closer."""
+def test_default_fusion_brings_masks_closer_to_monolithic_on_held_out_photos(mobile_sam) -> None:
+    """Shipped weights load (strict, weights_only), are on by default, and on photos never used in training
+    (held out in the weights' metadata) bring the embedding and the point-prompt masks closer to the
+    monolithic ones."""
+    import json
+
+    import numpy as np
+
+    from pedvit.data import real_photos
+    from pedvit.edge.distributed import DistributedSamPredictor
+    from pedvit.eval.accuracy import mask_iou
     from pedvit.models.transforms import ResizeLongestSide
     from pedvit.plans.fusion import monolithic_trunk, stitched_fast
 
     assert DEFAULT_WEIGHTS.is_file(), "the trained fusion weights must ship with the package"
     fusion = load_default_fusion()
     assert fusion is not None
-    resized = ResizeLongestSide(mobile_sam.img_size).apply_image(coffee)  # coffee is held out of training
-    neck = mobile_sam.image_encoder.run_neck
+    assert DistributedSamPredictor(mobile_sam, [], plan="tinyvit-isolated").plan.fusion is not None
+    held_out = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())["held_out"]
+    photos = real_photos(min_count=0, names=["coffee", "chelsea", "grove3"])
+    assert all(p.name in held_out for p in photos)
+    neck, decoder = mobile_sam.image_encoder.run_neck, mobile_sam.mask_decoder
+    transform = ResizeLongestSide(mobile_sam.img_size)
+    err, agree = {"off": [], "on": []}, {"off": [], "on": []}
     with torch.inference_mode():
-        stitched = stitched_fast(mobile_sam, resized)
-        target = neck(monolithic_trunk(mobile_sam, resized))
-        err_off = (neck(stitched) - target).pow(2).mean()
-        err_on = (neck(fusion(stitched)) - target).pow(2).mean()
-    assert err_on < err_off
+        for photo in photos:
+            resized = transform.apply_image(photo.image)
+            stitched = stitched_fast(mobile_sam, resized)
+            embeddings = {"mono": neck(monolithic_trunk(mobile_sam, resized)), "off": neck(stitched), "on": neck(fusion(stitched))}
+            h, w = resized.shape[:2]
+            grid = torch.tensor([[(i + 0.5) * w / 4, (j + 0.5) * h / 4] for i in range(4) for j in range(4)])[:, None]
+            sparse, dense = mobile_sam.prompt_encoder(points=(grid, torch.ones(16, 1, dtype=torch.int64)), boxes=None, masks=None)
+            masks = {k: decoder(image_embeddings=e, image_pe=mobile_sam.prompt_encoder.get_dense_pe(),
+                                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                multimask_output=False)[0][:, 0, : h // 4, : w // 4] > 0 for k, e in embeddings.items()}
+            for k in ("off", "on"):
+                err[k].append(float((embeddings[k] - embeddings["mono"]).pow(2).mean()))
+                agree[k] += [mask_iou(a.numpy(), b.numpy()) for a, b in zip(masks[k], masks["mono"])]
+    assert np.mean(err["on"]) < np.mean(err["off"])
+    assert np.mean(agree["on"]) > np.mean(agree["off"]) + 0.05, agree

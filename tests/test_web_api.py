@@ -172,3 +172,14 @@ def test_dp_epsilon_is_passed_only_when_set_and_supported(mobile_sam):
         assert noisy is not plain and noisy.engine.outgoing is not None  # noise hook on every window sent
     finally:
         app.close()
+
+
+def test_fusion_is_on_by_default_and_can_be_turned_off(mobile_sam):
+    app = DemoApp(mobile_sam, in_process_workers(mobile_sam, 2))
+    try:
+        default = app._predictor(app.parse_settings({"plan": "tinyvit-isolated"}))
+        off = app._predictor(app.parse_settings({"plan": "tinyvit-isolated", "fusion": False}))
+        assert off is not default  # a separate cache entry: embeddings differ
+        assert default.plan.fusion is not None and off.plan.fusion is None
+    finally:
+        app.close()

@@ -35,9 +35,10 @@ class DistributedSamPredictor(SamPredictor):
         plan: a plan name or `SplitPlan`; default: "tinyvit-isolated" for MobileSAM, "vit-exact" for ViTs.
         scheme: "contiguous", "interleaved" (default), "random" or "semantic".
         halo_px: context pixels around each window (tinyvit-isolated only; multiple of 16).
-        fusion: "off" (default), "auto" (the trained fusion for tinyvit-isolated when its weights are present)
-            or a module. Off by default: the shipped weights improve agreement with the monolithic masks but
-            lower ground-truth mIoU (docs/fusion_and_dp.md), so they are not yet good enough to be the default.
+        fusion: "auto" (default: the trained fusion for tinyvit-isolated when its weights are present),
+            "off", or a module. The shipped weights bring the masks much closer to the monolithic ones
+            (held-out point agreement 0.47 -> 0.68) at no significant change of ground-truth mIoU
+            (docs/fusion_and_dp.md).
         ledger: path of the JSON-lines audit ledger (None: no ledger).
         tls, token: client credentials for "host:port" workers.
         dp_epsilon, dp_delta, dp_clip_norm, dp_seed: Gaussian differential-privacy noise on every window sent
@@ -54,7 +55,7 @@ class DistributedSamPredictor(SamPredictor):
         plan: SplitPlan | str | None = None,
         scheme: str = "interleaved",
         halo_px: int = 0,
-        fusion: Any = "off",
+        fusion: Any = "auto",
         checkpoint: str | None = None,
         ledger: str | os.PathLike[str] | Ledger | None = None,
         tls: Any = None,

@@ -101,7 +101,7 @@ def build_predictor(args: argparse.Namespace, model: Any) -> tuple[Any, Any, str
 
         return SamPredictor(model), None, "monolithic"
     options: dict[str, Any] = dict(
-        plan=args.plan, scheme=args.scheme, halo_px=args.halo, fusion="auto" if args.fusion else "off",
+        plan=args.plan, scheme=args.scheme, halo_px=args.halo, fusion="off" if args.no_fusion else "auto",
         ledger=args.ledger, wire_dtype=args.wire_dtype, allow_local=not args.no_local_compute,
     )
     if args.in_process:
@@ -323,8 +323,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--plan", default=None, help="split plan (default: the model's)")
     p.add_argument("--scheme", default="interleaved", choices=("contiguous", "interleaved", "random", "semantic"))
     p.add_argument("--halo", type=int, default=0, metavar="PX", help="context pixels around windows (multiple of 16)")
-    p.add_argument("--fusion", action="store_true",
-                   help="apply the trained edge fusion module (tinyvit-isolated; off by default, see docs/fusion_and_dp.md)")
+    p.add_argument("--no-fusion", action="store_true",
+                   help="skip the trained edge fusion module (tinyvit-isolated applies it by default; docs/fusion_and_dp.md)")
     p.add_argument("--wire-dtype", default="float16", choices=("float16", "float32"))
     p.add_argument("--no-local-compute", action="store_true", help="the edge may not compute windows itself")
     p.add_argument("--ledger", default=None, metavar="FILE", help="append an audit record (JSON line) here")

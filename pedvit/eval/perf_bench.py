@@ -362,6 +362,7 @@ class BenchOptions:
     edge_threads: int | None = None
     network: str = "loopback"
     progress: bool = True
+    fusion: str = "auto"  # the learned edge fusion of tinyvit-isolated: "auto" (default, as the predictor) or "off"
 
 
 def load_image(path: str | None) -> np.ndarray:
@@ -441,13 +442,13 @@ def run_model(model_name: str, options: BenchOptions, image: np.ndarray, codec: 
         rows.append({**base, "plan": "cloud-only", "workers": 1, **cloud_only})
         for plan in plans:
             for n in options.workers:
-                with DistributedSamPredictor(model, addresses[:n], plan=plan) as predictor:
+                with DistributedSamPredictor(model, addresses[:n], plan=plan, fusion=options.fusion) as predictor:
                     fusion = getattr(predictor.plan, "fusion", None)
                     if isinstance(fusion, torch.nn.Module):
                         fusion.to(options.device)
                     measure_split(predictor, image, codec)  # warm-up
                     summary = summarise([_step(bar, measure_split, predictor, image, codec) for _ in range(options.repeats)])
-                rows.append({**base, "plan": plan, "workers": n, **summary})
+                rows.append({**base, "plan": plan, "workers": n, "fusion": fusion is not None, **summary})
     finally:
         bar.close()
         os.sched_setaffinity(0, previous_affinity)
@@ -606,7 +607,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         models=_csv(args.models), workers=tuple(int(n) for n in _csv(args.workers)), repeats=args.repeats,
         device=args.device, image=args.image, plans=plans, addresses=_csv(args.addresses or ""),
         pin_workers=args.pin_workers, worker_threads=args.worker_threads, edge_threads=args.edge_threads, network=args.network_label,
-        progress=not args.no_progress,
+        progress=not args.no_progress, fusion=args.fusion,
     )
 
 
@@ -657,6 +658,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin-workers", action="store_true", help="pin workers to cores the edge does not use")
     p.add_argument("--worker-threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--edge-threads", type=int, default=None, help="torch threads of the edge and the monolithic baseline (default: torch's)")
+    p.add_argument("--fusion", choices=("auto", "off"), default="auto",
+                   help="tinyvit-isolated's learned edge fusion: auto (default, on when its weights ship) or off")
     p.add_argument("--network-label", default="loopback", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--netem", nargs="?", const="wifi,lte", default=None, metavar="PROFILES",

@@ -11,7 +11,7 @@ JSON API (errors are always ``{"error": message}`` with a 4xx/5xx status):
 * ``POST /api/images/sample`` (``{"name": "astronaut"}``) -> same.
 * ``GET  /api/images/<id>.png`` -> the decoded image (PNG), for display.
 * ``POST /api/segment`` (``{"image_id", "points": [[x, y, label], ...], "box": [x0, y0, x1, y1] | null, "plan",
-  "scheme", "workers", "halo", "dp_epsilon", "allow_local", "compare"}``) -> mask (PNG data URL), score, one
+  "scheme", "workers", "halo", "dp_epsilon", "allow_local", "fusion", "compare"}``) -> mask (PNG data URL), score, one
   tile per worker showing exactly the original pixels it received, the run record, timings, and (with
   ``compare``) the monolithic mask and its IoU with the distributed one.
 
@@ -198,9 +198,10 @@ class Settings:
     halo: int
     dp_epsilon: float | None
     allow_local: bool
+    fusion: bool = True  # the trained edge fusion (tinyvit-isolated only; ignored by other plans)
 
     def key(self) -> tuple[Any, ...]:
-        return (self.plan, self.scheme, self.workers, self.halo, self.dp_epsilon, self.allow_local)
+        return (self.plan, self.scheme, self.workers, self.halo, self.dp_epsilon, self.allow_local, self.fusion)
 
 
 @dataclass
@@ -336,12 +337,12 @@ class DemoApp:
                 raise ApiError(400, f"dp_epsilon must be a positive number, got {eps}")
             if not self.dp_supported:
                 raise ApiError(400, "this build has no differential-privacy noise (DistributedSamPredictor takes no dp_epsilon)")
-        return Settings(plan, scheme, n, halo, eps, bool(body.get("allow_local", True)))
+        return Settings(plan, scheme, n, halo, eps, bool(body.get("allow_local", True)), bool(body.get("fusion", True)))
 
     def _predictor(self, s: Settings) -> DistributedSamPredictor:
         key = s.key()
         if key not in self.predictors:
-            options: dict[str, Any] = {"allow_local": s.allow_local}
+            options: dict[str, Any] = {"allow_local": s.allow_local, "fusion": "auto" if s.fusion else "off"}
             if s.dp_epsilon is not None:
                 options["dp_epsilon"] = s.dp_epsilon
             self.predictors[key] = DistributedSamPredictor(

@@ -164,6 +164,7 @@ function settings() {
     workers: Number($("workers").value),
     halo: Number($("halo").value),
     allow_local: $("allow-local").checked,
+    fusion: $("fusion").checked,
     compare: $("compare").checked,
   };
   if (dp && state.config && state.config.dp_supported) body.dp_epsilon = Number(dp);
@@ -341,7 +342,7 @@ $("clear").addEventListener("click", () => {
   clearCanvas("mask-canvas");
   clearCanvas("mono-canvas");
 });
-for (const id of ["plan", "scheme", "workers", "halo", "dp", "allow-local", "compare"]) {
+for (const id of ["plan", "scheme", "workers", "halo", "dp", "allow-local", "fusion", "compare"]) {
   $(id).addEventListener("change", segment);
 }
 init();
