@@ -8,8 +8,10 @@ dilated convolutions (receptive field 25 tokens > one window), and knows where t
 learned embedding of the token's position inside its window (tiled every 14 tokens). The last layer of
 each block is zero-initialised, so an untrained module is exactly the identity.
 
-It is trained by distillation (no labels): input = stitched isolated features, target = the monolithic
-trunk features of the same image (see `scripts/train_fusion.py`).
+It is trained by distillation (no labels): input = stitched isolated features, teacher = the monolithic model
+on the same image, loss through the frozen neck and mask decoder (mask logits for sampled prompts + the
+embedding; see `scripts/train_fusion.py distil`). The shipped weights are on by default for
+`tinyvit-isolated` (`DistributedSamPredictor(fusion="auto")`).
 """
 
 from __future__ import annotations
