@@ -37,6 +37,7 @@ from pedvit.models.transforms import ResizeLongestSide
 from torch import nn
 
 from pedvit.edge.predictor import SamPredictor
+from pedvit.eval.accuracy import mask_iou
 from pedvit.plans.fusion import (DEFAULT_WEIGHTS, SeamFusion, canvas_input, fusion_flops, load_default_fusion,
                                  monolithic_trunk, save_fusion, stitch_isolated, stitched_fast)
 
@@ -293,14 +294,15 @@ def cmd_distil(args: argparse.Namespace) -> int:
             prompts = (pts, boxes, t_pts, t_box, valid.repeat_interleave(k, dim=0))
         return mono, iso, prompts
 
-    def losses(module: nn.Module, mono: torch.Tensor, iso: torch.Tensor, prompts: list, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def student(module: nn.Module, mono: torch.Tensor, iso: torch.Tensor, prompts: tuple) -> tuple:
+        """(embedding loss, mask loss, student point logits, student box logits) of one batch."""
         emb = encoder.run_neck(module(iso))
         l_emb = F.mse_loss(emb / scale, mono / scale)
         pts, boxes, t_pts, t_box, valid = prompts
         emb_p = emb.repeat_interleave(args.points, dim=0)
-        l_mask = (_soft_kl(_decode(model, emb_p, pts, None), t_pts, valid, token_weights)
-                  + _soft_kl(_decode(model, emb_p, None, boxes), t_box, valid, token_weights)) / 2
-        return l_emb, l_mask
+        s_pts, s_box = _decode(model, emb_p, pts, None), _decode(model, emb_p, None, boxes)
+        l_mask = (_soft_kl(s_pts, t_pts, valid, token_weights) + _soft_kl(s_box, t_box, valid, token_weights)) / 2
+        return l_emb, l_mask, s_pts, s_box
 
     loader_kw: dict = dict(batch_size=args.batch, num_workers=args.workers, pin_memory=device.type == "cuda")
     if args.workers > 0:
@@ -315,12 +317,11 @@ def cmd_distil(args: argparse.Namespace) -> int:
     def validate(module: nn.Module) -> dict[str, float]:
         ious, l_embs, l_masks = [], [], []
         for mono, iso, prompts in val_batches:
-            emb_p = encoder.run_neck(module(iso)).repeat_interleave(args.points, dim=0)
-            l_emb, l_mask = losses(module, mono, iso, prompts, scale)
+            l_emb, l_mask, s_pts, s_box = student(module, mono, iso, prompts)
             l_embs.append(float(l_emb))
             l_masks.append(float(l_mask))
-            pts, boxes, t_pts, t_box, valid = prompts
-            for mine, theirs in ((_decode(model, emb_p, pts, None), t_pts), (_decode(model, emb_p, None, boxes), t_box)):
+            _, _, t_pts, t_box, valid = prompts
+            for mine, theirs in ((s_pts, t_pts), (s_box, t_box)):
                 a, b = (mine[:, 0] > 0) & (valid[:, 0] > 0), (theirs[:, 0] > 0) & (valid[:, 0] > 0)
                 inter, union = (a & b).sum(dim=(1, 2)).float(), (a | b).sum(dim=(1, 2)).float()
                 ious.append(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)))
@@ -356,7 +357,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
         for name, module in variants.items():
             for g in optims[name].param_groups:
                 g["lr"] = lr
-            l_emb, l_mask = losses(module, mono, iso, prompts, scale)
+            l_emb, l_mask, _, _ = student(module, mono, iso, prompts)
             loss = l_emb + mask_weight * l_mask
             optims[name].zero_grad(set_to_none=True)
             loss.backward()
@@ -377,7 +378,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
     final = {}
     for name, module in variants.items():
         module.eval().cpu()
-        final[name] = validate_cpu = history[-1][name] if history else {}
+        final[name] = history[-1][name] if history else {}
         meta = {
             "command": " ".join(["python", "scripts/train_fusion.py", *sys.argv[1:]]),
             "variant": name,
@@ -401,7 +402,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
             "optimizer": {"name": "AdamW", "lr": args.lr, "weight_decay": 0.01, "batch": args.batch, "warmup": args.warmup,
                           "schedule": "cosine", "steps": step, "grad_clip": 1.0},
             "validation_no_fusion": identity,
-            "validation_final": validate_cpu,
+            "validation_final": final[name],
             "history": history,
         }
         save_fusion(module, out_dir / f"fusion_{name}.pt", meta)
@@ -409,11 +410,6 @@ def cmd_distil(args: argparse.Namespace) -> int:
     return 0
 
 # ----------------------------------------------------------------------------------------------- evaluation
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def _masks_for_boxes(model: Sam, embedding: torch.Tensor, boxes: np.ndarray, input_hw: tuple[int, int],
                      original_hw: tuple[int, int]) -> np.ndarray:
     """Single-mask prediction for each box (original xyxy) -> N x H x W bool."""
@@ -477,7 +473,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     """Edge cost of fusion + neck against the full image encoder: FLOPs and CPU time (medians, one process)."""
     import statistics
 
-    from torch.utils.flop_counter import FlopCounterMode
+    from pedvit.plans.flops import count_flops
 
     torch.set_grad_enabled(False)
     if args.threads:
@@ -490,12 +486,6 @@ def cmd_cost(args: argparse.Namespace) -> int:
     x = torch.randn(1, 3, 1024, 1024)
     trunk = encoder.run_trunk(x)
 
-    def flops(fn) -> int:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            fn()
-        return int(counter.get_total_flops())
-
     def median_s(fn, repeats: int) -> float:
         fn()  # warm-up
         times = []
@@ -505,7 +495,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
 
-    full_flops, neck_flops, fusion_fl = flops(lambda: encoder(x)), flops(lambda: encoder.run_neck(trunk)), fusion_flops(fusion)
+    full_flops, neck_flops, fusion_fl = count_flops(lambda: encoder(x)), count_flops(lambda: encoder.run_neck(trunk)), fusion_flops(fusion)
     full_s = median_s(lambda: encoder(x), args.repeats)
     edge_s = median_s(lambda: encoder.run_neck(fusion(trunk)), args.repeats)
     neck_s = median_s(lambda: encoder.run_neck(trunk), args.repeats)
@@ -580,7 +570,7 @@ def cmd_dp_curve(args: argparse.Namespace) -> int:
         view_mask = view_mask[: ihw[0], : ihw[1]]
         with torch.inference_mode():
             mono = model.image_encoder.run_neck(monolithic_trunk(model, resized))
-        mono_miou = float(np.mean([_iou(p, g) for p, g in zip(_masks_for_boxes(model, mono, boxes, ihw, hw), gts)]))
+        mono_miou = float(np.mean([mask_iou(p, g) for p, g in zip(_masks_for_boxes(model, mono, boxes, ihw, hw), gts)]))
         rows = {"monolithic": mono_miou, "grey_ssim": grey_baseline(resized).ssim}
         for eps in epsilons:
             noise = GaussianWindowNoise(eps, args.delta, seed=args.seed)
@@ -591,7 +581,7 @@ def cmd_dp_curve(args: argparse.Namespace) -> int:
             noised_resized = noised[: ihw[0], : ihw[1]]
             with torch.inference_mode():
                 emb = model.image_encoder.run_neck(stitched_fast(model, noised_resized))
-            miou = float(np.mean([_iou(p, g) for p, g in zip(_masks_for_boxes(model, emb, boxes, ihw, hw), gts)]))
+            miou = float(np.mean([mask_iou(p, g) for p, g in zip(_masks_for_boxes(model, emb, boxes, ihw, hw), gts)]))
             view = np.where(view_mask[..., None], noised_resized, 0).astype(np.uint8)
             ssims = {m: score(resized, reconstruct(view, view_mask, m), view_mask).ssim for m in DEFAULT_ATTACKS}
             sigma = noise.sigma_for(canvas[:224, :224]) * 255.0

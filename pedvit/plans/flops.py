@@ -31,7 +31,7 @@ from pedvit.partition import WindowGrid
 from .plans import SplitPlan, TinyViTIsolated, ViTExact, ViTIsolated
 from .stages import vit_window_stretches
 
-__all__ = ["PlanFlops", "plan_flops", "decoder_flops_per_prompt"]
+__all__ = ["PlanFlops", "plan_flops", "decoder_flops_per_prompt", "count_flops"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ class PlanFlops:
         return self.edge_flops / self.total if self.total else 0.0
 
 
-def _count(fn) -> int:  # noqa: ANN001 - any zero-argument callable
+def count_flops(fn) -> int:  # noqa: ANN001 - any zero-argument callable
+    """FLOPs (2 per multiply-add) that calling `fn()` runs."""
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
@@ -76,12 +77,12 @@ def plan_flops(plan: SplitPlan, model: Sam) -> PlanFlops:
         for window in grid.windows:
             y0, x0, y1, x1 = grid.crop_box(window.id, plan.halo_px)
             x = torch.empty(1, 3, y1 - y0, x1 - x0, device="meta")
-            worker += _count(lambda: encoder.run_trunk(x, origin_px=(y0, x0)))
+            worker += count_flops(lambda: encoder.run_trunk(x, origin_px=(y0, x0)))
         features = torch.empty(1, encoder.trunk_channels, n // 16, n // 16, device="meta")
         if plan.fusion is not None:
             fusion = copy.deepcopy(plan.fusion).to("meta")
-            edge += _count(lambda: fusion(features))
-        edge += _count(lambda: encoder.run_neck(features))
+            edge += count_flops(lambda: fusion(features))
+        edge += count_flops(lambda: encoder.run_neck(features))
     elif isinstance(plan, (ViTIsolated, ViTExact)):
         assert isinstance(encoder, ImageEncoderViT)
         p, dim = encoder.patch_size, encoder.pos_embed.shape[-1]
@@ -95,16 +96,16 @@ def plan_flops(plan: SplitPlan, model: Sam) -> PlanFlops:
             shapes[(y1 - y0, x1 - x0)] = shapes.get((y1 - y0, x1 - x0), 0) + 1
         for (h, w), k in shapes.items():
             x = torch.empty(k, 3, h, w, device="meta")
-            worker += _count(lambda: encoder.run_blocks(encoder.embed(x, (0, 0)), 0, first_end))
+            worker += count_flops(lambda: encoder.run_blocks(encoder.embed(x, (0, 0)), 0, first_end))
             tokens = torch.empty(k, h // p, w // p, dim, device="meta")
             for start, end in worker_stretches[1:]:
-                worker += _count(lambda: encoder.run_blocks(tokens, start, end))
+                worker += count_flops(lambda: encoder.run_blocks(tokens, start, end))
         full = torch.empty(1, n // p, n // p, dim, device="meta")
         worker_blocks = {i for start, end in worker_stretches for i in range(start, end)}
         for i in range(first_end, encoder.depth):
             if i not in worker_blocks:
-                edge += _count(lambda: encoder.run_blocks(full, i, i + 1))
-        edge += _count(lambda: encoder.run_neck(full))
+                edge += count_flops(lambda: encoder.run_blocks(full, i, i + 1))
+        edge += count_flops(lambda: encoder.run_neck(full))
     else:
         raise ValueError(f"no FLOP model for plan {plan.name!r}")
     return PlanFlops(plan.name, model.name, worker, edge)
@@ -123,4 +124,4 @@ def decoder_flops_per_prompt(model: Sam) -> int:
         meta.mask_decoder(image_embeddings=embedding, image_pe=meta.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
                           dense_prompt_embeddings=dense, multimask_output=True)
 
-    return _count(run)
+    return count_flops(run)

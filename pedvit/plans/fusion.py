@@ -154,12 +154,11 @@ def monolithic_trunk(model: Sam, resized: np.ndarray) -> torch.Tensor:
 
 def fusion_flops(module: nn.Module, channels: int = 320, side: int = 64) -> int:
     """FLOPs (2 per multiply-add, `torch.utils.flop_counter`) of one 1 x channels x side x side forward."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from pedvit.plans.flops import count_flops
 
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        module(torch.zeros(1, channels, side, side))
-    return int(counter.get_total_flops())
+    x = torch.zeros(1, channels, side, side)
+    with torch.no_grad():
+        return count_flops(lambda: module(x))
 
 
 def load_default_fusion(path: str | pathlib.Path | None = None) -> SeamFusion | None:
