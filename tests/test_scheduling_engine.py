@@ -153,6 +153,25 @@ def test_straggler_is_hedged(mobile_sam: Any, astronaut: np.ndarray, reference: 
 
 
 @pytest.mark.slow
+def test_failover_avoids_measured_straggler(mobile_sam: Any, astronaut: np.ndarray, reference: torch.Tensor) -> None:
+    """A failed worker's windows go to a fast worker or the edge, not to the idle worker known to be slow
+    (it holds the fewest windows, which is all the static rule looks at)."""
+    workers = _workers(mobile_sam, 6, {0: 3.0}, base=0.05)
+    with DistributedSamPredictor(mobile_sam, workers, fusion="off", wire_dtype="float32", scheduling="adaptive",
+                                 hedge_factor=None) as predictor:
+        predictor.set_image(astronaut)  # measures everyone (inproc0 takes its 3 s per window here)
+        predictor.set_image(astronaut)
+        assert not predictor.last_run.assignment.get("inproc0"), predictor.last_run.assignment
+        victim = next(w for w in workers[1:] if predictor.last_run.assignment.get(w.name))
+        victim.inner.fail = True
+        predictor.set_image(astronaut)
+        run = predictor.last_run
+        assert run.failovers and {f["from"] for f in run.failovers} == {victim.name}
+        assert all(f["to"] != "inproc0" for f in run.failovers), run.failovers
+        torch.testing.assert_close(predictor.features, reference, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.slow
 def test_hedge_respects_share_cap(mobile_sam: Any, astronaut: np.ndarray, reference: torch.Tensor) -> None:
     """With local compute forbidden and every worker at its cap, a straggler can't be hedged: it is waited for."""
     workers = _workers(mobile_sam, 5, {})

@@ -668,15 +668,32 @@ class SplitEngine:
                 continue
             if any(wid in group and len(group & held) >= math.ceil(len(group) / max(1, len(names))) for group in constraints.spread_groups):
                 continue
-            candidates.append((len(held), name))
+            candidates.append((self._failover_cost(name, len(planned) + 1), len(held), name))
+        if self.scheduling == "adaptive" and self.allow_local and self.perf.edge.seeded:
+            # Why: a measured straggler can take many times longer than the edge itself; failing over to it
+            # would turn one lost window into the slowest part of the request.
+            edge_s = self.perf.edge.predict(len(record.local_windows) + 1)
+            if not candidates or edge_s < min(candidates)[0]:
+                return EDGE
         if candidates:
-            return min(candidates)[1]
+            return min(candidates)[2]
         if self.allow_local:
             return EDGE
         raise PrivacyConstraintError(
             f"window {wid}: its worker failed and no other worker can take it within the privacy constraints; "
             "local compute is forbidden (allow_local=False)"
         )
+
+    def _failover_cost(self, name: str, n_windows: int) -> float:
+        """Rank of a failover candidate: with adaptive scheduling, its predicted seconds for the windows it
+        would then hold (a straggler in backoff or known to be slow ranks last); otherwise 0 (fewest windows
+        held decides)."""
+        if self.scheduling != "adaptive" or name not in self.perf:
+            return 0.0
+        est = self.perf.get(name)
+        if not est.available(self.perf.clock()):
+            return math.inf
+        return est.predict(n_windows)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
