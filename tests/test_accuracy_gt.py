@@ -43,3 +43,26 @@ def test_distributed_retention(mobile_sam: Sam, monolithic: dict[str, float]) ->
             assert miou <= monolithic[dataset] + 0.02  # an approximate plan should not beat the exact model by much
     finally:
         predictor.close()  # type: ignore[attr-defined]
+
+
+def test_jpeg_noise_floor_predictor(mobile_sam: Sam, astronaut) -> None:
+    """The noise-floor row's predictor really perturbs the input (a different embedding), only slightly, and
+    rejects an impossible quality."""
+    import numpy as np
+    import torch
+
+    from pedvit.eval.accuracy import JpegPerturbedPredictor
+
+    with pytest.raises(ValueError):
+        JpegPerturbedPredictor(mobile_sam, quality=0)
+    clean, jpeg = SamPredictor(mobile_sam), JpegPerturbedPredictor(mobile_sam, quality=95)
+    clean.set_image(astronaut)
+    jpeg.set_image(astronaut)
+    a, b = clean.features, jpeg.features
+    assert not torch.equal(a, b)
+    rel = float((a - b).norm() / a.norm())
+    assert 0.0 < rel < 0.2, rel
+    box = np.array([150, 30, 350, 300])
+    ma = clean.predict(box=box, multimask_output=False)[0][0]
+    mb = jpeg.predict(box=box, multimask_output=False)[0][0]
+    assert (ma & mb).sum() / max(1, (ma | mb).sum()) > 0.9

@@ -30,6 +30,37 @@ def test_untrained_fusion_with_mlp_is_identity() -> None:
     assert module.blocks[0].up.in_channels == 64
 
 
+def _reference_forward(module: SeamFusion, x: torch.Tensor) -> torch.Tensor:
+    """The blocks written as plain NCHW convolutions (what the parameters mean), for the layout test."""
+    for b in module.blocks:
+        h, w = x.shape[-2:]
+        t = b.window_tokens
+        pos = b.pos.repeat(1, 1, -(-h // t), -(-w // t))[..., :h, :w]
+        y = b.act(b.dw1(b.down(b.norm(x)) + pos))
+        x = x + b.up(b.mlp(b.act(b.dw2(y))))
+    return x
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (28, 28), (31, 46)])
+@pytest.mark.parametrize("mlp_ratio", [0.0, 2.0])
+def test_token_layout_forward_equals_convolutions(hw: tuple[int, int], mlp_ratio: float) -> None:
+    """The channel-last forward (matmuls, dilated depthwise split into sub-grids) computes exactly what the
+    stored convolutions define, for map sizes that are and are not multiples of the dilation; so do the
+    gradients (training uses the same forward)."""
+    torch.manual_seed(2)
+    module = SeamFusion(hidden=32, depth=2, mlp_ratio=mlp_ratio)
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(2, 320, *hw, requires_grad=True)
+    fast, ref = module(x), _reference_forward(module, x)
+    torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)
+    g = torch.randn_like(ref)
+    grads_fast = torch.autograd.grad(fast, [x, *module.parameters()], g)
+    grads_ref = torch.autograd.grad(ref, [x, *module.parameters()], g)
+    for a, b in zip(grads_fast, grads_ref):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+
 def test_receptive_field_crosses_window_borders() -> None:
     torch.manual_seed(0)
     module = SeamFusion(depth=1).eval()

@@ -156,6 +156,31 @@ def reference(model: Sam, photos: Sequence[Photo], *, datasets: Sequence[str] = 
     return ref
 
 
+class JpegPerturbedPredictor(SamPredictor):
+    """The monolithic model on a JPEG round trip of each image (quality `quality`, Pillow, 4:4:4).
+
+    Not a deployment setting: the "noise floor" of the agreement metric. A quality-95 JPEG is visually
+    identical to its source, yet it moves SAM's masks a little; agreement of this row with the monolithic masks
+    shows how much of a split setting's disagreement any tiny input change would cause anyway.
+    """
+
+    def __init__(self, model: Sam, quality: int = 95) -> None:
+        super().__init__(model)
+        if not 1 <= quality <= 100:
+            raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+        self.quality = quality
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=self.quality, subsampling=0)
+        buffer.seek(0)
+        super().set_image(np.asarray(Image.open(buffer).convert("RGB")), image_format)
+
+
 # ------------------------------------------------------------------------------------- settings
 @dataclass
 class AccuracyRow:
@@ -279,9 +304,11 @@ def run_accuracy(
     seed: int = 0,
     n_workers: int = 3,
     wire_dtype: str = "float16",
+    noise_floor_jpeg: int | None = None,
     progress: bool = True,
 ) -> list[AccuracyRow]:
-    """The monolithic row plus one row per (halo, fusion) setting of `plan`."""
+    """The monolithic row, optionally the JPEG noise-floor row (`JpegPerturbedPredictor`), then one row per
+    (halo, fusion) setting of `plan`."""
     photos = real_photos()
     if photo_names is not None:
         unknown = set(photo_names) - {p.name for p in photos}
@@ -292,6 +319,11 @@ def run_accuracy(
         photos = photos[:limit_photos]
     ref = reference(model, photos, n_points=n_points, seed=seed, progress=progress)
     rows = [monolithic_row(ref)]
+    if noise_floor_jpeg is not None:
+        rows.append(evaluate_predictor(JpegPerturbedPredictor(model, noise_floor_jpeg), ref, plan=f"monolithic, JPEG q{noise_floor_jpeg} input",
+                                       halo=None, fusion_label="-", progress=progress))
+        if progress:
+            print(format_table(rows[-1:], header=False), file=sys.stderr)
     for label, module in _fusions(fusion):
         for halo in halos:
             split = make_plan(plan, halo_px=halo, fusion=module) if plan == "tinyvit-isolated" else make_plan(plan)
@@ -358,7 +390,8 @@ def _main(args: argparse.Namespace) -> int:
     rows = run_accuracy(
         model, plan=args.plan, halos=args.halos, fusion=args.fusion, limit_photos=args.limit_photos,
         photo_names=_photo_names(args.photos),
-        n_points=args.points, seed=args.seed, n_workers=args.workers, wire_dtype=args.wire_dtype, progress=not args.no_progress,
+        n_points=args.points, seed=args.seed, n_workers=args.workers, wire_dtype=args.wire_dtype,
+        noise_floor_jpeg=args.noise_floor_jpeg, progress=not args.no_progress,
     )
     table = format_table(rows)
     print(table)
@@ -387,6 +420,9 @@ def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=3, help="in-process workers (default 3)")
     parser.add_argument("--wire-dtype", choices=("float16", "float32"), default="float16")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--noise-floor-jpeg", type=int, default=None, metavar="Q",
+                        help="also evaluate the monolithic model on JPEG quality-Q copies of the images: how far an "
+                             "invisible input change moves the masks (the agreement metric's noise floor)")
     parser.add_argument("--json", default=None, help="write rows as JSON here")
     parser.add_argument("--markdown", default=None, help="write the table as Markdown here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pedvit.models import Sam
@@ -34,6 +35,34 @@ __all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "fusion_flops
 DEFAULT_WEIGHTS = pathlib.Path(__file__).with_name("weights") / "fusion_mobile_sam.pt"
 
 
+def _linear_tokens(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """1x1 convolution of a B x H x W x C (channel-last, contiguous) tensor as one matrix multiply."""
+    out = torch.addmm(conv.bias, x.reshape(-1, x.shape[-1]), conv.weight.flatten(1).t())
+    return out.view(*x.shape[:-1], -1)
+
+
+def _depthwise_tokens(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Depthwise (optionally dilated) convolution of a B x H x W x C channel-last tensor; same result as
+    ``conv`` on the NCHW tensor.
+
+    Why not just ``conv``: on CPU, oneDNN's dilated depthwise kernel is ~10x slower than the undilated one.
+    A dilation-d convolution only mixes tokens whose coordinates agree modulo d, so the map is split into its
+    d x d interleaved sub-grids (space-to-batch), each gets the undilated kernel, and the results are
+    interleaved back. The zero rows/columns added to reach a multiple of d are what the convolution's own zero
+    padding would read there, so the result is exact.
+    """
+    d, k = conv.dilation[0], conv.kernel_size[0]
+    if d == 1:
+        return F.conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias, padding=k // 2, groups=conv.groups).permute(0, 2, 3, 1)
+    b, h, w, c = x.shape
+    hs, ws = -(-h // d), -(-w // d)
+    x = F.pad(x, (0, 0, 0, ws * d - w, 0, hs * d - h))
+    grids = x.view(b, hs, d, ws, d, c).permute(0, 2, 4, 1, 3, 5).reshape(b * d * d, hs, ws, c)
+    y = F.conv2d(grids.permute(0, 3, 1, 2), conv.weight, conv.bias, padding=k // 2, groups=conv.groups).permute(0, 2, 3, 1)
+    y = y.reshape(b, d, d, hs, ws, c).permute(0, 3, 1, 4, 2, 5).reshape(b, hs * d, ws * d, c)
+    return y[:, :h, :w]
+
+
 class _SeamBlock(nn.Module):
     """LN -> 1x1 down -> (+ in-window position embedding) -> DW kxk -> GELU -> DW kxk dilated -> GELU
     -> [1x1 hidden -> mlp_ratio * hidden -> GELU, when mlp_ratio > 0] -> 1x1 up (zero-initialised).
@@ -41,6 +70,10 @@ class _SeamBlock(nn.Module):
     Receptive field: (k - 1) * (1 + dilation) + 1 tokens; with k=7, dilation=3 that is 25 tokens, so every
     token sees across at least one window border in each direction. The optional pointwise MLP mixes
     channels after the spatial mixing (the depthwise convs alone mix no channels).
+
+    The parameters are stored as convolutions (the checkpoint layout), but `forward` works on channel-last
+    B x H x W x C tokens: the 1x1 convolutions become matrix multiplies and the dilated depthwise one is split
+    into sub-grids (`_depthwise_tokens`), about 3x less CPU time than the convolutions on NCHW.
     """
 
     def __init__(self, channels: int, hidden: int, window_tokens: int, kernel: int, dilation: int, mlp_ratio: float = 0.0) -> None:
@@ -60,14 +93,17 @@ class _SeamBlock(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
+        """B x H x W x C contiguous channel-last tokens -> the same shape."""
+        h, w = x.shape[1:3]
         t = self.window_tokens
-        reps = (-(-h // t), -(-w // t))
-        pos = self.pos.repeat(1, 1, *reps)[..., :h, :w]
-        y = self.down(self.norm(x)) + pos
-        y = self.act(self.dw1(y))
-        y = self.act(self.dw2(y))
-        return x + self.up(self.mlp(y))
+        y = F.layer_norm(x, (x.shape[-1],), self.norm.weight, self.norm.bias, self.norm.eps)
+        pos = self.pos.permute(0, 2, 3, 1).repeat(1, -(-h // t), -(-w // t), 1)[:, :h, :w]
+        y = _linear_tokens(y, self.down) + pos
+        y = self.act(_depthwise_tokens(y, self.dw1))
+        y = self.act(_depthwise_tokens(y, self.dw2))
+        if isinstance(self.mlp, nn.Sequential):
+            y = self.mlp[1](_linear_tokens(y, self.mlp[0]))
+        return x + _linear_tokens(y, self.up)
 
 
 class SeamFusion(nn.Module):
@@ -92,9 +128,11 @@ class SeamFusion(nn.Module):
         self.blocks = nn.ModuleList(_SeamBlock(channels, hidden, window_tokens, kernel, dilation, mlp_ratio) for _ in range(depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """B x C x H x W (any memory layout) -> B x C x H x W (channel-last memory, as the blocks compute)."""
+        y = x.permute(0, 2, 3, 1).contiguous()
         for block in self.blocks:
-            x = block(x)
-        return x
+            y = block(y)
+        return y.permute(0, 3, 1, 2)
 
 
 def canvas_input(model: Sam, resized: torch.Tensor, content_hw: Sequence[tuple[int, int]]) -> torch.Tensor:
