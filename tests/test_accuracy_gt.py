@@ -66,3 +66,18 @@ def test_jpeg_noise_floor_predictor(mobile_sam: Sam, astronaut) -> None:
     ma = clean.predict(box=box, multimask_output=False)[0][0]
     mb = jpeg.predict(box=box, multimask_output=False)[0][0]
     assert (ma & mb).sum() / max(1, (ma | mb).sum()) > 0.9
+
+
+def test_agreement_ci_resamples_photos() -> None:
+    """The interval holds the mean; it is wide when photos disagree with each other (prompts on one photo
+    move together) and collapses when every photo has the same IoUs."""
+    from pedvit.eval.accuracy import agreement_ci
+
+    per_photo = [[1.0, 1.0, 1.0], [0.2, 0.2, 0.2], [0.9, 0.9, 0.9], [0.5, 0.6, 0.7]]
+    low, high = agreement_ci(per_photo)
+    mean = sum(map(sum, per_photo)) / 12
+    assert low < mean < high and high - low > 0.2
+    low, high = agreement_ci([[0.8, 0.8]] * 5)
+    assert abs(low - 0.8) < 1e-12 and abs(high - 0.8) < 1e-12
+    with pytest.raises(ValueError):
+        agreement_ci([[], []])

@@ -204,6 +204,9 @@ class AccuracyRow:
     #: 95 % paired-bootstrap intervals of the retentions (instances resampled; None for the baseline).
     voc_retention_ci95: tuple[float, float] | None = None
     arc_retention_ci95: tuple[float, float] | None = None
+    #: 95 % cluster-bootstrap intervals of the agreements (photos resampled with all their prompts).
+    agreement_point_ci95: tuple[float, float] | None = None
+    agreement_box_ci95: tuple[float, float] | None = None
 
 
 def evaluate_predictor(predictor: SamPredictor, ref: MonolithicReference, *, plan: str, halo: int | None, fusion_label: str = "off", progress: bool = True) -> AccuracyRow:
@@ -214,24 +217,27 @@ def evaluate_predictor(predictor: SamPredictor, ref: MonolithicReference, *, pla
     for dataset in ref.gt_ious:
         gt[dataset], ious = gt_miou(predictor, gt_instances(dataset))  # type: ignore[arg-type]
         ci[dataset] = retention_ci(ious, ref.gt_ious[dataset])
-    point_ious: list[float] = []
-    box_ious: list[float] = []
+    point_ious: list[list[float]] = []  # per photo
+    box_ious: list[list[float]] = []
     for photo in _progress(ref.photos, f"{plan} halo {halo} fusion {fusion_label}", enabled=progress):
         predictor.set_image(photo.image)
-        for mine, theirs in zip(predict_masks(predictor, ref.point_prompts[photo.name]), ref.point_masks[photo.name]):
-            point_ious.append(mask_iou(mine, theirs))
-        for mine, theirs in zip(predict_masks(predictor, ref.box_prompts[photo.name]), ref.box_masks[photo.name]):
-            box_ious.append(mask_iou(mine, theirs))
+        point_ious.append([mask_iou(mine, theirs) for mine, theirs in
+                           zip(predict_masks(predictor, ref.point_prompts[photo.name]), ref.point_masks[photo.name])])
+        box_ious.append([mask_iou(mine, theirs) for mine, theirs in
+                         zip(predict_masks(predictor, ref.box_prompts[photo.name]), ref.box_masks[photo.name])])
+    all_points = [v for per_photo in point_ious for v in per_photo]
+    all_boxes = [v for per_photo in box_ious for v in per_photo]
     voc, arc = gt.get("voc", float("nan")), gt.get("arc2017", float("nan"))
     return AccuracyRow(
         plan, halo, fusion_label, voc, arc,
         voc / ref.gt_miou("voc") if "voc" in gt else float("nan"),
         arc / ref.gt_miou("arc2017") if "arc2017" in gt else float("nan"),
-        float(np.mean(point_ious)) if point_ious else float("nan"),
-        float(np.mean(box_ious)) if box_ious else float("nan"),
-        len(ref.gt_ious.get("voc", [])), len(ref.gt_ious.get("arc2017", [])), len(ref.photos), len(point_ious), len(box_ious),
+        float(np.mean(all_points)) if all_points else float("nan"),
+        float(np.mean(all_boxes)) if all_boxes else float("nan"),
+        len(ref.gt_ious.get("voc", [])), len(ref.gt_ious.get("arc2017", [])), len(ref.photos), len(all_points), len(all_boxes),
         time.perf_counter() - started,
         ci.get("voc"), ci.get("arc2017"),
+        agreement_ci(point_ious) if all_points else None, agreement_ci(box_ious) if all_boxes else None,
     )
 
 
@@ -248,6 +254,22 @@ def retention_ci(split_ious: Sequence[float], mono_ious: Sequence[float], *, lev
     ratios = a[idx].mean(axis=1) / np.maximum(b[idx].mean(axis=1), 1e-12)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def agreement_ci(ious_per_photo: Sequence[Sequence[float]], *, level: float = 0.95, resamples: int = 5000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Cluster-bootstrap interval of the mean prompt IoU: photos are resampled, each with all its prompts
+    (prompts on one photo share its embedding, so they are not independent)."""
+    groups = [np.asarray(g, dtype=np.float64) for g in ious_per_photo if len(g)]
+    if not groups:
+        raise ValueError("need at least one photo with prompts")
+    sums = np.array([g.sum() for g in groups])
+    counts = np.array([g.size for g in groups], dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(groups), size=(resamples, len(groups)))
+    means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
 
 
@@ -335,7 +357,7 @@ def run_accuracy(
 
 # ------------------------------------------------------------------------------------------- output
 _COLUMNS = ("plan", "halo", "fusion", "voc_miou", "arc_miou", "voc_retention", "voc_retention_ci95", "arc_retention",
-            "arc_retention_ci95", "agreement_point_miou", "agreement_box_miou")
+            "arc_retention_ci95", "agreement_point_miou", "agreement_point_ci95", "agreement_box_miou", "agreement_box_ci95")
 
 
 def _fmt(value: Any) -> str:
