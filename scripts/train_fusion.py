@@ -248,7 +248,7 @@ def _variant_configs(text: str) -> dict[str, dict]:
 
 def cmd_distil(args: argparse.Namespace) -> int:
     """Distil one or more SeamFusion variants through the frozen neck and mask decoder, on fresh augmented
-    pairs every step (no cache): loss = mask KL (sampled point + box prompts, all four mask tokens, the
+    pairs every step (or, with --cache N, N augmented pairs computed once and reused): loss = mask KL (sampled point + box prompts, all four mask tokens, the
     single-mask token weighted x3) + per-channel-scaled MSE of the 256 x 64 x 64 embedding."""
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
@@ -338,6 +338,17 @@ def cmd_distil(args: argparse.Namespace) -> int:
     loader = iter(torch.utils.data.DataLoader(data, shuffle=False, **loader_kw))
     history: list[dict] = []
     started = time.perf_counter()
+    # --cache N (CPU recipe): the frozen encoders and teacher decodes of N augmented images are computed once,
+    # inside the time budget, and every step reuses a batch of them (batches drawn in a seeded shuffled order).
+    cache: list[tuple] = []
+    n_cache_batches = -(-args.cache // args.batch) if args.cache > 0 else 0
+    for _ in range(n_cache_batches):
+        canvas, hw, _ = next(loader)
+        cache.append(teacher_and_inputs(canvas, hw))
+    if cache:
+        print(f"[distil] cached {len(cache) * args.batch} augmented images in {time.perf_counter() - started:.0f} s", flush=True)
+    order_rng = np.random.default_rng([args.seed, 1])
+    order: list[int] = []
     step = 0
     while True:
         if step == 10:
@@ -351,8 +362,13 @@ def cmd_distil(args: argparse.Namespace) -> int:
         horizon = total_steps or 10**9
         warm = min(1.0, (step + 1) / args.warmup)
         lr = args.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / horizon))) if total_steps else args.lr * warm
-        canvas, hw, _ = next(loader)
-        mono, iso, prompts = teacher_and_inputs(canvas, hw)
+        if cache:
+            if not order:
+                order = order_rng.permutation(len(cache)).tolist()
+            mono, iso, prompts = cache[order.pop()]
+        else:
+            canvas, hw, _ = next(loader)
+            mono, iso, prompts = teacher_and_inputs(canvas, hw)
         logs = {}
         for name, module in variants.items():
             for g in optims[name].param_groups:
@@ -398,7 +414,9 @@ def cmd_distil(args: argparse.Namespace) -> int:
             "extra_photo_sources": {p.name: p.source for p in photos if p.name in EXTRA_PHOTOS},
             "held_out": HELD_OUT,
             "augmentation": AUGMENT,
-            "data": "fresh augmented image per sample: rng = numpy default_rng([seed, sample index]); %d samples" % (step * args.batch),
+            "data": ("fresh augmented image per sample: rng = numpy default_rng([seed, sample index]); %d samples" % (step * args.batch)
+                     if not cache else "%d cached augmented images (rng = numpy default_rng([seed, sample index]), samples "
+                     "0..%d), %d steps over them" % (len(cache) * args.batch, len(cache) * args.batch - 1, step)),
             "optimizer": {"name": "AdamW", "lr": args.lr, "weight_decay": 0.01, "batch": args.batch, "warmup": args.warmup,
                           "schedule": "cosine", "steps": step, "grad_clip": 1.0},
             "validation_no_fusion": identity,
@@ -620,6 +638,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--workers", type=int, default=2, help="data-loader processes")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--cache", type=int, default=0,
+                   help="CPU recipe: compute the frozen teacher/isolated encoders for this many augmented images "
+                        "once and reuse them every epoch (0: fresh images every step)")
     p.set_defaults(func=cmd_distil)
     p = sub.add_parser("score", help="held-out GT retention + agreement of weights files (fast in-process path)")
     p.add_argument("weights", nargs="+")
