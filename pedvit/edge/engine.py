@@ -675,7 +675,7 @@ class SplitEngine:
             edge_s = self.perf.edge.predict(len(record.local_windows) + 1)
             if not candidates or edge_s < min(candidates)[0]:
                 return EDGE
-        if candidates:
+        if candidates and (min(candidates)[0] < math.inf or not self.allow_local):
             return min(candidates)[2]
         if self.allow_local:
             return EDGE
