@@ -11,7 +11,8 @@ Subcommands:
     python scripts/train_fusion.py dp-curve               # GT mIoU and reconstruction SSIM vs DP epsilon
 
 Distillation: input = stitched isolated trunk features (halo 0, every 224 px window run alone, real MobileSAM
-weights), teacher = the monolithic model on the same augmented image, computed fresh every step (no cache).
+weights), teacher = the monolithic model on the same augmented image, computed fresh every step (or, with
+`distil --cache N`, once for N augmented images that every step reuses: the CPU recipe).
 The loss goes through the frozen neck and mask decoder: KL between the student's and the teacher's mask
 logits for sampled point and box prompts, plus a scaled MSE of the 256 x 64 x 64 embedding. The shipped
 weights' metadata (`pedvit/plans/weights/fusion_mobile_sam.json`) lists the exact commands, seeds and data.
@@ -248,8 +249,9 @@ def _variant_configs(text: str) -> dict[str, dict]:
 
 def cmd_distil(args: argparse.Namespace) -> int:
     """Distil one or more SeamFusion variants through the frozen neck and mask decoder, on fresh augmented
-    pairs every step (or, with --cache N, N augmented pairs computed once and reused): loss = mask KL (sampled point + box prompts, all four mask tokens, the
-    single-mask token weighted x3) + per-channel-scaled MSE of the 256 x 64 x 64 embedding."""
+    pairs every step (or, with --cache N, N augmented pairs computed once and reused): loss = mask KL
+    (sampled point + box prompts, all four mask tokens, the single-mask token weighted x3) + per-channel-scaled
+    MSE of the 256 x 64 x 64 embedding."""
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     if args.threads:

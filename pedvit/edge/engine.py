@@ -669,16 +669,16 @@ class SplitEngine:
             if any(wid in group and len(group & held) >= math.ceil(len(group) / max(1, len(names))) for group in constraints.spread_groups):
                 continue
             candidates.append((self._failover_cost(name, len(planned) + 1), len(held), name))
-        if self.scheduling == "adaptive" and self.allow_local and self.perf.edge.seeded:
-            # Why: a measured straggler can take many times longer than the edge itself; failing over to it
-            # would turn one lost window into the slowest part of the request.
-            edge_s = self.perf.edge.predict(len(record.local_windows) + 1)
-            if not candidates or edge_s < min(candidates)[0]:
-                return EDGE
-        if candidates and (min(candidates)[0] < math.inf or not self.allow_local):
-            return min(candidates)[2]
+        best = min(candidates, default=None)
         if self.allow_local:
-            return EDGE
+            # Why: a measured straggler (or a worker in backoff) can take far longer than the edge itself;
+            # failing over to it would turn one lost window into the slowest part of the request.
+            adaptive_edge = self.scheduling == "adaptive" and self.perf.edge.seeded
+            edge_s = self.perf.edge.predict(len(record.local_windows) + 1) if adaptive_edge else math.inf
+            if best is None or best[0] == math.inf or edge_s < best[0]:
+                return EDGE
+        if best is not None:
+            return best[2]
         raise PrivacyConstraintError(
             f"window {wid}: its worker failed and no other worker can take it within the privacy constraints; "
             "local compute is forbidden (allow_local=False)"

@@ -241,6 +241,16 @@ def evaluate_predictor(predictor: SamPredictor, ref: MonolithicReference, *, pla
     )
 
 
+def _bootstrap_ratio_ci(numerators: np.ndarray, denominators: np.ndarray, level: float, resamples: int,
+                        seed: int) -> tuple[float, float]:
+    """Percentile interval of sum(numerators[i]) / sum(denominators[i]) over units i resampled with replacement."""
+    idx = np.random.default_rng(seed).integers(0, numerators.size, size=(resamples, numerators.size))
+    ratios = numerators[idx].sum(axis=1) / np.maximum(denominators[idx].sum(axis=1), 1e-12)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def retention_ci(split_ious: Sequence[float], mono_ious: Sequence[float], *, level: float = 0.95,
                  resamples: int = 5000, seed: int = 0) -> tuple[float, float]:
     """Paired bootstrap interval of mean(split) / mean(mono) over instances (both lists in instance order).
@@ -250,27 +260,19 @@ def retention_ci(split_ious: Sequence[float], mono_ious: Sequence[float], *, lev
     a, b = np.asarray(split_ious, dtype=np.float64), np.asarray(mono_ious, dtype=np.float64)
     if a.shape != b.shape or a.size == 0:
         raise ValueError("need two equally long, non-empty IoU lists")
-    idx = np.random.default_rng(seed).integers(0, a.size, size=(resamples, a.size))
-    ratios = a[idx].mean(axis=1) / np.maximum(b[idx].mean(axis=1), 1e-12)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return float(low), float(high)
+    return _bootstrap_ratio_ci(a, b, level, resamples, seed)
 
 
 def agreement_ci(ious_per_photo: Sequence[Sequence[float]], *, level: float = 0.95, resamples: int = 5000,
                  seed: int = 0) -> tuple[float, float]:
     """Cluster-bootstrap interval of the mean prompt IoU: photos are resampled, each with all its prompts
     (prompts on one photo share its embedding, so they are not independent)."""
-    groups = [np.asarray(g, dtype=np.float64) for g in ious_per_photo if len(g)]
+    groups = [g for g in ious_per_photo if len(g)]
     if not groups:
         raise ValueError("need at least one photo with prompts")
-    sums = np.array([g.sum() for g in groups])
-    counts = np.array([g.size for g in groups], dtype=np.float64)
-    idx = np.random.default_rng(seed).integers(0, len(groups), size=(resamples, len(groups)))
-    means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    sums = np.array([float(np.sum(g)) for g in groups])
+    counts = np.array([len(g) for g in groups], dtype=np.float64)
+    return _bootstrap_ratio_ci(sums, counts, level, resamples, seed)
 
 
 def evaluate_plan(model: Sam, plan: SplitPlan, ref: MonolithicReference, *, fusion_label: str = "off", progress: bool = True, **predictor_options: Any) -> AccuracyRow:
