@@ -512,7 +512,7 @@ class _SeamOraclePredictor(_FastIsolatedPredictor):
 def _seam_error_profile(model: Sam, fusion: nn.Module | None) -> dict[str, list[float]]:
     """{"no fusion" / "fusion": 7 numbers}: squared error of the 256 x 64 x 64 embedding against the
     monolithic one, averaged over the held-out photos' content tokens at distance 0..6 from a window border,
-    per channel divided by the monolithic embedding's variance (1.0 = as far off as an unrelated token)."""
+    per channel divided by the monolithic embedding's variance (1.0 = no better than each channel's mean)."""
     encoder = model.image_encoder
     dist = seam_distance()
     pairs = []
@@ -550,8 +550,8 @@ def cmd_seam_oracle(args: argparse.Namespace) -> int:
     fusion = load_default_fusion(args.weights) if args.weights else None
     if args.weights and fusion is None:
         raise SystemExit(f"no weights at {args.weights}")
-    print(f"[seam-oracle] embedding error by distance to the nearest window border (tokens 0..6; per-channel MSE "
-          f"over the held-out photos' content / the monolithic embedding's per-channel variance):", flush=True)
+    print("[seam-oracle] embedding error by distance to the nearest window border (tokens 0..6; per-channel MSE "
+          "over the held-out photos' content / the monolithic embedding's per-channel variance):", flush=True)
     for label, error in _seam_error_profile(model, fusion).items():
         print(f"[seam-oracle]   {label:>10}: " + " ".join(f"{e:.3f}" for e in error), flush=True)
     bands = [int(b) for b in args.bands.split(",") if b]
