@@ -478,11 +478,13 @@ class _FastIsolatedPredictor(SamPredictor):
         super().__init__(model)
         self.fusion = fusion
 
-    def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
+    def trunk(self, resized: np.ndarray) -> torch.Tensor:
+        """1 x 320 x 64 x 64 stitched isolated trunk features, after the fusion when there is one."""
         trunk = stitched_fast(self.model, resized)
-        if self.fusion is not None:
-            trunk = self.fusion(trunk)
-        return self.model.image_encoder.run_neck(trunk)
+        return self.fusion(trunk) if self.fusion is not None else trunk
+
+    def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
+        return self.model.image_encoder.run_neck(self.trunk(resized))
 
 
 def seam_distance(side_tokens: int = 64, window_tokens: int = WINDOW_PX // 16) -> torch.Tensor:
@@ -502,10 +504,7 @@ class _SeamOraclePredictor(_FastIsolatedPredictor):
         self.near_seam = (seam_distance() < band).float()[None, None]
 
     def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
-        trunk = stitched_fast(self.model, resized)
-        if self.fusion is not None:
-            trunk = self.fusion(trunk)
-        mono = monolithic_trunk(self.model, resized)
+        trunk, mono = self.trunk(resized), monolithic_trunk(self.model, resized)
         return self.model.image_encoder.run_neck(mono * self.near_seam + trunk * (1 - self.near_seam))
 
 
