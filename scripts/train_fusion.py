@@ -30,6 +30,7 @@ import math
 import pathlib
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -208,6 +209,16 @@ def _decode(model: Sam, embedding: torch.Tensor, points: torch.Tensor | None, bo
     return logits
 
 
+def content_mask(sizes: Sequence[tuple[int, int]], side: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """B x 1 x side x side: 1 where a cell of a side x side map over the 1024 px canvas covers image content
+    (sizes: the resized h, w per image; content sits top-left), 0 over the padding."""
+    stride = 1024 // side
+    mask = torch.zeros(len(sizes), 1, side, side, device=device)
+    for i, (h, w) in enumerate(sizes):
+        mask[i, :, : -(-h // stride), : -(-w // stride)] = 1
+    return mask
+
+
 def _boxes_from_logits(logits: torch.Tensor, hw: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """K x 256 x 256 logits -> K x 4 tight boxes (input frame) of the positive masks; a random box inside the
     content (hw: K x 2, per prompt) where a mask is empty."""
@@ -257,6 +268,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
     MSE of the 256 x 64 x 64 embedding; with --objective embedding only the embedding MSE over the content
     (validation still decodes prompts, to report agreement)."""
     device = torch.device(args.device)
+    with_prompts = args.objective == "mask"  # the embedding objective never decodes training prompts
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -285,9 +297,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
         content mask); with_prompts=False skips the teacher decodes (embedding objective)."""
         sizes = [tuple(int(v) for v in t) for t in hw]
         x = canvas_input(model, canvas.to(device, non_blocking=True), sizes)
-        content = torch.zeros(len(sizes), 1, 64, 64, device=device)
-        for i, (h, w) in enumerate(sizes):
-            content[i, :, : -(-h // 16), : -(-w // 16)] = 1
+        content = content_mask(sizes, 64, device)
         with torch.no_grad():
             mono = encoder.run_neck(encoder.run_trunk(x))
             iso = stitch_isolated(encoder, x)
@@ -301,17 +311,14 @@ def cmd_distil(args: argparse.Namespace) -> int:
             t_pts = _decode(model, mono_p, pts, None)
             boxes = _boxes_from_logits(t_pts[:, 0], hw_p, gen)
             t_box = _decode(model, mono_p, None, boxes)
-            valid = torch.zeros(len(sizes), 1, 256, 256, device=device)
-            for i, (h, w) in enumerate(sizes):
-                valid[i, :, : -(-h // 4), : -(-w // 4)] = 1
-            prompts = (pts, boxes, t_pts, t_box, valid.repeat_interleave(k, dim=0))
+            prompts = (pts, boxes, t_pts, t_box, content_mask(sizes, 256, device).repeat_interleave(k, dim=0))
         return mono, iso, prompts, content
 
     def student(module: nn.Module, mono: torch.Tensor, iso: torch.Tensor, prompts: tuple | None, content: torch.Tensor) -> tuple:
         """(embedding loss, mask loss, student point logits, student box logits) of one batch; without prompts
         only the embedding loss (mask loss 0, logits None)."""
         emb = encoder.run_neck(module(iso))
-        if args.objective == "embedding":  # over the image content only: padding tokens never reach a mask
+        if not with_prompts:  # over the image content only: padding tokens never reach a mask
             l_emb = ((((emb - mono) / scale) ** 2).mean(dim=1, keepdim=True) * content).sum() / content.sum()
         else:
             l_emb = F.mse_loss(emb / scale, mono / scale)
@@ -330,7 +337,6 @@ def cmd_distil(args: argparse.Namespace) -> int:
     # Validation: fixed augmented images of the training photos (another seed), agreement of single masks.
     val_data = AugmentedCanvases(photos, args.val_images, args.seed + 10_000)
     val_batches = [teacher_and_inputs(c, hw) for c, hw, _ in torch.utils.data.DataLoader(val_data, batch_size=args.batch)]
-    with_prompts = args.objective == "mask"
     scale = torch.cat([b[0] for b in val_batches]).std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
 
     @torch.no_grad()
@@ -395,7 +401,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
             for g in optims[name].param_groups:
                 g["lr"] = lr
             l_emb, l_mask, _, _ = student(module, mono, iso, prompts, content)
-            loss = l_emb + mask_weight * l_mask if with_prompts else l_emb
+            loss = l_emb + mask_weight * l_mask
             optims[name].zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -517,9 +523,7 @@ def _seam_error_profile(model: Sam, fusion: nn.Module | None) -> dict[str, list[
     pairs = []
     for photo in held_out_photos():
         resized = resize(model, photo.image)
-        h, w = -(-resized.shape[0] // 16), -(-resized.shape[1] // 16)
-        content = torch.zeros(64, 64, dtype=torch.bool)
-        content[:h, :w] = True
+        content = content_mask([resized.shape[:2]], 64)[0, 0].bool()
         iso = stitched_fast(model, resized)
         candidates = {"no fusion": encoder.run_neck(iso)}
         if fusion is not None:
