@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pedvit.edge.estimates import BACKOFF, EDGE_ID, HEALTHY, PROBATION, PerfEstimate, PerfTable
 from pedvit.edge.scheduler import (InfeasibleScheduleError, Schedule, equal_split, lower_bound, pick_hedge,
                                    schedule)
+from pedvit.partition.constraints import placement_cost
 
 ALL = list(range(25))
 
@@ -284,6 +285,34 @@ def test_hedge_never_whole_image() -> None:
         for tgt, hv in h.items():
             assert len(set(s.assignments.get(tgt, ())) | set(hv)) < 3
         assert other in h or h == {}
+
+
+def test_placement_cost_adjacency_semantics() -> None:
+    """The rule failover and hedging share: "require" hard, "prefer" a cost, "off" ignored; caps always hard."""
+    held = {1, 12}
+    kw = dict(cap=3, neighbours=king(0), spread_groups=(), n_workers=4)
+    assert placement_cost(0, held, adjacency="require", **kw) is None
+    assert placement_cost(0, held, adjacency="prefer", **kw) == 1
+    assert placement_cost(0, held, adjacency="off", **kw) == 0
+    assert placement_cost(4, held, adjacency="require", **{**kw, "neighbours": king(4)}) == 0
+    assert placement_cost(0, held, adjacency="off", **{**kw, "cap": 2}) is None
+    assert placement_cost(1, held, adjacency="off", **kw) is None  # holds it already
+
+
+def test_hedge_spread_limit_is_the_partition_rule() -> None:
+    """A spread group of 4 over 2 workers allows 2 of its windows per worker (as in failover and the
+    assignment checker), not 1."""
+    group = [0, 2, 4, 10]  # pairwise not adjacent
+    ws = workers([0.1, 0.1])
+    s = Schedule(assignments={"w00": (0,), "w01": (2,)}, local=(), makespan=0.1, finish={"w00": 0.1, "w01": 0.1},
+                 n_content=25, cap=5)
+    kw = dict(max_per_worker=5, neighbours=king, adjacency="require", spread_groups=[group], exclude=["w01"], now=0.0)
+    assert pick_hedge([2], s, ws, None, **kw) == {"w00": (2,)}
+    assert pick_hedge([2], s, ws, None, n_workers=4, **kw) == {}  # 4 workers: one window of the group each
+    full = Schedule(assignments={"w00": (0, 4), "w01": (2,)}, local=(), makespan=0.2,
+                    finish={"w00": 0.2, "w01": 0.1}, n_content=25, cap=5)
+    assert pick_hedge([2], full, ws, None, **kw) == {}
+    assert pick_hedge([2], full, ws, edge_est(), **kw) == {EDGE_ID: (2,)}
 
 
 # ------------------------------------------------------------------------------------ property

@@ -3,17 +3,23 @@ the edge, never sends pure-padding windows, and rejects bad configurations befor
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 import reference_sam
 from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.engine import EDGE, PrivacyConstraintError, RunRecord
 from pedvit.edge.executors import InProcessExecutor
+from pedvit.edge.ledger import check_ledger
 from pedvit.edge.predictor import SamPredictor
 from pedvit.models import Sam
 from pedvit.models.image_encoder_vit import ImageEncoderViT
 from pedvit.models.registry import ENCODERS, build_sam
-from pedvit.partition import SCHEMES, ConstraintError, Constraints, WindowGrid
+from pedvit.partition import SCHEMES, ConstraintError, Constraints, WindowGrid, assign
+from pedvit.partition.constraints import Adjacency
 from pedvit.plans.plans import TinyViTIsolated, ViTExact, make_plan
 
 
@@ -132,6 +138,104 @@ def test_tinyvit_padding_windows_are_never_sent(mobile_sam: Sam, astronaut: np.n
         dist.set_image(photo)
     seen = set().union(*(window_ids_of(w, grid, 32) for w in workers))
     assert seen == set(grid.content_ids)
+
+
+# ------------------------------------------------------------------------------------ failover
+# A 100 x 1000 photo is one row of five content windows 0..4 (each next to its row neighbours only). With one
+# of them kept local and three workers, "interleaved" gives every worker at most 2 windows, no adjacent pair.
+ROW_SHAPE = (100, 1000)
+
+
+@pytest.fixture(scope="module")
+def row_photo() -> np.ndarray:
+    return (np.random.default_rng(0).random((*ROW_SHAPE, 3)) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def row_reference(vit_small: Sam, row_photo: np.ndarray) -> torch.Tensor:
+    """The embedding computed by the edge alone (no workers)."""
+    with DistributedSamPredictor(vit_small, [], plan="vit-isolated") as dist:
+        dist.set_image(row_photo)
+        return dist.get_image_embedding().clone()
+
+
+def workers_with_failure(model: Sam, failed: int) -> list[InProcessExecutor]:
+    workers = in_process_workers(model, 3, record_inputs=True)
+    workers[failed].fail = True
+    return workers
+
+
+def encode_row(model: Sam, photo: np.ndarray, workers: list[InProcessExecutor], *, keep: int, adjacency: Adjacency,
+               allow_local: bool, ledger: Path | None = None) -> tuple[RunRecord, torch.Tensor]:
+    constraints = Constraints(adjacency=adjacency, keep_local=frozenset({keep}), allow_local=allow_local)
+    with DistributedSamPredictor(model, workers, plan="vit-isolated", scheme="interleaved", constraints=constraints,
+                                 allow_local=allow_local, wire_dtype="float32", ledger=ledger) as dist:
+        dist.set_image(photo)
+        assert dist.last_run is not None
+        return dist.last_run, dist.get_image_embedding().clone()
+
+
+def moves(record: RunRecord) -> list[tuple[int, str, str]]:
+    return [(f["window"], f["from"], f["to"]) for f in record.failovers]
+
+
+def test_failover_relaxes_prefer_adjacency_when_local_compute_is_forbidden(
+        vit_small: Sam, row_photo: np.ndarray, row_reference: torch.Tensor, tmp_path: Path) -> None:
+    """Adjacency "prefer" is soft: the failed worker's window goes to the only worker with share left, although it holds
+    the window's neighbour, because the edge may not compute; the relaxation is noted, the ledger is clean."""
+    workers = workers_with_failure(vit_small, 1)
+    ledger = tmp_path / "ledger.jsonl"
+    record, embedding = encode_row(vit_small, row_photo, workers, keep=1, adjacency="prefer", allow_local=False,
+                                   ledger=ledger)
+    assert record.assignment == {"inproc0": [0, 2], "inproc1": [3], "inproc2": [4]}  # inproc0 is at its cap
+    assert moves(record) == [(3, "inproc1", "inproc2")]
+    assert window_ids_of(workers[2], WindowGrid(ROW_SHAPE)) == {3, 4}
+    assert any(n.startswith("window 3 failed over to inproc2 next to its window(s) 4")
+               and "adjacency 'prefer' relaxed" in n for n in record.notes), record.notes
+    assert record.adjacent_pairs(WindowGrid(ROW_SHAPE)) == {"inproc2": [[3, 4]]}
+    assert check_ledger(ledger) == (1, [])  # an adjacency under "prefer" is no violation
+    assert (embedding - row_reference).abs().max().item() <= 1e-4
+
+
+def test_failover_keeps_required_adjacency(vit_small: Sam, row_photo: np.ndarray) -> None:
+    """Adjacency "require" stays hard: the same failure is refused rather than giving inproc2 window 3 next to its 4."""
+    grid = WindowGrid(ROW_SHAPE)
+    strict = Constraints(adjacency="require", keep_local=frozenset({1}), allow_local=False)
+    assert assign(grid, 3, "interleaved", constraints=strict).worker_windows == {0: (0, 2), 1: (3,), 2: (4,)}
+    workers = workers_with_failure(vit_small, 1)
+    with pytest.raises(PrivacyConstraintError, match="allow_local=False"):
+        encode_row(vit_small, row_photo, workers, keep=1, adjacency="require", allow_local=False)
+    # (Which other calls ran before the error is a race; that none got window 3 is not.)
+    assert not any(3 in window_ids_of(w, grid) for w in workers)
+
+
+def test_failover_prefers_a_non_adjacent_worker(vit_small: Sam, row_photo: np.ndarray, row_reference: torch.Tensor,
+                                                tmp_path: Path) -> None:
+    """Window 1 goes to inproc2 (not next to it) although inproc1 (next to it) ranks first otherwise; window 3
+    then has only inproc1 (next to its 2) left and takes it, relaxed."""
+    workers = workers_with_failure(vit_small, 0)
+    ledger = tmp_path / "ledger.jsonl"
+    record, embedding = encode_row(vit_small, row_photo, workers, keep=0, adjacency="prefer", allow_local=False,
+                                   ledger=ledger)
+    assert record.assignment == {"inproc0": [1, 3], "inproc1": [2], "inproc2": [4]}
+    assert moves(record) == [(1, "inproc0", "inproc2"), (3, "inproc0", "inproc1")]
+    relaxed = [n for n in record.notes if "relaxed" in n]
+    assert len(relaxed) == 1 and relaxed[0].startswith("window 3 failed over to inproc1 next to its window(s) 2")
+    assert record.adjacent_pairs(WindowGrid(ROW_SHAPE)) == {"inproc1": [[2, 3]]}
+    assert check_ledger(ledger) == (1, [])
+    assert (embedding - row_reference).abs().max().item() <= 1e-4
+
+
+def test_failover_goes_to_the_edge_before_relaxing_prefer(vit_small: Sam, row_photo: np.ndarray,
+                                                         row_reference: torch.Tensor) -> None:
+    """With local compute allowed the (always privacy-safe) edge takes the window instead of inproc2."""
+    workers = workers_with_failure(vit_small, 1)
+    record, embedding = encode_row(vit_small, row_photo, workers, keep=1, adjacency="prefer", allow_local=True)
+    assert record.assignment == {"inproc0": [0, 2], "inproc1": [3], "inproc2": [4]}
+    assert moves(record) == [(3, "inproc1", EDGE)]
+    assert window_ids_of(workers[2], WindowGrid(ROW_SHAPE)) == {4}
+    assert not any("relaxed" in n for n in record.notes)
+    assert (embedding - row_reference).abs().max().item() <= 1e-4
 
 
 # ------------------------------------------------------------------------------------ bad configs

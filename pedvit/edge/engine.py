@@ -3,8 +3,9 @@
 The engine is the only place that decides *where* a window is computed. Plans say *what* is computed; the
 engine routes each window job to the worker the assignment names, computes the edge's windows itself at the
 same time, and when a worker fails it moves that worker's windows to another worker only if the move keeps
-every privacy constraint (max share, adjacency, never a keep-local window, never the whole image), else
-computes them on the edge (or fails clearly if local compute is forbidden).
+every hard privacy constraint (max share, never the whole image, spread groups, "require" adjacency; keep-local
+windows are never sent), else computes them on the edge. A "prefer" adjacency is relaxed, with a note, only
+when local compute is forbidden; with no legal worker and no local compute the request fails clearly.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol, Sequence
@@ -23,6 +25,7 @@ import torch
 
 from pedvit.models import Sam
 from pedvit.partition import Assignment, Constraints, ConstraintError, WindowGrid, assign, check_assignment, max_share
+from pedvit.partition.constraints import placement_cost, share_cap
 from pedvit.plans.plans import Jobs, SplitPlan
 from pedvit.plans.stages import stages_for_model
 
@@ -43,7 +46,7 @@ class WindowExecutor(Protocol):
 
 
 class PrivacyConstraintError(RuntimeError):
-    """A failed worker's windows could not be moved without breaking a constraint, and the edge may not
+    """A failed worker's windows could not be moved without breaking a hard constraint, and the edge may not
     compute them."""
 
 
@@ -445,6 +448,15 @@ class SplitEngine:
         if target == EDGE:
             future = self._pool.submit(self._call_edge, stage, call.wids, jobs, req.record)
         else:
+            # Record before sending (a worker that fails mid-request may still have seen the windows), and
+            # here rather than in the pool thread, so the next failover or hedge decision counts them.
+            worker = req.record.workers[target]
+            with req.lock:
+                for wid in call.wids:
+                    worker.windows.add(wid)
+                    box = req.grid.window(wid).original_box
+                    if box is not None:
+                        worker.boxes[wid] = list(box)
             future = self._pool.submit(self._call_worker, target, stage, call.wids, jobs, req, call.token)
         return {future: call}
 
@@ -452,8 +464,7 @@ class SplitEngine:
                      calls: dict[Future, _Call], req: _Request) -> None:
         """Collect the round's answers (first answer per window wins); hedge calls past their deadline;
         windows whose every call failed get a new owner (left in `pending` for the next pass)."""
-        record, grid, plan = req.record, req.grid, req.plan
-        constraints = plan.constraints
+        record = req.record
         unresolved = {w for c in calls.values() if not c.probe for w in c.wids}
         active = set(calls)
         hedge_rows: dict[tuple[int, str], dict[str, Any]] = {}
@@ -515,7 +526,7 @@ class SplitEngine:
                             if wid not in {w for w, _, _ in lost})
             for wid, source, reason in lost:
                 unresolved.discard(wid)
-                new_owner = self._failover_target(wid, grid, constraints, record, req.dead, list(plan.members))
+                new_owner = self._failover_target(wid, req)
                 record.failovers.append({"window": wid, "stage": stage, "from": source, "to": new_owner, "reason": reason})
                 if new_owner == EDGE:
                     record.local_windows.add(wid)
@@ -549,16 +560,27 @@ class SplitEngine:
         plan, record, grid = req.plan, req.record, req.grid
         if plan.schedule is None:
             return {}
-        with req.lock:
-            held = {n: set(w.windows) for n, w in record.workers.items()}
         estimates = {n: e for n, e in plan.estimates.items() if n not in req.dead}
         constraints = plan.constraints
         return pick_hedge(
             wids, plan.schedule, estimates, plan.edge_estimate if self.allow_local else None,
             max_per_worker=record.max_windows_per_worker, neighbours=grid.neighbours,
             adjacency=constraints.adjacency, spread_groups=constraints.spread_groups, allow_local=self.allow_local,
-            exclude={straggler, *req.dead}, also_held=held, now=self.perf.clock(),
+            exclude={straggler, *req.dead}, also_held=self._holdings(req), n_workers=len(plan.members),
+            now=self.perf.clock(),
         )
+
+    @staticmethod
+    def _holdings(req: _Request) -> dict[str, set[int]]:
+        """Windows each worker holds in this request, as failover and hedging count them against the
+        constraints: those it was sent (hedges and earlier rounds included) and those routed to it (its
+        assignment, and failovers not sent yet)."""
+        with req.lock:
+            held = {name: set(w.windows) for name, w in req.record.workers.items()}
+        for wid, name in req.owner.items():
+            if name in held:
+                held[name].add(wid)
+        return held
 
     def _call_edge(self, stage: str, wids: list[int], jobs: Jobs, record: RunRecord) -> dict[int, np.ndarray]:
         started = time.perf_counter()
@@ -572,14 +594,6 @@ class SplitEngine:
                      token: _CancelToken | None = None) -> dict[int, np.ndarray]:
         executor = req.plan.members[target]
         worker = req.record.workers[target]
-        grid = req.grid
-        # Record before sending: a worker that fails mid-request may still have seen the windows.
-        with req.lock:
-            for wid in wids:
-                worker.windows.add(wid)
-                box = grid.window(wid).original_box
-                if box is not None:
-                    worker.boxes[wid] = list(box)
         out, wall, compute, nbytes = self._run_batches(executor, stage, wids, jobs, self.wire_dtype, req.record.request_id, token)
         with req.lock:
             worker.calls += 1
@@ -646,43 +660,57 @@ class SplitEngine:
                 out[wid] = result[i]
         return out, wall, compute, (sent, received)
 
-    def _failover_target(self, wid: int, grid: WindowGrid, constraints: Constraints, record: RunRecord, dead: set[str],
-                         names: Sequence[str] | None = None) -> str:
-        """A live worker that can take `wid` without breaking a constraint, else the edge."""
-        names = list(record.workers) if names is None else list(names)
-        n_content = len(grid.content_ids)
-        candidates = []
+    def _failover_target(self, wid: int, req: _Request) -> str:
+        """Where window ``wid`` of a failed worker goes: a live worker, or the edge (`EDGE`).
+
+        A worker is legal when `placement_cost` (the rule `pick_hedge` uses too) lets it take ``wid`` on top of
+        what it holds (`_holdings`): share cap, never the whole image, spread limit, and no adjacent pair under
+        "require". Legal workers rank by new adjacent pairs ("prefer"; "off" ignores them), then
+        `_failover_cost`, then fewest windows held, then name.
+
+        With local compute allowed, the edge (trusted, hence always privacy-safe) takes the window when no
+        worker is legal, when the best one would hold a window adjacent to it (so "prefer" is never relaxed
+        while the edge can compute: privacy before speed), when the best one is in backoff, or when the
+        measured edge is predicted faster (adaptive scheduling). With local compute forbidden the best legal
+        worker takes it, even next to one of its windows under "prefer" (noted in ``record.notes``); with none
+        legal, `PrivacyConstraintError`.
+        """
+        record, grid, constraints = req.record, req.grid, req.plan.constraints
+        names = list(req.plan.members)
+        cap = share_cap(record.max_windows_per_worker, len(grid.content_ids))
+        neighbours = frozenset(grid.neighbours(wid))
+        held = self._holdings(req)
+        owned = Counter(req.owner.values())
+        candidates: list[tuple[int, float, int, str]] = []
         for name in names:
-            if name in dead:
+            if name in req.dead:
                 continue
-            planned = set(record.assignment.get(name, []))
-            held = record.workers[name].windows | planned
-            if wid in held:
-                continue
-            new = held | {wid}
-            if len(new) > record.max_windows_per_worker:
-                continue
-            if n_content >= 2 and set(grid.content_ids) <= new:
-                continue
-            if constraints.adjacency != "off" and any(n in held for n in grid.neighbours(wid)):
-                continue
-            if any(wid in group and len(group & held) >= math.ceil(len(group) / max(1, len(names))) for group in constraints.spread_groups):
-                continue
-            candidates.append((self._failover_cost(name, len(planned) + 1), len(held), name))
+            new_pairs = placement_cost(wid, held[name], cap=cap, neighbours=neighbours, adjacency=constraints.adjacency,
+                                       spread_groups=constraints.spread_groups, n_workers=len(names))
+            if new_pairs is not None:
+                candidates.append((new_pairs, self._failover_cost(name, owned[name] + 1), len(held[name]), name))
         best = min(candidates, default=None)
         if self.allow_local:
-            # Why: a measured straggler (or a worker in backoff) can take far longer than the edge itself;
-            # failing over to it would turn one lost window into the slowest part of the request.
+            # Why: the edge is privacy-safe, so it beats a worker the window would sit next to ("prefer" is
+            # relaxed only without it); and a measured straggler (or a worker in backoff) can take far longer
+            # than the edge itself: failing over to it would make one lost window the slowest part.
             adaptive_edge = self.scheduling == "adaptive" and self.perf.edge.seeded
             edge_s = self.perf.edge.predict(len(record.local_windows) + 1) if adaptive_edge else math.inf
-            if best is None or best[0] == math.inf or edge_s < best[0]:
+            if best is None or best[0] > 0 or best[1] == math.inf or edge_s < best[1]:
                 return EDGE
-        if best is not None:
-            return best[2]
-        raise PrivacyConstraintError(
-            f"window {wid}: its worker failed and no other worker can take it within the privacy constraints; "
-            "local compute is forbidden (allow_local=False)"
-        )
+        if best is None:
+            raise PrivacyConstraintError(
+                f"window {wid}: its worker failed and no other worker can take it within the privacy constraints; "
+                "local compute is forbidden (allow_local=False)"
+            )
+        new_pairs, _, _, name = best
+        if new_pairs:
+            near = ", ".join(str(n) for n in sorted(neighbours & held[name]))
+            record.notes.append(
+                f"window {wid} failed over to {name} next to its window(s) {near} "
+                f"(adjacency '{constraints.adjacency}' relaxed: no non-adjacent worker and local compute forbidden)"
+            )
+        return name
 
     def _failover_cost(self, name: str, n_windows: int) -> float:
         """Rank of a failover candidate: with adaptive scheduling, its predicted seconds for the windows it

@@ -14,7 +14,9 @@ Constraints (the ones of `pedvit.partition.Constraints`):
 * ``adjacency``: two windows of one worker must not be neighbours (``"require"``: hard; ``"prefer"``: the
   number of such pairs is minimised; ``"off"``: ignored). The edge is trusted and exempt;
 * ``spread_groups``: at most one window of each group per worker where feasible (soft, weighted above
-  ``"prefer"`` adjacency and below ``"require"`` adjacency).
+  ``"prefer"`` adjacency and below ``"require"`` adjacency). Re-placing windows later (`pick_hedge`, and the
+  engine's failover) makes the partition rule hard instead: at most
+  `pedvit.partition.constraints.spread_limit` windows of a group per worker.
 
 Algorithm (`schedule`):
 
@@ -54,6 +56,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Literal, Mapping, Sequence
 
 from pedvit.edge.estimates import EDGE_ID, PerfEstimate
+from pedvit.partition.constraints import placement_cost, share_cap
 
 Adjacency = Literal["off", "prefer", "require"]
 Neighbours = Callable[[int], Iterable[int]]
@@ -665,17 +668,19 @@ def pick_hedge(window_ids: Iterable[int], sched: Schedule, estimates: Mapping[st
                edge: PerfEstimate | None = None, *, max_per_worker: int | None = None,
                neighbours: Neighbours | None = None, adjacency: Adjacency = "prefer",
                spread_groups: Iterable[Iterable[int]] = (), allow_local: bool = True, exclude: Iterable[str] = (),
-               also_held: Mapping[str, Iterable[int]] | None = None, now: float | None = None
-               ) -> dict[str, tuple[int, ...]]:
+               also_held: Mapping[str, Iterable[int]] | None = None, n_workers: int | None = None,
+               now: float | None = None) -> dict[str, tuple[int, ...]]:
     """Choose where to duplicate (hedge) or re-place a straggler's / failed worker's windows.
 
     Window by window, the target is the legal resource with the earliest predicted finish (a busy resource
     starts the hedge when its scheduled work is predicted to end: ``max(now, created_at + finish)``). A
-    worker is legal for window ``x`` when it is available, not excluded, does not hold ``x`` already, and
-    holding ``x`` as well (counting what it holds in ``sched``, in ``also_held`` and from this hedge) keeps it
-    within the share cap and below the whole image, creates no adjacent pair under ``"require"`` and no
-    spread-group collision. Under ``"prefer"`` targets with fewer new adjacent pairs come first. The edge is
-    always legal when ``allow_local`` and an edge estimate is given.
+    worker is legal for window ``x`` when it is available, not excluded, and
+    `pedvit.partition.constraints.placement_cost` allows it to take ``x`` as well (counting what it holds in
+    ``sched``, in ``also_held`` and from this hedge): not held already, within the share cap and below the
+    whole image, within the spread limit of every group, and no adjacent pair under ``"require"``. The engine's
+    failover checks the same rule. Under ``"prefer"`` targets with fewer new adjacent pairs come first (the
+    edge, which is exempt, counts none). The edge is always legal when ``allow_local`` and an edge estimate is
+    given.
 
     Args:
         window_ids: the windows to duplicate (typically all windows of the straggler).
@@ -685,7 +690,8 @@ def pick_hedge(window_ids: Iterable[int], sched: Schedule, estimates: Mapping[st
         max_per_worker: share cap (None: ``sched.cap``).
         neighbours, adjacency, spread_groups, allow_local: the request's constraints.
         exclude: workers that must not be targets (the straggler itself, known-dead workers).
-        also_held: windows workers received for this request beyond ``sched`` (earlier hedges).
+        also_held: windows workers hold for this request beyond ``sched`` (earlier hedges, failovers).
+        n_workers: workers of the request, for the spread limit (None: those in ``estimates`` or ``sched``).
         now: clock time (default ``time.monotonic()``).
 
     Returns:
@@ -697,11 +703,8 @@ def pick_hedge(window_ids: Iterable[int], sched: Schedule, estimates: Mapping[st
     ids = _dedupe(window_ids)
     if not ids:
         return {}
-    if max_per_worker is None:
-        cap = sched.cap
-    else:
-        # Same rule as the schedule: the share, and never the whole image.
-        cap = int(max_per_worker) if sched.n_content < 2 else min(int(max_per_worker), sched.n_content - 1)
+    cap = sched.cap if max_per_worker is None else share_cap(int(max_per_worker), sched.n_content)
+    n_request = len(set(estimates) | set(sched.assignments)) if n_workers is None else n_workers
     excluded = set(exclude)
     held: dict[str, set[int]] = {w: set(v) for w, v in sched.assignments.items()}
     for w, v in (also_held or {}).items():
@@ -733,19 +736,11 @@ def pick_hedge(window_ids: Iterable[int], sched: Schedule, estimates: Mapping[st
         best_key, best_rid = None, None
         for rid, est in cands:
             mine = added.get(rid, [])
-            new_adj = 0
+            new_adj: int | None = 0
             if rid != EDGE_ID:
-                h = held.get(rid, set())
-                if x in h:
-                    continue
-                union = h | set(mine)
-                if len(union) + 1 > cap:
-                    continue
-                if adjacency != "off":
-                    new_adj = len(nb(x) & union)
-                    if adjacency == "require" and new_adj:
-                        continue
-                if any(x in g and (g & union) for g in groups):
+                new_adj = placement_cost(x, held.get(rid, set()) | set(mine), cap=cap, neighbours=nb(x),
+                                         adjacency=adjacency, spread_groups=groups, n_workers=n_request)
+                if new_adj is None:
                     continue
             key = (new_adj, finish_with(rid, est, len(mine) + 1), rid)
             if best_key is None or key < best_key:

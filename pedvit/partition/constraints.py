@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import AbstractSet, Iterable, Literal, Sequence
 
 from .geometry import WindowGrid
 
@@ -21,6 +21,9 @@ __all__ = [
     "Constraints",
     "check_assignment",
     "max_share",
+    "placement_cost",
+    "share_cap",
+    "spread_limit",
 ]
 
 Adjacency = Literal["off", "prefer", "require"]
@@ -139,6 +142,50 @@ def max_share(grid: WindowGrid, n_workers: int, constraints: Constraints) -> int
     return max(1, math.ceil(n_assignable / max(1, n_workers)))
 
 
+def share_cap(max_per_worker: int, n_content: int) -> int:
+    """The share cap with never-the-whole-image folded in: at most ``n_content - 1`` windows per worker when
+    the image has >= 2 content windows (a worker only ever holds content windows, so a count suffices)."""
+    return max_per_worker if n_content < 2 else min(max_per_worker, n_content - 1)
+
+
+def spread_limit(group_size: int, n_workers: int) -> int:
+    """Most windows of one spread group a worker may hold: ``ceil(group_size / n_workers)``, i.e. one when
+    the group is no larger than the worker count."""
+    return max(1, math.ceil(group_size / max(1, n_workers)))
+
+
+def placement_cost(
+    window: int,
+    held: AbstractSet[int],
+    *,
+    cap: int,
+    neighbours: Iterable[int],
+    adjacency: Adjacency,
+    spread_groups: Iterable[frozenset[int]],
+    n_workers: int,
+) -> int | None:
+    """May a worker holding ``held`` also take ``window`` (failover, hedging), and at what soft cost?
+
+    The one place the engine's re-placements check the constraints. Hard: the worker does not hold the window
+    yet, stays within ``cap`` (pass `share_cap`, which includes never-the-whole-image), holds at most
+    `spread_limit` windows of each spread group and, under ``"require"``, no window adjacent to it.
+
+    Returns:
+        None when a hard constraint would break; else the new same-worker adjacent pairs under ``"prefer"``
+        (callers rank legal workers by it first) and 0 under ``"off"``.
+    """
+    if window in held or len(held) + 1 > cap:
+        return None
+    if any(window in g and len(g & held) + 1 > spread_limit(len(g), n_workers) for g in spread_groups):
+        return None
+    if adjacency == "off":
+        return 0
+    pairs = sum(1 for n in neighbours if n in held)
+    if adjacency == "require" and pairs:
+        return None
+    return pairs
+
+
 def _adjacent_pairs(grid: WindowGrid, ids: Sequence[int]) -> list[tuple[int, int]]:
     s = set(ids)
     return [(a, b) for a in sorted(s) for b in grid.neighbours(a) if b in s and a < b]
@@ -212,7 +259,7 @@ def check_assignment(
     for g_idx, group in enumerate(constraints.spread_groups):
         counts = [len(group.intersection(ids)) for ids in assignment.worker_windows.values()]
         n_sent = sum(counts)
-        if n_sent and max(counts) > math.ceil(n_sent / assignment.n_workers):
+        if n_sent and max(counts) > spread_limit(n_sent, assignment.n_workers):
             bad_groups.append(g_idx)
     if bad_groups:
         # only a violation when a spread assignment of the same windows and loads exists
