@@ -43,8 +43,9 @@ from torch import nn
 
 from pedvit.edge.predictor import SamPredictor
 from pedvit.eval.accuracy import mask_iou
-from pedvit.plans.fusion import (DEFAULT_WEIGHTS, SeamFusion, canvas_input, fusion_flops, load_default_fusion,
-                                 monolithic_trunk, save_fusion, stitch_isolated, stitched_fast)
+from pedvit.plans.fusion import (DEFAULT_WEIGHTS, SeamFusion, apply_fusion, canvas_input, context_flops, context_trunk,
+                                 fusion_flops, load_default_fusion, monolithic_trunk, save_fusion, stitch_isolated,
+                                 stitched_fast)
 
 WINDOW_PX = 224
 #: Never used for training: GT mIoU images and >= 8 photos for the agreement evaluation. The stereo pair
@@ -253,11 +254,14 @@ def _soft_kl(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, 
 
 
 def _variant_configs(text: str) -> dict[str, dict]:
-    """"name:hidden:depth:mlp_ratio,..." -> {name: SeamFusion kwargs}."""
+    """"name:hidden:depth:mlp_ratio[:context_px],..." -> {name: SeamFusion kwargs}."""
     out = {}
     for item in text.split(","):
-        name, hidden, depth, ratio = item.split(":")
-        out[name] = dict(hidden=int(hidden), depth=int(depth), mlp_ratio=float(ratio))
+        fields = item.split(":")
+        if len(fields) not in (4, 5):
+            raise SystemExit(f"--variants item {item!r}: expected name:hidden:depth:mlp_ratio[:context_px]")
+        name, hidden, depth, ratio = fields[:4]
+        out[name] = dict(hidden=int(hidden), depth=int(depth), mlp_ratio=float(ratio), context_px=int(fields[4]) if len(fields) == 5 else 0)
     return out
 
 
@@ -289,20 +293,23 @@ def cmd_distil(args: argparse.Namespace) -> int:
         variants[name].load_state_dict(load_default_fusion(path).state_dict(), strict=True)
         variants[name].requires_grad_(True).train()
     optims = {n: torch.optim.AdamW(m.parameters(), lr=args.lr, weight_decay=0.01) for n, m in variants.items()}
+    context_sizes = sorted({m.context_px for m in variants.values() if m.context_px})
     token_weights = torch.tensor([3.0, 1.0, 1.0, 1.0], device=device)
     gen = torch.Generator().manual_seed(args.seed)
 
     def teacher_and_inputs(canvas: torch.Tensor, hw: torch.Tensor, with_prompts: bool = True) -> tuple:
-        """(teacher embedding, stitched isolated trunk, prompts + teacher logits or None, B x 1 x 64 x 64
-        content mask); with_prompts=False skips the teacher decodes (embedding objective)."""
+        """(teacher embedding, stitched isolated trunk, {context_px: the edge's context trunk}, prompts + teacher
+        logits or None, B x 1 x 64 x 64 content mask); with_prompts=False skips the teacher decodes (embedding
+        objective)."""
         sizes = [tuple(int(v) for v in t) for t in hw]
         x = canvas_input(model, canvas.to(device, non_blocking=True), sizes)
         content = content_mask(sizes, 64, device)
         with torch.no_grad():
             mono = encoder.run_neck(encoder.run_trunk(x))
             iso = stitch_isolated(encoder, x)
+            contexts = {px: context_trunk(model, x, px) for px in context_sizes}
             if not with_prompts:
-                return mono, iso, None, content
+                return mono, iso, contexts, None, content
             # args.points prompts per image, all images' prompts decoded as one batch.
             k = args.points
             hw_p = hw.to(device).float().repeat_interleave(k, dim=0)  # N x 2 (h, w)
@@ -312,12 +319,15 @@ def cmd_distil(args: argparse.Namespace) -> int:
             boxes = _boxes_from_logits(t_pts[:, 0], hw_p, gen)
             t_box = _decode(model, mono_p, None, boxes)
             prompts = (pts, boxes, t_pts, t_box, content_mask(sizes, 256, device).repeat_interleave(k, dim=0))
-        return mono, iso, prompts, content
+        return mono, iso, contexts, prompts, content
 
-    def student(module: nn.Module, mono: torch.Tensor, iso: torch.Tensor, prompts: tuple | None, content: torch.Tensor) -> tuple:
-        """(embedding loss, mask loss, student point logits, student box logits) of one batch; without prompts
-        only the embedding loss (mask loss 0, logits None)."""
-        emb = encoder.run_neck(module(iso))
+    def student(module: nn.Module, mono: torch.Tensor, iso: torch.Tensor, contexts: dict[int, torch.Tensor],
+                prompts: tuple | None, content: torch.Tensor) -> tuple:
+        """(embedding loss, mask loss, student point logits, student box logits) of one batch (module: a
+        SeamFusion, or nn.Identity for the no-fusion baseline); without prompts only the embedding loss (mask
+        loss 0, logits None)."""
+        context_px = getattr(module, "context_px", 0)
+        emb = encoder.run_neck(module(iso, contexts[context_px]) if context_px else module(iso))
         if not with_prompts:  # over the image content only: padding tokens never reach a mask
             l_emb = ((((emb - mono) / scale) ** 2).mean(dim=1, keepdim=True) * content).sum() / content.sum()
         else:
@@ -342,8 +352,8 @@ def cmd_distil(args: argparse.Namespace) -> int:
     @torch.no_grad()
     def validate(module: nn.Module) -> dict[str, float]:
         ious, l_embs, l_masks = [], [], []
-        for mono, iso, prompts, content in val_batches:
-            l_emb, l_mask, s_pts, s_box = student(module, mono, iso, prompts, content)
+        for mono, iso, contexts, prompts, content in val_batches:
+            l_emb, l_mask, s_pts, s_box = student(module, mono, iso, contexts, prompts, content)
             l_embs.append(float(l_emb))
             l_masks.append(float(l_mask))
             _, _, t_pts, t_box, valid = prompts
@@ -392,15 +402,15 @@ def cmd_distil(args: argparse.Namespace) -> int:
         if cache:
             if not order:
                 order = order_rng.permutation(len(cache)).tolist()
-            mono, iso, prompts, content = cache[order.pop()]
+            mono, iso, contexts, prompts, content = cache[order.pop()]
         else:
             canvas, hw, _ = next(loader)
-            mono, iso, prompts, content = teacher_and_inputs(canvas, hw, with_prompts)
+            mono, iso, contexts, prompts, content = teacher_and_inputs(canvas, hw, with_prompts)
         logs = {}
         for name, module in variants.items():
             for g in optims[name].param_groups:
                 g["lr"] = lr
-            l_emb, l_mask, _, _ = student(module, mono, iso, prompts, content)
+            l_emb, l_mask, _, _ = student(module, mono, iso, contexts, prompts, content)
             loss = l_emb + mask_weight * l_mask
             optims[name].zero_grad(set_to_none=True)
             loss.backward()
@@ -438,6 +448,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
             "config": module.config,
             "params": sum(p.numel() for p in module.parameters()),
             "flops_per_image": fusion_flops(module),
+            "context_flops_per_image": context_flops(model, module),
             "training_photos": [p.name for p in photos],
             "training_photo_sha256": photo_digests,
             "extra_photo_sources": {p.name: p.source for p in photos if p.name in EXTRA_PHOTOS},
@@ -487,7 +498,7 @@ class _FastIsolatedPredictor(SamPredictor):
     def trunk(self, resized: np.ndarray) -> torch.Tensor:
         """1 x 320 x 64 x 64 stitched isolated trunk features, after the fusion when there is one."""
         trunk = stitched_fast(self.model, resized)
-        return self.fusion(trunk) if self.fusion is not None else trunk
+        return apply_fusion(self.model, self.fusion, trunk, resized) if self.fusion is not None else trunk
 
     def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
         return self.model.image_encoder.run_neck(self.trunk(resized))
@@ -527,7 +538,7 @@ def _seam_error_profile(model: Sam, fusion: nn.Module | None) -> dict[str, list[
         iso = stitched_fast(model, resized)
         candidates = {"no fusion": encoder.run_neck(iso)}
         if fusion is not None:
-            candidates["fusion"] = encoder.run_neck(fusion(iso))
+            candidates["fusion"] = encoder.run_neck(apply_fusion(model, fusion, iso, resized))
         pairs.append((encoder.run_neck(monolithic_trunk(model, resized)), candidates, content))
     variance = torch.cat([mono[0][:, content] for mono, _, content in pairs], dim=1).var(dim=1)[:, None]
     out: dict[str, list[float]] = {}
@@ -597,7 +608,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    """Edge cost of fusion + neck against the full image encoder: FLOPs and CPU time (medians, one process)."""
+    """Edge cost of fusion (with its context pass, if any) + neck against the full image encoder: FLOPs and CPU
+    time (medians, one process)."""
     import statistics
 
     from pedvit.plans.flops import count_flops
@@ -622,12 +634,19 @@ def cmd_cost(args: argparse.Namespace) -> int:
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
 
+    def edge() -> torch.Tensor:  # everything the edge adds to the stitched trunk: context pass, fusion, neck
+        if fusion.context_px:
+            return encoder.run_neck(fusion(trunk, context_trunk(model, x, fusion.context_px)))
+        return encoder.run_neck(fusion(trunk))
+
     full_flops, neck_flops, fusion_fl = count_flops(lambda: encoder(x)), count_flops(lambda: encoder.run_neck(trunk)), fusion_flops(fusion)
+    context_fl = context_flops(model, fusion)
     full_s = median_s(lambda: encoder(x), args.repeats)
-    edge_s = median_s(lambda: encoder.run_neck(fusion(trunk)), args.repeats)
+    edge_s = median_s(edge, args.repeats)
     neck_s = median_s(lambda: encoder.run_neck(trunk), args.repeats)
     out = {"encoder_gflops": full_flops / 1e9, "neck_gflops": neck_flops / 1e9, "fusion_gflops": fusion_fl / 1e9,
-           "fusion_plus_neck_flops_share": (fusion_fl + neck_flops) / full_flops,
+           "context_pass_gflops": context_fl / 1e9, "context_px": fusion.context_px,
+           "fusion_plus_neck_flops_share": (fusion_fl + context_fl + neck_flops) / full_flops,
            "encoder_cpu_s_median": full_s, "fusion_plus_neck_cpu_s_median": edge_s, "neck_cpu_s_median": neck_s,
            "fusion_plus_neck_cpu_share": edge_s / full_s, "threads": torch.get_num_threads(), "repeats": args.repeats}
     print(json.dumps(out, indent=2), flush=True)
@@ -730,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", default="/tmp/pedvit_extra_photos")
     p.set_defaults(func=cmd_fetch_extra)
     p = sub.add_parser("distil", help="train fusion variants by distillation through neck + mask decoder")
-    p.add_argument("--variants", default="small:128:2:0,large:192:4:2", help="name:hidden:depth:mlp_ratio,...")
+    p.add_argument("--variants", default="small:128:2:0,large:192:4:2",
+                   help="name:hidden:depth:mlp_ratio[:context_px],... (context_px: the edge's whole-image context pass, 0 = none)")
     p.add_argument("--extra-dir", default="", help="folder written by fetch-extra (optional)")
     p.add_argument("--init", default="", help="name=weights.pt,...: start these variants from earlier weights")
     p.add_argument("--out-dir", default="/tmp/pedvit_fusion")

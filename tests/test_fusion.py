@@ -72,6 +72,52 @@ def test_receptive_field_crosses_window_borders() -> None:
     assert reach[13, 14 + 10] and reach[14 + 10, 13]  # 11 tokens into the neighbouring windows
 
 
+def test_context_fusion_is_identity_until_trained_and_then_uses_the_context() -> None:
+    """With a context pass the untrained module is still the identity; once trained, the coarse whole-image
+    features reach every token (also tokens far from where a context cell is), and a missing context is a
+    clear error rather than a silent no-context run."""
+    torch.manual_seed(3)
+    module = SeamFusion(hidden=32, depth=2, context_px=224).eval()
+    x, context = torch.randn(1, 320, 64, 64), torch.randn(1, 320, 14, 14, requires_grad=True)
+    with torch.no_grad():
+        assert torch.equal(module(x, context), x)
+    with pytest.raises(ValueError, match="224 px context"):
+        module(x)
+    for block in module.blocks:
+        torch.nn.init.normal_(block.up.weight, std=0.02)
+    y = module(x, context)
+    y[0, :, 63, 63].sum().backward()
+    assert context.grad[0, :, 13, 13].abs().sum() > 0  # the corner token reads the corner context cell
+    assert context.grad[0, :, 0, 0].abs().sum() == 0  # ... and, with a 25-token field, not the far corner
+    with pytest.raises(ValueError, match="multiple of 16"):
+        SeamFusion(context_px=100)
+
+
+def test_context_fusion_roundtrip_and_flops(tmp_path) -> None:
+    """context_px travels in the saved config (old configs without it load as context-free); FLOPs of the
+    module and of its context pass are counted separately."""
+    from pedvit.models import build_model
+    from pedvit.plans.fusion import context_flops
+
+    module = SeamFusion(hidden=32, depth=1, context_px=224)
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    save_fusion(module, tmp_path / "c.pt")
+    loaded = load_default_fusion(tmp_path / "c.pt")
+    assert loaded is not None and loaded.context_px == 224
+    x, context = torch.randn(1, 320, 28, 28), torch.randn(1, 320, 14, 14)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, context), module(x, context))
+    assert "context_px" not in SeamFusion().config  # files written before the option look the same as ever
+    from pedvit.plans.flops import count_flops
+
+    model = copy.deepcopy(build_model("mobile_sam")).to("meta")  # count without computing
+    encoder_flops = count_flops(lambda: model.image_encoder(torch.empty(1, 3, 1024, 1024, device="meta")))
+    assert context_flops(model, SeamFusion()) == 0
+    assert 0.02 * encoder_flops < context_flops(model, module) < 0.05 * encoder_flops  # the documented ~4 %
+    assert fusion_flops(module) > fusion_flops(SeamFusion(hidden=32, depth=1))
+
+
 def test_save_load_roundtrip_strict(tmp_path) -> None:
     torch.manual_seed(1)
     module = SeamFusion(hidden=32, depth=1)
@@ -94,7 +140,7 @@ def test_save_load_roundtrip_strict(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_fusion_flops_share(mobile_sam) -> None:
-    """Fusion costs < 20 % of the image encoder's FLOPs.
+    """Fusion (with its context pass, if any) costs < 20 % of the image encoder's FLOPs.
 
     To keep the test fast the encoder is bounded from below: 16 full 224 px windows (802,816 of the
     1,048,576 input pixels; TinyViT's per-pixel cost is uniform) through the trunk, plus the neck.
@@ -108,8 +154,10 @@ def test_fusion_flops_share(mobile_sam) -> None:
         trunk_window = counter.get_total_flops()
         encoder.run_neck(torch.zeros(1, encoder.trunk_channels, 64, 64, device="meta"))
     encoder_lower_bound = 16 * trunk_window + (counter.get_total_flops() - trunk_window)
+    from pedvit.plans.fusion import context_flops
+
     module = load_default_fusion() or SeamFusion()
-    share = fusion_flops(module) / encoder_lower_bound
+    share = (fusion_flops(module) + context_flops(mobile_sam, module)) / encoder_lower_bound
     assert 0 < share < 0.20
 
 
@@ -126,7 +174,7 @@ def test_default_fusion_brings_masks_closer_to_monolithic_on_held_out_photos(mob
     from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.eval.accuracy import mask_iou
     from pedvit.models.transforms import ResizeLongestSide
-    from pedvit.plans.fusion import monolithic_trunk, stitched_fast
+    from pedvit.plans.fusion import apply_fusion, monolithic_trunk, stitched_fast
 
     assert DEFAULT_WEIGHTS.is_file(), "the trained fusion weights must ship with the package"
     fusion = load_default_fusion()
@@ -142,7 +190,8 @@ def test_default_fusion_brings_masks_closer_to_monolithic_on_held_out_photos(mob
         for photo in photos:
             resized = transform.apply_image(photo.image)
             stitched = stitched_fast(mobile_sam, resized)
-            embeddings = {"mono": neck(monolithic_trunk(mobile_sam, resized)), "off": neck(stitched), "on": neck(fusion(stitched))}
+            embeddings = {"mono": neck(monolithic_trunk(mobile_sam, resized)), "off": neck(stitched),
+                          "on": neck(apply_fusion(mobile_sam, fusion, stitched, resized))}
             h, w = resized.shape[:2]
             grid = torch.tensor([[(i + 0.5) * w / 4, (j + 0.5) * h / 4] for i in range(4) for j in range(4)])[:, None]
             sparse, dense = mobile_sam.prompt_encoder(points=(grid, torch.ones(16, 1, dtype=torch.int64)), boxes=None, masks=None)
@@ -154,3 +203,37 @@ def test_default_fusion_brings_masks_closer_to_monolithic_on_held_out_photos(mob
                 agree[k] += [mask_iou(a.numpy(), b.numpy()) for a, b in zip(masks[k], masks["mono"])]
     assert np.mean(err["on"]) < np.mean(err["off"])
     assert np.mean(agree["on"]) > np.mean(agree["off"]) + 0.05, agree
+
+
+@pytest.mark.slow
+def test_context_fusion_through_the_engine_equals_the_fast_path(mobile_sam) -> None:
+    """A fusion with a context pass, inside `tinyvit-isolated` with in-process workers (the context pass runs
+    on the edge while the workers compute), gives the embedding the in-process fast path computes; the
+    context pass never reaches a worker (each worker still receives only its windows)."""
+    from pedvit.data import real_photos
+    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.models.transforms import ResizeLongestSide
+    from pedvit.plans.fusion import apply_fusion, stitched_fast
+
+    torch.manual_seed(4)
+    module = SeamFusion(hidden=32, depth=1, context_px=224).eval()
+    for block in module.blocks:
+        torch.nn.init.normal_(block.up.weight, std=0.05)
+    image = real_photos(min_count=0, names=["camera"])[0].image
+    resized = ResizeLongestSide(mobile_sam.img_size).apply_image(image)
+    workers = in_process_workers(mobile_sam, 3, record_inputs=True)
+    with DistributedSamPredictor(mobile_sam, workers, plan="tinyvit-isolated", fusion=module, wire_dtype="float32") as predictor:
+        predictor.set_image(image)
+        got = predictor.get_image_embedding()
+        windows = {w.name: sum(len(batch) for _, batch, _ in w.received) for w in workers}
+        assert "context pass" in predictor.plan.info().edge_computes
+    with torch.inference_mode():
+        stitched = stitched_fast(mobile_sam, resized)
+        expected = mobile_sam.image_encoder.run_neck(apply_fusion(mobile_sam, module, stitched, resized))
+        plain = mobile_sam.image_encoder.run_neck(stitched)
+        without = mobile_sam.image_encoder.run_neck(module(stitched, torch.zeros(1, 320, 14, 14)))
+    torch.testing.assert_close(got, expected, atol=2e-3, rtol=1e-3)
+    # The context pass carries a real part of the fusion's change (not a no-op input).
+    assert float((expected - without).abs().max()) > 0.1 * float((expected - plain).abs().max()) > 0
+    # camera is square: 25 content windows, each sent exactly once, none to one worker, and nothing else.
+    assert sum(windows.values()) == 25 and 0 < max(windows.values()) < 25

@@ -1,5 +1,6 @@
 """Smoke test of the fusion trainer (`scripts/train_fusion.py distil`) on CPU with real MobileSAM weights:
-a few steps on cached augmented images change the weights and write weights + metadata, for both objectives."""
+a few steps on cached augmented images change the weights and write weights + metadata, for both objectives
+(the embedding one with the edge's whole-image context pass)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["mask", "embedding"])
-def test_distil_with_cache_trains_and_writes_metadata(tmp_path: Path, objective: str) -> None:
+@pytest.mark.parametrize("objective, context_px", [("mask", 0), ("embedding", 224)])
+def test_distil_with_cache_trains_and_writes_metadata(tmp_path: Path, objective: str, context_px: int) -> None:
     cmd = [sys.executable, str(ROOT / "scripts" / "train_fusion.py"), "distil", "--device", "cpu", "--steps", "3",
            "--objective", objective,
            "--batch", "1", "--points", "1", "--cache", "2", "--val-images", "1", "--log-every", "3", "--workers", "0",
-           "--threads", "2", "--warmup", "1", "--variants", "tiny:16:1:0", "--out-dir", str(tmp_path)]
+           "--threads", "2", "--warmup", "1", "--variants", f"tiny:16:1:0:{context_px}", "--out-dir", str(tmp_path)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "cached 2 augmented images" in done.stdout
@@ -33,6 +34,8 @@ def test_distil_with_cache_trains_and_writes_metadata(tmp_path: Path, objective:
     meta = json.loads((tmp_path / "fusion_tiny.json").read_text())
     assert meta["optimizer"]["steps"] == 3 and "2 cached augmented images" in meta["data"]
     assert meta["config"]["hidden"] == 16 and meta["history"][-1]["step"] == 3
+    assert module.context_px == meta["config"].get("context_px", 0) == context_px
+    assert (meta["context_flops_per_image"] > 0) == (context_px > 0)
     assert set(meta["held_out"]).isdisjoint(meta["training_photos"])
     assert torch.isfinite(torch.tensor(meta["history"][-1]["tiny"]["val_agreement"]))
     # The metadata says which loss produced the weights (the embedding objective never runs the decoder).

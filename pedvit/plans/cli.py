@@ -11,6 +11,7 @@ import torch
 from pedvit.models.registry import ENCODERS, build_sam
 
 from .flops import decoder_flops_per_prompt, plan_flops
+from .fusion import load_default_fusion
 from .plans import PLANS, SplitPlan, make_plan
 
 #: the model each plan is described with when --model is not given
@@ -62,7 +63,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
             print(f"  notes:           {row['notes']}")
         print(
             f"  encoder FLOPs on {row['flops_model']} (square image, 25 windows): workers {row['worker_gflops']:.1f} G, "
-            f"edge {row['edge_gflops']:.1f} G incl. neck -> edge share {100 * row['edge_share']:.1f} %"
+            f"edge {row['edge_gflops']:.1f} G incl. neck and any fusion -> edge share {100 * row['edge_share']:.1f} %"
         )
         print(f"  (not included: prompt encoder + mask decoder on the edge, {row['decoder_gflops_per_prompt']:.2f} G per prompt)")
         print()
@@ -75,7 +76,9 @@ def _main(args: argparse.Namespace) -> int:
         model_name = args.model or DEFAULT_MODEL[name]
         halos = [args.halo] if args.halo is not None else ([0, 112] if name == "tinyvit-isolated" else [0])
         for halo in halos:
-            plan = make_plan(name, halo_px=halo)
+            # As the predictor runs it: tinyvit-isolated with the shipped fusion (and its context pass).
+            fusion = load_default_fusion() if name == "tinyvit-isolated" and not args.no_fusion else None
+            plan = make_plan(name, halo_px=halo, fusion=fusion)
             try:
                 rows.append(describe(plan, model_name))
             except ValueError as error:  # plan/model mismatch, e.g. --model mobile_sam with a ViT plan
@@ -92,5 +95,6 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--plan", choices=list(PLANS), default=None, help="only this plan (default: all)")
     parser.add_argument("--model", choices=list(ENCODERS), default=None, help="model for the FLOP split (default: each plan's model)")
     parser.add_argument("--halo", type=int, default=None, help="halo in px for tinyvit-isolated (default: 0 and 112)")
+    parser.add_argument("--no-fusion", action="store_true", help="tinyvit-isolated without its learned edge fusion (on by default)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=_main)

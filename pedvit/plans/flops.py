@@ -80,8 +80,10 @@ def plan_flops(plan: SplitPlan, model: Sam) -> PlanFlops:
             worker += count_flops(lambda: encoder.run_trunk(x, origin_px=(y0, x0)))
         features = torch.empty(1, encoder.trunk_channels, n // 16, n // 16, device="meta")
         if plan.fusion is not None:
-            fusion = copy.deepcopy(plan.fusion).to("meta")
-            edge += count_flops(lambda: fusion(features))
+            from .fusion import context_flops, fusion_flops
+
+            edge += fusion_flops(copy.deepcopy(plan.fusion).to("meta"), encoder.trunk_channels, n // 16)
+            edge += context_flops(meta, plan.fusion)
         edge += count_flops(lambda: encoder.run_neck(features))
     elif isinstance(plan, (ViTIsolated, ViTExact)):
         assert isinstance(encoder, ImageEncoderViT)

@@ -8,6 +8,12 @@ dilated convolutions (receptive field 25 tokens > one window), and knows where t
 learned embedding of the token's position inside its window (tiled every 14 tokens). The last layer of
 each block is zero-initialised, so an untrained module is exactly the identity.
 
+Optionally (``context_px``, on in the shipped weights) the module also reads a **whole-image context pass**
+that only the edge can run: the same trunk on the edge's own copy of the image downscaled to 224 px, where
+TinyViT's 14-token attention window spans the whole image. The seams' missing context is global, coarse
+information; this pass supplies it for ~4 % of the encoder's FLOPs, and the plan runs it while the workers
+compute. Nothing about what a worker receives changes.
+
 It is trained by distillation (no labels): input = stitched isolated features, teacher = the monolithic model
 on the same image, loss through the frozen neck and mask decoder (mask logits for sampled prompts + the
 embedding; see `scripts/train_fusion.py distil`). The shipped weights are on by default for
@@ -29,7 +35,7 @@ from pedvit.models import Sam
 from pedvit.models.common import LayerNorm2d
 
 __all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "fusion_flops", "stitched_fast", "monolithic_trunk",
-           "canvas_input", "stitch_isolated", "save_fusion"]
+           "canvas_input", "stitch_isolated", "save_fusion", "context_trunk", "edge_context", "apply_fusion", "context_flops"]
 
 #: Shipped weights (trained by `scripts/train_fusion.py`) and their metadata JSON.
 DEFAULT_WEIGHTS = pathlib.Path(__file__).with_name("weights") / "fusion_mobile_sam.pt"
@@ -92,13 +98,16 @@ class _SeamBlock(nn.Module):
         nn.init.zeros_(self.up.weight)  # untrained block == identity
         nn.init.zeros_(self.up.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """B x H x W x C contiguous channel-last tokens -> the same shape."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """B x H x W x C contiguous channel-last tokens (+ optional B x H x W x hidden context, added to the
+        hidden features) -> the same shape as x."""
         h, w = x.shape[1:3]
         t = self.window_tokens
         y = F.layer_norm(x, (x.shape[-1],), self.norm.weight, self.norm.bias, self.norm.eps)
         pos = self.pos.permute(0, 2, 3, 1).repeat(1, -(-h // t), -(-w // t), 1)[:, :h, :w]
         y = _linear_tokens(y, self.down) + pos
+        if context is not None:
+            y = y + context
         y = self.act(_depthwise_tokens(y, self.dw1))
         y = self.act(_depthwise_tokens(y, self.dw2))
         if isinstance(self.mlp, nn.Sequential):
@@ -116,23 +125,69 @@ class SeamFusion(nn.Module):
         window_tokens: window side in tokens (14), for the in-window position embedding.
         kernel, dilation: depthwise kernel size and the dilation of the second depthwise conv.
         mlp_ratio: width of the optional pointwise MLP of each block, in multiples of `hidden` (0: none).
+        context_px: 0 (none), or the side in px of the edge's whole-image context pass: the edge, which holds
+            the whole image anyway, runs the same trunk on the image downscaled to context_px x context_px
+            (`context_trunk`); every block adds a projection of those features, upsampled to the token grid, to
+            its hidden features. At 224 px the trunk's 14-token attention window covers the whole image, so
+            this is global attention over a coarse view, for ~4 % of the encoder's FLOPs.
 
-    Shapes: B x channels x H x W -> B x channels x H x W (H = W = 64 for a 1024 px input).
+    Shapes: B x channels x H x W (+ B x channels x h x w context) -> B x channels x H x W (H = W = 64 for a
+    1024 px input; h = w = context_px / 16).
     """
 
     def __init__(self, channels: int = 320, hidden: int = 128, depth: int = 2, window_tokens: int = 14,
-                 kernel: int = 7, dilation: int = 3, mlp_ratio: float = 0.0) -> None:
+                 kernel: int = 7, dilation: int = 3, mlp_ratio: float = 0.0, context_px: int = 0) -> None:
         super().__init__()
+        if context_px < 0 or context_px % 16:
+            raise ValueError(f"context_px must be 0 or a positive multiple of 16, got {context_px}")
         self.config = dict(channels=channels, hidden=hidden, depth=depth, window_tokens=window_tokens,
                            kernel=kernel, dilation=dilation, mlp_ratio=mlp_ratio)
+        if context_px:  # absent from older weights' config: they load unchanged
+            self.config["context_px"] = context_px
+        self.context_px = context_px
         self.blocks = nn.ModuleList(_SeamBlock(channels, hidden, window_tokens, kernel, dilation, mlp_ratio) for _ in range(depth))
+        if context_px:
+            self.context_norm = LayerNorm2d(channels)
+            self.context_proj = nn.ModuleList(nn.Conv2d(channels, hidden, 1) for _ in range(depth))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """B x C x H x W (any memory layout) -> B x C x H x W (channel-last memory, as the blocks compute)."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """B x C x H x W (any memory layout) [+ B x C x h x w context trunk features when context_px > 0]
+        -> B x C x H x W (channel-last memory, as the blocks compute)."""
+        if self.context_px and context is None:
+            raise ValueError(f"this fusion needs the edge's {self.context_px} px context features "
+                             "(pedvit.plans.fusion.apply_fusion computes them)")
         y = x.permute(0, 2, 3, 1).contiguous()
-        for block in self.blocks:
-            y = block(y)
+        hidden: list[torch.Tensor | None] = [None] * len(self.blocks)
+        if self.context_px:
+            # Normalised and projected on the coarse grid (cheap), then upsampled to the token grid.
+            c = context.permute(0, 2, 3, 1).contiguous()
+            c = F.layer_norm(c, (c.shape[-1],), self.context_norm.weight, self.context_norm.bias, self.context_norm.eps)
+            hidden = [F.interpolate(_linear_tokens(c, proj).permute(0, 3, 1, 2), size=x.shape[-2:], mode="bilinear",
+                                    align_corners=False).permute(0, 2, 3, 1) for proj in self.context_proj]
+        for block, extra in zip(self.blocks, hidden):
+            y = block(y, extra)
         return y.permute(0, 3, 1, 2)
+
+
+def context_trunk(model: Sam, x: torch.Tensor, context_px: int) -> torch.Tensor:
+    """B x 3 x S x S normalised, zero-padded input -> B x C x context_px/16 x context_px/16 trunk features
+    of the whole input downscaled (antialiased) to context_px x context_px: the edge's context pass."""
+    small = F.interpolate(x, size=(context_px, context_px), mode="bilinear", antialias=True, align_corners=False)
+    return model.image_encoder.run_trunk(small)
+
+
+@torch.inference_mode()
+def edge_context(model: Sam, resized: np.ndarray, context_px: int) -> torch.Tensor:
+    """1 x C x context_px/16 x context_px/16: the edge's context pass over its own copy of the h x w x 3 uint8
+    resized image (nothing here is sent anywhere). Thread-safe: the plan runs it while the workers compute."""
+    return context_trunk(model, _single_canvas(model, resized).to(model.device), context_px)
+
+
+def apply_fusion(model: Sam, fusion: nn.Module, trunk: torch.Tensor, resized: np.ndarray) -> torch.Tensor:
+    """fusion(stitched trunk), with the context pass over the h x w x 3 uint8 resized image when the module
+    uses one (`SeamFusion.context_px`); any other module is called on the trunk alone."""
+    context_px = getattr(fusion, "context_px", 0)
+    return fusion(trunk, edge_context(model, resized, context_px)) if context_px else fusion(trunk)
 
 
 def canvas_input(model: Sam, resized: torch.Tensor, content_hw: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -191,12 +246,28 @@ def monolithic_trunk(model: Sam, resized: np.ndarray) -> torch.Tensor:
 
 
 def fusion_flops(module: nn.Module, channels: int = 320, side: int = 64) -> int:
-    """FLOPs (2 per multiply-add, `torch.utils.flop_counter`) of one 1 x channels x side x side forward."""
+    """FLOPs (2 per multiply-add, `torch.utils.flop_counter`) of one 1 x channels x side x side forward of
+    the module itself (the context pass it may need is `context_flops`)."""
     from pedvit.plans.flops import count_flops
 
-    x = torch.zeros(1, channels, side, side)
+    device = next(module.parameters()).device  # "meta" when counting without computing
+    x = torch.zeros(1, channels, side, side, device=device)
+    context_px = getattr(module, "context_px", 0)
+    context = torch.zeros(1, channels, context_px // 16, context_px // 16, device=device) if context_px else None
     with torch.no_grad():
-        return count_flops(lambda: module(x))
+        return count_flops(lambda: module(x) if context is None else module(x, context))
+
+
+def context_flops(model: Sam, module: nn.Module) -> int:
+    """FLOPs of the edge's context pass for `module` (0 without one): the trunk on context_px x context_px."""
+    from pedvit.plans.flops import count_flops
+
+    context_px = getattr(module, "context_px", 0)
+    if not context_px:
+        return 0
+    x = torch.zeros(1, 3, context_px, context_px, device=next(model.parameters()).device)
+    with torch.no_grad():
+        return count_flops(lambda: model.image_encoder.run_trunk(x))
 
 
 def load_default_fusion(path: str | pathlib.Path | None = None) -> SeamFusion | None:

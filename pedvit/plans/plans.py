@@ -7,6 +7,7 @@ itself: it hands window jobs to `dispatch(stage, jobs, force_local)`, which the 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -19,6 +20,7 @@ from pedvit.models.image_encoder_vit import ImageEncoderViT
 from pedvit.models.tiny_vit import TinyViT
 from pedvit.partition import WindowGrid
 
+from .fusion import edge_context
 from .stages import TINYVIT_TRUNK, stages_for_model, vit_blocks_stage_name, vit_embed_stage_name, vit_window_stretches
 
 #: window id -> (window tensor h x w x C, meta row [origin_y, origin_x, valid_h, valid_w])
@@ -98,7 +100,8 @@ class TinyViTIsolated(SplitPlan):
 
     Approximate: the trunk's convolutions and windowed attention lose the context beyond each crop. The edge
     stitches the token features of every window (the window's own 14 x 14 tokens, halo dropped), optionally
-    refines them with a learned fusion module, and runs the neck.
+    refines them with a learned fusion module (which may read a low-resolution whole-image pass that the edge
+    runs on its own copy of the image, in parallel with the workers: `pedvit.plans.fusion`), and runs the neck.
     """
 
     name = "tinyvit-isolated"
@@ -137,19 +140,33 @@ class TinyViTIsolated(SplitPlan):
 
     def encode(self, model: Sam, resized: np.ndarray, grid: WindowGrid, dispatch: Dispatch) -> torch.Tensor:
         self.check_model(model)
-        features = self.stitched_trunk(model, resized, grid, dispatch)
-        if self.fusion is not None:
-            features = self.fusion(features)
-        return model.image_encoder.run_neck(features)
+        context_px = getattr(self.fusion, "context_px", 0)
+        if not context_px:
+            features = self.stitched_trunk(model, resized, grid, dispatch)
+            if self.fusion is not None:
+                features = self.fusion(features)
+            return model.image_encoder.run_neck(features)
+        # The fusion's context pass needs only the edge's own copy of the image: it runs while the workers
+        # compute, so it adds no latency when the edge would otherwise wait for the network.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pedvit-context") as pool:
+            context = pool.submit(edge_context, model, resized, context_px)
+            features = self.stitched_trunk(model, resized, grid, dispatch)
+            return model.image_encoder.run_neck(self.fusion(features, context.result()))
 
     def info(self, model: Sam | None = None) -> PlanInfo:
         return PlanInfo(
             self.name, "mobile_sam", "1",
             f"uint8 pixels of its own 224 px windows (halo {self.halo_px} px)",
-            "stitching" + (" + learned fusion" if self.fusion is not None else "") + " + neck + prompt encoder + mask decoder",
+            "stitching" + self._fusion_label() + " + neck + prompt encoder + mask decoder",
             exact=False, isolated=True,
             notes="approximate: no context crosses window borders inside the trunk",
         )
+
+    def _fusion_label(self) -> str:
+        if self.fusion is None:
+            return ""
+        context_px = getattr(self.fusion, "context_px", 0)
+        return f" + learned fusion (with a {context_px} px whole-image context pass)" if context_px else " + learned fusion"
 
 
 class _ViTPlan(SplitPlan):
