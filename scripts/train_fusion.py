@@ -16,8 +16,9 @@ weights), teacher = the monolithic model on the same augmented image, computed f
 `distil --cache N`, once for N augmented images that every step reuses: the CPU recipe).
 The loss goes through the frozen neck and mask decoder: KL between the student's and the teacher's mask
 logits for sampled point and box prompts, plus a scaled MSE of the 256 x 64 x 64 embedding
-(`--objective mask`, the shipped weights), or only the embedding MSE over the image content
-(`--objective embedding`: no decoder, the fast CPU recipe with `--cache`). The shipped
+(`--objective mask`), or only the embedding MSE over the image content (`--objective embedding`: no decoder,
+the fast CPU recipe with `--cache`, which trained the shipped weights). A variant with a fifth field
+(`--variants name:hidden:depth:mlp_ratio:224`) also reads the edge's whole-image context pass. The shipped
 weights' metadata (`pedvit/plans/weights/fusion_mobile_sam.json`) lists the exact commands, seeds and data.
 """
 
@@ -635,9 +636,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
         return statistics.median(times)
 
     def edge() -> torch.Tensor:  # everything the edge adds to the stitched trunk: context pass, fusion, neck
-        if fusion.context_px:
-            return encoder.run_neck(fusion(trunk, context_trunk(model, x, fusion.context_px)))
-        return encoder.run_neck(fusion(trunk))
+        context = context_trunk(model, x, fusion.context_px) if fusion.context_px else None
+        return encoder.run_neck(fusion(trunk, context))
 
     full_flops, neck_flops, fusion_fl = count_flops(lambda: encoder(x)), count_flops(lambda: encoder.run_neck(trunk)), fusion_flops(fusion)
     context_fl = context_flops(model, fusion)
@@ -764,8 +764,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--mask-weight", type=float, default=0.0, help="0: balance against the embedding loss at the start")
     p.add_argument("--objective", choices=("mask", "embedding"), default="mask",
-                   help="mask: mask-logit KL through the frozen decoder + embedding MSE (the shipped weights); "
-                        "embedding: embedding MSE over the content only, no decoder (~4x cheaper steps, the fast CPU recipe)")
+                   help="mask: mask-logit KL through the frozen decoder + embedding MSE; embedding: embedding MSE over "
+                        "the content only, no decoder (~4x cheaper steps, the fast CPU recipe; the shipped weights)")
     p.add_argument("--val-images", type=int, default=16)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--workers", type=int, default=2, help="data-loader processes")

@@ -150,9 +150,7 @@ def _effective_cap(max_per_worker: int | None, n_content: int, m: int) -> int:
     cap = m if max_per_worker is None else int(max_per_worker)
     if cap < 0:
         raise ValueError("max_per_worker must be >= 0")
-    if n_content >= 2:
-        cap = min(cap, n_content - 1)
-    return max(0, min(cap, m))
+    return max(0, min(share_cap(cap, n_content), m))
 
 
 def _resolve_now(now: float | None) -> float:

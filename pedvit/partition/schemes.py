@@ -45,6 +45,8 @@ from .constraints import (
     _adjacent_pairs,
     check_assignment,
     max_share,
+    share_cap,
+    spread_limit,
 )
 from .geometry import WindowGrid
 
@@ -96,8 +98,7 @@ class _Problem:
         gs = [frozenset(idx[w] for w in g if w in idx) for g in groups]
         gs = [g for g in gs if len(g) >= 2]
         self.groups = gs
-        # at most ceil(s / n_workers) windows of a group per worker (1 when the group fits the workers)
-        self.gq = [math.ceil(len(g) / n_workers) for g in gs]
+        self.gq = [spread_limit(len(g), n_workers) for g in gs]
         self.node_groups = [[k for k, g in enumerate(gs) if i in g] for i in range(self.n)]
 
     # ----------------------------------------------------------------- search
@@ -266,10 +267,7 @@ def _caps(
             if isinstance(c, bool) or not isinstance(c, int) or c < 0:
                 raise ConstraintError(f"worker_capacity entries must be non-negative ints, got {c!r}")
         caps = [min(a, b) for a, b in zip(caps, worker_capacity)]
-    n_content = len(grid.content_ids)
-    if n_content >= 2:
-        caps = [min(c, n_content - 1) for c in caps]  # no worker may see the whole image
-    return caps
+    return [share_cap(c, len(grid.content_ids)) for c in caps]  # no worker may see the whole image
 
 
 def assign(

@@ -71,14 +71,14 @@ def _print(rows: list[dict[str, Any]]) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     names = [args.plan] if args.plan else list(PLANS)
+    # As the predictor runs it: tinyvit-isolated with the shipped fusion (and its context pass).
+    fusion = load_default_fusion() if "tinyvit-isolated" in names and not args.no_fusion else None
     rows = []
     for name in names:
         model_name = args.model or DEFAULT_MODEL[name]
         halos = [args.halo] if args.halo is not None else ([0, 112] if name == "tinyvit-isolated" else [0])
         for halo in halos:
-            # As the predictor runs it: tinyvit-isolated with the shipped fusion (and its context pass).
-            fusion = load_default_fusion() if name == "tinyvit-isolated" and not args.no_fusion else None
-            plan = make_plan(name, halo_px=halo, fusion=fusion)
+            plan = make_plan(name, halo_px=halo, fusion=fusion if name == "tinyvit-isolated" else None)
             try:
                 rows.append(describe(plan, model_name))
             except ValueError as error:  # plan/model mismatch, e.g. --model mobile_sam with a ViT plan

@@ -14,9 +14,10 @@ TinyViT's 14-token attention window spans the whole image. The seams' missing co
 information; this pass supplies it for ~4 % of the encoder's FLOPs, and the plan runs it while the workers
 compute. Nothing about what a worker receives changes.
 
-It is trained by distillation (no labels): input = stitched isolated features, teacher = the monolithic model
-on the same image, loss through the frozen neck and mask decoder (mask logits for sampled prompts + the
-embedding; see `scripts/train_fusion.py distil`). The shipped weights are on by default for
+It is trained by distillation (no labels): input = stitched isolated features (+ the context pass), teacher =
+the monolithic model on the same image, loss through the frozen neck (the shipped weights: the embedding
+over the image content; optionally also mask logits through the frozen decoder; see
+`scripts/train_fusion.py distil`). The shipped weights are on by default for
 `tinyvit-isolated` (`DistributedSamPredictor(fusion="auto")`).
 """
 
