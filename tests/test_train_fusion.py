@@ -79,3 +79,55 @@ def test_seam_oracle_interpolates_between_isolated_and_monolithic() -> None:
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     half = trainer._SeamOraclePredictor(model, None, 2)._encode(resized, resized)
     assert float((half - iso).abs().max()) > 0.1 and float((half - mono).abs().max()) > 0.1
+
+
+def test_wide_photo_table_is_disjoint_from_held_out_and_well_formed() -> None:
+    trainer = _trainer_module()
+    wide, extra, held_out = trainer.WIDE_PHOTOS, trainer.EXTRA_PHOTOS, set(trainer.HELD_OUT)
+    assert len(wide) >= 50
+    assert not (set(wide) & set(extra)) and not (set(wide) & held_out)
+    files = {trainer._photo_file_name(name, member) for name, (_, _, member, _) in wide.items()}
+    assert len(files) == len(wide)  # one file per photo, no clashes
+    for name, (spec, source, member, sha) in wide.items():
+        assert "==" in spec and len(sha) == 64 and int(sha, 16) >= 0
+        assert source == "wheel" or source.endswith((".tar.gz", ".zip"))
+        assert trainer._photo_file_name(name, member).endswith((".jpg", ".png"))
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_read_member_finds_files_under_the_sdist_top_level_folder(tmp_path: Path, kind: str) -> None:
+    import io
+    import tarfile
+    import zipfile
+
+    trainer = _trainer_module()
+    payload = b"\xff\xd8 not really a jpeg"
+    archive = tmp_path / f"pkg-1.0.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("pkg-1.0/PKG-INFO", "x")
+            zf.writestr("pkg-1.0/tests/images/a.jpg", payload)
+    else:
+        with tarfile.open(archive, "w:gz") as tf:
+            for name, data in (("pkg-1.0/PKG-INFO", b"x"), ("pkg-1.0/tests/images/a.jpg", payload)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    assert trainer._read_member(archive, "tests/images/a.jpg", top_level=True) == payload
+    with pytest.raises(KeyError):
+        trainer._read_member(archive, "tests/images/missing.jpg", top_level=True)
+
+
+def test_extra_photos_refuses_a_file_that_is_not_the_pinned_one(tmp_path: Path) -> None:
+    trainer = _trainer_module()
+    from PIL import Image
+
+    for name, (_, member) in trainer.EXTRA_PHOTOS.items():
+        Image.new("RGB", (8, 8)).save(tmp_path / trainer._photo_file_name(name, member))
+    assert len(trainer.extra_photos(str(tmp_path))) == len(trainer.EXTRA_PHOTOS)  # the original six are not pinned
+    with pytest.raises(SystemExit, match="fetch-extra --wide"):
+        trainer.extra_photos(str(tmp_path), wide=True)
+    for name, (_, _, member, _) in trainer.WIDE_PHOTOS.items():
+        Image.new("RGB", (8, 8)).save(tmp_path / trainer._photo_file_name(name, member))
+    with pytest.raises(SystemExit, match="not the pinned"):
+        trainer.extra_photos(str(tmp_path), wide=True)
