@@ -306,6 +306,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device of the stages: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--serve-full-encoder", action="store_true",
                    help="BENCHMARK BASELINE: also serve the whole image encoder (cloud-only); keeps every block in memory")
+    p.add_argument("--window-adapter", action="append", default=[], metavar="FUSION_WEIGHTS",
+                   help="also serve the adapted trunk for the window adapter stored in this fusion weights file "
+                        "(repeatable; the shipped adapter is always served)")
     p.add_argument("--slowdown-per-window", type=float, default=0.0, metavar="S",
                    help="TEST ONLY: sleep S seconds per window to emulate a slow worker")
     p.add_argument("--stages-factory", default=DEFAULT_STAGES_FACTORY, metavar="MODULE:FUNC",
@@ -317,6 +320,19 @@ def _load_factory(spec: str) -> Callable[[str, str | None], Mapping[str, Stage]]
     if not module or not attr:
         raise ValueError(f"--stages-factory must be MODULE:FUNC, got {spec!r}")
     return getattr(importlib.import_module(module), attr)
+
+
+def _window_adapters(paths: list[str]) -> list:
+    """The shipped window adapter (if any) plus those stored in the given fusion weights files."""
+    from pedvit.plans.fusion import load_window_adapter
+
+    adapters = [a for a in [load_window_adapter()] if a is not None]
+    for path in paths:
+        adapter = load_window_adapter(path)
+        if adapter is None:
+            raise SystemExit(f"--window-adapter {path}: no such file, or it holds no window adapter")
+        adapters.append(adapter)
+    return adapters
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -336,6 +352,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         options["device"] = device
     if args.serve_full_encoder:
         options["full_encoder"] = True
+    if getattr(args, "window_adapter", None):
+        options["window_adapters"] = _window_adapters(args.window_adapter)
     stages = factory(args.model, args.checkpoint, **options)
     worker = serve(
         args.port,

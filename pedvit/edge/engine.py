@@ -251,7 +251,7 @@ class SplitEngine:
         for name in self.names:
             self.perf.add(name)
         self._members_lock = threading.RLock()
-        self.edge = InProcessExecutor(stages_for_model(model), EDGE)
+        self.edge = InProcessExecutor(plan.edge_stages(model), EDGE)
         # Threads are created lazily; the bound only has to cover workers added later plus hedges.
         self._pool = ThreadPoolExecutor(max_workers=max(64, 4 * len(self.executors)), thread_name_prefix="pedvit-fanout")
         self.last_run: RunRecord | None = None
@@ -699,9 +699,12 @@ class SplitEngine:
             if best is None or best[0] > 0 or best[1] == math.inf or edge_s < best[1]:
                 return EDGE
         if best is None:
+            # Name what the failed workers said: "unknown stage", a TLS error or a timeout need different fixes.
+            causes = "; ".join(f"{n}: {record.workers[n].errors[-1]}" for n in sorted(req.dead)
+                               if n in record.workers and record.workers[n].errors)
             raise PrivacyConstraintError(
                 f"window {wid}: its worker failed and no other worker can take it within the privacy constraints; "
-                "local compute is forbidden (allow_local=False)"
+                "local compute is forbidden (allow_local=False)" + (f". Worker errors: {causes[:1500]}" if causes else "")
             )
         new_pairs, _, _, name = best
         if new_pairs:

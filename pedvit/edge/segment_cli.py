@@ -324,7 +324,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--scheme", default="interleaved", choices=("contiguous", "interleaved", "random", "semantic"))
     p.add_argument("--halo", type=int, default=0, metavar="PX", help="context pixels around windows (multiple of 16)")
     p.add_argument("--no-fusion", action="store_true",
-                   help="skip the trained edge fusion module (tinyvit-isolated applies it by default; docs/fusion_and_dp.md)")
+                   help="skip the trained edge fusion module and the workers' window adapter (tinyvit-isolated applies both by "
+                        "default; docs/fusion_and_dp.md)")
     p.add_argument("--wire-dtype", default="float16", choices=("float16", "float32"))
     p.add_argument("--no-local-compute", action="store_true", help="the edge may not compute windows itself")
     p.add_argument("--ledger", default=None, metavar="FILE", help="append an audit record (JSON line) here")

@@ -18,7 +18,9 @@ It is trained by distillation (no labels): input = stitched isolated features (+
 the monolithic model on the same image, loss through the frozen neck (the shipped weights: the embedding
 over the image content; optionally also mask logits through the frozen decoder; see
 `scripts/train_fusion.py distil`). The shipped weights are on by default for
-`tinyvit-isolated` (`DistributedSamPredictor(fusion="auto")`).
+`tinyvit-isolated` (`DistributedSamPredictor(fusion="auto")`). They were trained on the features of the
+trunk run with a window adapter (`pedvit.plans.window_adapter`), which the weights file carries and the plan
+has the workers run.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ from torch import nn
 from pedvit.models import Sam
 from pedvit.models.common import LayerNorm2d
 
+from .window_adapter import WindowAdapter, adapted_encoder
+
 __all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "fusion_flops", "stitched_fast", "monolithic_trunk",
-           "canvas_input", "stitch_isolated", "save_fusion", "context_trunk", "edge_context", "apply_fusion", "context_flops"]
+           "canvas_input", "stitch_isolated", "save_fusion", "context_trunk", "edge_context", "apply_fusion", "context_flops",
+           "load_window_adapter", "isolated_encoder"]
 
 #: Shipped weights (trained by `scripts/train_fusion.py`) and their metadata JSON.
 DEFAULT_WEIGHTS = pathlib.Path(__file__).with_name("weights") / "fusion_mobile_sam.pt"
@@ -132,6 +137,10 @@ class SeamFusion(nn.Module):
             its hidden features. At 224 px the trunk's 14-token attention window covers the whole image, so
             this is global attention over a coarse view, for ~4 % of the encoder's FLOPs.
 
+    Attribute `window_adapter` (not a parameter of this module): the `WindowAdapter` the workers' trunk must run
+    with for these weights (they were trained on features of the adapted trunk), or None for the plain trunk.
+    `load_default_fusion` sets it from the weights file; the plan dispatches the matching worker stage.
+
     Shapes: B x channels x H x W (+ B x channels x h x w context) -> B x channels x H x W (H = W = 64 for a
     1024 px input; h = w = context_px / 16).
     """
@@ -146,6 +155,7 @@ class SeamFusion(nn.Module):
         if context_px:  # absent from older weights' config: they load unchanged
             self.config["context_px"] = context_px
         self.context_px = context_px
+        self.window_adapter: WindowAdapter | None = None
         self.blocks = nn.ModuleList(_SeamBlock(channels, hidden, window_tokens, kernel, dilation, mlp_ratio) for _ in range(depth))
         if context_px:
             self.context_norm = LayerNorm2d(channels)
@@ -233,11 +243,12 @@ def _single_canvas(model: Sam, resized: np.ndarray) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def stitched_fast(model: Sam, resized: np.ndarray, window_px: int = 224) -> torch.Tensor:
+def stitched_fast(model: Sam, resized: np.ndarray, window_px: int = 224, *, adapter: WindowAdapter | None = None) -> torch.Tensor:
     """1 x 320 x 64 x 64 stitched isolated trunk features of one h x w x 3 uint8 resized image, in-process
     (equal to what `TinyViTIsolated.stitched_trunk` gathers from workers; `scripts/train_fusion.py
-    check-fast-path` measures it)."""
-    return stitch_isolated(model.image_encoder, _single_canvas(model, resized), window_px)
+    check-fast-path` measures it); with `adapter`, of the adapted trunk the workers then run."""
+    encoder = adapted_encoder(model.image_encoder, adapter) if adapter is not None else model.image_encoder
+    return stitch_isolated(encoder, _single_canvas(model, resized), window_px)
 
 
 @torch.inference_mode()
@@ -274,8 +285,10 @@ def context_flops(model: Sam, module: nn.Module) -> int:
 def load_default_fusion(path: str | pathlib.Path | None = None) -> SeamFusion | None:
     """The trained fusion module for MobileSAM (eval mode), or None when the weights file is absent.
 
-    The file holds ``{"config": {...}, "state_dict": {...}}``; it is loaded with ``weights_only=True``
-    and ``strict=True`` so a stale or foreign file fails loudly instead of silently half-loading.
+    The file holds ``{"config": {...}, "state_dict": {...}}`` and, when the weights were trained on the
+    adapted trunk, ``"window_adapter": {name: tensor}`` (set as `module.window_adapter`). It is loaded with
+    ``weights_only=True`` and ``strict=True`` so a stale or foreign file fails loudly instead of silently
+    half-loading.
     """
     path = pathlib.Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.is_file():
@@ -283,17 +296,51 @@ def load_default_fusion(path: str | pathlib.Path | None = None) -> SeamFusion | 
     blob = torch.load(path, map_location="cpu", weights_only=True)
     module = SeamFusion(**blob["config"])
     module.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()}, strict=True)
+    module.window_adapter = _adapter_from_blob(blob)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
     return module
 
 
+def _adapter_from_blob(blob: dict) -> WindowAdapter | None:
+    params = blob.get("window_adapter")
+    return WindowAdapter({k: v.float() for k, v in params.items()}) if params else None
+
+
+_ADAPTER_CACHE: dict[tuple, WindowAdapter | None] = {}
+
+
+def load_window_adapter(path: str | pathlib.Path | None = None) -> WindowAdapter | None:
+    """The window adapter stored in a fusion weights file (default: the shipped one), or None when the file
+    is absent or has none. Cached per (path, size, mtime): workers call it for every stage registry."""
+    path = pathlib.Path(path) if path is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _ADAPTER_CACHE:
+        _ADAPTER_CACHE[key] = _adapter_from_blob(torch.load(path, map_location="cpu", weights_only=True))
+    return _ADAPTER_CACHE[key]
+
+
+def isolated_encoder(model: Sam, fusion: nn.Module | None) -> nn.Module:
+    """The trunk the workers run for `fusion`: the model's own, or its adapted copy when the fusion was
+    trained with a window adapter."""
+    adapter = getattr(fusion, "window_adapter", None)
+    return adapted_encoder(model.image_encoder, adapter) if adapter is not None else model.image_encoder
+
+
 def save_fusion(module: SeamFusion, path: str | pathlib.Path, metadata: dict | None = None) -> None:
-    """Write the weights (fp32, about 1 MB) and, optionally, a metadata JSON beside them."""
+    """Write the weights (fp32, about 1 MB; with the module's `window_adapter`, if any) and, optionally, a
+    metadata JSON beside them."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().clone() for k, v in module.state_dict().items()}
-    torch.save({"config": dict(module.config), "state_dict": state}, path)
+    blob = {"config": dict(module.config), "state_dict": state}
+    adapter = getattr(module, "window_adapter", None)
+    if adapter is not None:
+        blob["window_adapter"] = adapter.state_dict()
+    torch.save(blob, path)
     if metadata is not None:
         path.with_suffix(".json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")

@@ -21,6 +21,8 @@ from pedvit.models.tiny_vit import TinyViT
 from pedvit.partition import WindowGrid
 
 from .fusion import edge_context
+from .window_adapter import WindowAdapter
+from .stage import Stage
 from .stages import TINYVIT_TRUNK, stages_for_model, vit_blocks_stage_name, vit_embed_stage_name, vit_window_stretches
 
 #: window id -> (window tensor h x w x C, meta row [origin_y, origin_x, valid_h, valid_w])
@@ -64,6 +66,10 @@ class SplitPlan:
     def info(self, model: Sam | None = None) -> PlanInfo:
         raise NotImplementedError
 
+    def edge_stages(self, model: Sam) -> dict[str, Stage]:
+        """The stages the edge needs for the windows it computes itself (sensitive windows, padding)."""
+        return stages_for_model(model)
+
     # ------------------------------------------------------------------------------ shared helpers
     @staticmethod
     def canvas(resized: np.ndarray, size: int) -> np.ndarray:
@@ -83,7 +89,7 @@ class SplitPlan:
 
     def padding_outputs(self, model: Sam, stage_name: str, jobs: Jobs, key: tuple) -> dict[int, np.ndarray]:
         """Outputs of pure-padding windows (zero content), computed once and cached on the edge."""
-        stage = stages_for_model(model)[stage_name]
+        stage = self.edge_stages(model)[stage_name]
         out = {}
         for wid, (array, meta) in jobs.items():
             cache_key = (id(model), stage_name, key, wid, array.shape)
@@ -115,6 +121,21 @@ class TinyViTIsolated(SplitPlan):
         self.halo_px = halo_px
         self.fusion = fusion
 
+    @property
+    def window_adapter(self) -> WindowAdapter | None:
+        """The adapter the workers' trunk runs with: the one the fusion was trained with (None: plain trunk)."""
+        return getattr(self.fusion, "window_adapter", None)
+
+    @property
+    def trunk_stage(self) -> str:
+        """Name of the worker stage this plan dispatches."""
+        adapter = self.window_adapter
+        return adapter.stage_name if adapter is not None else TINYVIT_TRUNK
+
+    def edge_stages(self, model: Sam) -> dict[str, Stage]:
+        adapter = self.window_adapter
+        return stages_for_model(model, [adapter] if adapter is not None else None)
+
     def check_model(self, model: Sam) -> None:
         if not isinstance(model.image_encoder, TinyViT):
             raise ValueError(f"plan {self.name!r} needs a MobileSAM (TinyViT) model, got {model.name!r}")
@@ -123,9 +144,9 @@ class TinyViTIsolated(SplitPlan):
         """1 x 320 x 64 x 64 trunk features stitched from per-window outputs (before fusion and neck)."""
         canvas = self.canvas(resized, grid.input_size)
         jobs = self.pixel_jobs(canvas, grid, grid.content_ids, self.halo_px)
-        outputs = dispatch(TINYVIT_TRUNK, jobs, frozenset())
+        outputs = dispatch(self.trunk_stage, jobs, frozenset())
         padding_jobs = self.pixel_jobs(np.zeros_like(canvas), grid, grid.padding_ids, self.halo_px)
-        outputs.update(self.padding_outputs(model, TINYVIT_TRUNK, padding_jobs, (self.halo_px,)))
+        outputs.update(self.padding_outputs(model, self.trunk_stage, padding_jobs, (self.halo_px,)))
         p = grid.patch_size
         n_tokens = grid.input_size // p
         # Stitched in numpy: slice assignment casts float16 -> float32 in place, with no per-window temporary
@@ -156,7 +177,8 @@ class TinyViTIsolated(SplitPlan):
     def info(self, model: Sam | None = None) -> PlanInfo:
         return PlanInfo(
             self.name, "mobile_sam", "1",
-            f"uint8 pixels of its own 224 px windows (halo {self.halo_px} px)",
+            f"uint8 pixels of its own 224 px windows (halo {self.halo_px} px)"
+            + (f"; runs the trunk with window adapter {self.window_adapter.adapter_id}" if self.window_adapter else ""),
             "stitching" + self._fusion_label() + " + neck + prompt encoder + mask decoder",
             exact=False, isolated=True,
             notes="approximate: no context crosses window borders inside the trunk",

@@ -8,6 +8,7 @@ modify them in place.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from pedvit.models.image_encoder_vit import ImageEncoderViT
 from pedvit.models.tiny_vit import TinyViT
 
 from .stage import Stage, StageSpec
+from .window_adapter import WindowAdapter, adapted_encoder
 
 TINYVIT_TRUNK = "tinyvit.trunk"
 #: The whole image encoder on the whole (resized, padded) image: the cloud-only baseline, never a split plan.
@@ -73,12 +75,18 @@ def _groups_by_origin(meta: np.ndarray, period: int) -> dict[tuple[int, int], li
 
 
 class TinyViTTrunkStage:
-    """MobileSAM trunk on pixel crops: uint8 B x h x w x 3 -> B x h/16 x w/16 x 320."""
+    """MobileSAM trunk on pixel crops: uint8 B x h x w x 3 -> B x h/16 x w/16 x 320.
 
-    def __init__(self, encoder: TinyViT, pixel_mean: torch.Tensor, pixel_std: torch.Tensor) -> None:
-        self.encoder = encoder
+    With a `WindowAdapter` the trunk runs with the adapter's parameter values (a cached copy of the encoder)
+    and the stage is named after the adapter (`WindowAdapter.stage_name`); inputs and outputs are the same.
+    """
+
+    def __init__(self, encoder: TinyViT, pixel_mean: torch.Tensor, pixel_std: torch.Tensor,
+                 adapter: WindowAdapter | None = None) -> None:
+        self.encoder = adapted_encoder(encoder, adapter) if adapter is not None else encoder
         self.mean, self.std = pixel_mean, pixel_std
-        self.spec = StageSpec(TINYVIT_TRUNK, ("uint8",), 3, max_side=encoder.img_size, multiple_of=16)
+        name = adapter.stage_name if adapter is not None else TINYVIT_TRUNK
+        self.spec = StageSpec(name, ("uint8",), 3, max_side=encoder.img_size, multiple_of=16)
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray, meta: np.ndarray) -> np.ndarray:
@@ -144,13 +152,31 @@ class FullEncoderStage:
         return self.model.image_encoder(x).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def stages_for_model(model: Sam) -> dict[str, Stage]:
-    """Every worker stage of a model (the edge uses the same objects for the windows it computes itself)."""
+def default_window_adapters(model: Sam) -> list[WindowAdapter]:
+    """The window adapter shipped with MobileSAM's fusion weights ([] for other models or without one)."""
+    if model.name != "mobile_sam" or not isinstance(model.image_encoder, TinyViT):
+        return []
+    from .fusion import load_window_adapter
+
+    adapter = load_window_adapter()
+    return [adapter] if adapter is not None else []
+
+
+def stages_for_model(model: Sam, window_adapters: Sequence[WindowAdapter] | None = None) -> dict[str, Stage]:
+    """Every worker stage of a model (the edge uses the same objects for the windows it computes itself).
+
+    MobileSAM gets the plain trunk stage and one adapted trunk stage per window adapter: `window_adapters`
+    (None: the shipped one, `default_window_adapters`).
+    """
     encoder = model.image_encoder
     full = FullEncoderStage(model)
     if isinstance(encoder, TinyViT):
         stage: Stage = TinyViTTrunkStage(encoder, model.pixel_mean, model.pixel_std)
-        return {stage.spec.name: stage, full.spec.name: full}
+        stages = {stage.spec.name: stage, full.spec.name: full}
+        for adapter in default_window_adapters(model) if window_adapters is None else window_adapters:
+            adapted = TinyViTTrunkStage(encoder, model.pixel_mean, model.pixel_std, adapter)
+            stages[adapted.spec.name] = adapted
+        return stages
     stretches = vit_window_stretches(encoder)
     stages: dict[str, Stage] = {}
     first_start, first_end = stretches[0]
@@ -184,14 +210,16 @@ def build_worker_stages(
     *,
     device: str | torch.device = "cpu",
     full_encoder: bool = False,
+    window_adapters: Sequence[WindowAdapter] | None = None,
 ) -> dict[str, Stage]:
     """Stages a cloud worker serves for `model_name` (weights loaded on `device`, unneeded parts dropped).
 
     By default a worker loads only the split stages and the blocks they need. With `full_encoder` it also
     serves `FULL_ENCODER` (the cloud-only *baseline* of `pedvit bench`) and so keeps the whole image encoder.
+    MobileSAM workers also serve the adapted trunk for each of `window_adapters` (None: the shipped adapter).
     """
     model = strip_to_worker_parts(build_model(model_name, checkpoint), keep_encoder=full_encoder).to(device).eval()
-    stages = stages_for_model(model)
+    stages = stages_for_model(model, window_adapters)
     if not full_encoder:
         stages.pop(FULL_ENCODER)
     return stages
