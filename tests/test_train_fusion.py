@@ -131,3 +131,37 @@ def test_extra_photos_refuses_a_file_that_is_not_the_pinned_one(tmp_path: Path) 
         Image.new("RGB", (8, 8)).save(tmp_path / trainer._photo_file_name(name, member))
     with pytest.raises(SystemExit, match="not the pinned"):
         trainer.extra_photos(str(tmp_path), wide=True)
+
+
+@pytest.mark.slow
+def test_adapt_then_distil_on_the_adapted_trunk(tmp_path: Path) -> None:
+    """`adapt` trains only the adaptable trunk parameters and writes the adapter + metadata; `distil --adapter`
+    trains the fusion on the adapted trunk's features and ships the adapter inside the fusion weights."""
+    from pedvit.models import build_model
+    from pedvit.plans.fusion import load_window_adapter
+    from pedvit.plans.window_adapter import adaptable_parameters
+
+    script = str(ROOT / "scripts" / "train_fusion.py")
+    adapt = [sys.executable, script, "adapt", "--steps", "3", "--cache", "1", "--val-images", "1", "--batch", "2",
+             "--log-every", "3", "--warmup", "1", "--threads", "2", "--out", str(tmp_path / "adapter.pt")]
+    done = subprocess.run(adapt, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    adapter = load_window_adapter(tmp_path / "adapter.pt")
+    assert adapter is not None
+    reference = adaptable_parameters(build_model("mobile_sam").image_encoder)
+    assert set(adapter.params) <= set(reference)
+    assert any(not torch.equal(v, reference[n]) for n, v in adapter.params.items())  # three steps moved something
+    meta = json.loads((tmp_path / "adapter.json").read_text())
+    assert meta["adapter_id"] == adapter.adapter_id and meta["optimizer"]["steps"] == 3
+    assert set(meta["held_out"]).isdisjoint(meta["training_photos"])
+    distil = [sys.executable, script, "distil", "--device", "cpu", "--steps", "2", "--objective", "embedding",
+              "--batch", "1", "--points", "1", "--cache", "1", "--val-images", "1", "--log-every", "2", "--workers", "0",
+              "--threads", "2", "--warmup", "1", "--variants", "tiny:16:1:0", "--adapter", str(tmp_path / "adapter.pt"),
+              "--out-dir", str(tmp_path)]
+    done = subprocess.run(distil, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    module = load_default_fusion(tmp_path / "fusion_tiny.pt")
+    assert module.window_adapter is not None and module.window_adapter.adapter_id == adapter.adapter_id
+    fusion_meta = json.loads((tmp_path / "fusion_tiny.json").read_text())
+    assert fusion_meta["window_adapter"]["adapter_id"] == adapter.adapter_id
+    assert fusion_meta["window_adapter"]["training"]["optimizer"]["steps"] == 3
