@@ -190,8 +190,9 @@ def test_default_fusion_brings_masks_closer_to_monolithic_on_held_out_photos(mob
         for photo in photos:
             resized = transform.apply_image(photo.image)
             stitched = stitched_fast(mobile_sam, resized)
+            adapted = stitched_fast(mobile_sam, resized, adapter=fusion.window_adapter)  # what the workers then run
             embeddings = {"mono": neck(monolithic_trunk(mobile_sam, resized)), "off": neck(stitched),
-                          "on": neck(apply_fusion(mobile_sam, fusion, stitched, resized))}
+                          "on": neck(apply_fusion(mobile_sam, fusion, adapted, resized))}
             h, w = resized.shape[:2]
             grid = torch.tensor([[(i + 0.5) * w / 4, (j + 0.5) * h / 4] for i in range(4) for j in range(4)])[:, None]
             sparse, dense = mobile_sam.prompt_encoder(points=(grid, torch.ones(16, 1, dtype=torch.int64)), boxes=None, masks=None)
