@@ -416,6 +416,30 @@ def _variant_configs(text: str) -> dict[str, dict]:
     return out
 
 
+class _StepBudget:
+    """How many steps a run takes: `steps`, or (0) as many as fit in `minutes` counted from `started` (caching
+    included), timed on steps 10-30, after the loaders' and kernels' warm-up; and the learning rate of each
+    step: linear warm-up, then cosine to 0 over the total (constant after warm-up until the total is known)."""
+
+    def __init__(self, steps: int, minutes: float, started: float, tag: str) -> None:
+        self.total, self.minutes, self.started, self.tag = steps, minutes, started, tag
+        self._t10 = 0.0
+
+    def finished(self, step: int) -> bool:
+        """Call before running `step` (0-based); True once the budget is spent."""
+        if step == 10:
+            self._t10 = time.perf_counter()
+        if not self.total and step == 30:
+            per_step = (time.perf_counter() - self._t10) / 20
+            self.total = max(40, 30 + int((self.minutes * 60 - (time.perf_counter() - self.started)) / per_step))
+            print(f"[{self.tag}] {per_step * 1e3:.0f} ms/step -> {self.total} steps in {self.minutes} min", flush=True)
+        return bool(self.total) and step >= self.total
+
+    def lr(self, base: float, step: int, warmup: int) -> float:
+        warm = min(1.0, (step + 1) / warmup)
+        return base * warm * (0.5 * (1 + math.cos(math.pi * min(1.0, step / self.total))) if self.total else 1.0)
+
+
 def _adapter_metadata(path: str, adapter) -> dict | None:
     """What the fusion metadata records about its window adapter: id, size, and the adapter's own metadata."""
     if adapter is None:
@@ -446,7 +470,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
     adapter = load_window_adapter(args.adapter) if args.adapter else None
     if args.adapter and adapter is None:
         raise SystemExit(f"--adapter {args.adapter}: no such file, or it holds no window adapter (write one with `adapt`)")
-    isolated = adapted_encoder(encoder, adapter) if adapter is not None else encoder
+    isolated = adapted_encoder(encoder, adapter)
     photos = training_photos() + extra_photos(args.extra_dir, args.wide)
     photo_digests = {p.name: hashlib.sha256(np.ascontiguousarray(p.image).tobytes()).hexdigest()[:16] for p in photos}
     print(f"[distil] training photos (pixel sha256): {json.dumps(photo_digests)}", flush=True)
@@ -535,7 +559,6 @@ def cmd_distil(args: argparse.Namespace) -> int:
     if with_prompts:
         print(f"[distil] mask-loss weight {mask_weight:.2f}", flush=True)
 
-    total_steps = args.steps
     data = AugmentedCanvases(photos, 10**9, args.seed)
     loader = iter(torch.utils.data.DataLoader(data, shuffle=False, **loader_kw))
     history: list[dict] = []
@@ -552,18 +575,9 @@ def cmd_distil(args: argparse.Namespace) -> int:
     order_rng = np.random.default_rng([args.seed, 1])
     order: list[int] = []
     step = 0
-    while True:
-        if step == 10:
-            t10 = time.perf_counter()
-        if not total_steps and step == 30:  # time steps 10-30 (after the loader's and cuDNN's warm-up)
-            per_step = (time.perf_counter() - t10) / 20
-            total_steps = max(40, 30 + int((args.minutes * 60 - (time.perf_counter() - started)) / per_step))
-            print(f"[distil] {per_step * 1e3:.0f} ms/step -> {total_steps} steps in {args.minutes} min", flush=True)
-        if total_steps and step >= total_steps:
-            break
-        horizon = total_steps or 10**9
-        warm = min(1.0, (step + 1) / args.warmup)
-        lr = args.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / horizon))) if total_steps else args.lr * warm
+    budget = _StepBudget(args.steps, args.minutes, started, "distil")
+    while not budget.finished(step):
+        lr = budget.lr(args.lr, step, args.warmup)
         if cache:
             if not order:
                 order = order_rng.permutation(len(cache)).tolist()
@@ -583,7 +597,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
             optims[name].step()
             logs[name] = (float(l_emb.detach()), float(l_mask.detach()))
         step += 1
-        if step % args.log_every == 0 or step == total_steps:
+        if step % args.log_every == 0 or step == budget.total:
             entry = {"step": step, "lr": lr, "s": round(time.perf_counter() - started, 1)}
             for name, module in variants.items():
                 module.eval()
@@ -718,18 +732,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     rng = np.random.default_rng([args.seed, 2])
     shapes = list(groups)
     weights = np.array([len(groups[s]) for s in shapes], dtype=np.float64)
-    history, step, total_steps, t_train = [], 0, args.steps, time.perf_counter()
-    while True:
-        if step == 10:
-            t10 = time.perf_counter()
-        if not total_steps and step == 30:  # time steps 10-30, then fit the rest of the budget
-            per_step = (time.perf_counter() - t10) / 20
-            total_steps = max(40, 30 + int((args.minutes * 60 - (time.perf_counter() - started)) / per_step))
-            print(f"[adapt] {per_step * 1e3:.0f} ms/step -> {total_steps} steps in {args.minutes} min", flush=True)
-        if total_steps and step >= total_steps:
-            break
-        warm = min(1.0, (step + 1) / args.warmup)
-        lr = args.lr * warm * (0.5 * (1 + math.cos(math.pi * step / total_steps)) if total_steps else 1.0)
+    history, step = [], 0
+    budget = _StepBudget(args.steps, args.minutes, started, "adapt")
+    while not budget.finished(step):
+        lr = budget.lr(args.lr, step, args.warmup)
         for g in optim.param_groups:
             g["lr"] = lr
         shape = shapes[int(rng.choice(len(shapes), p=weights / weights.sum()))]
@@ -741,7 +747,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         torch.nn.utils.clip_grad_norm_(list(trainable.values()), 1.0)
         optim.step()
         step += 1
-        if step % args.log_every == 0 or step == total_steps:
+        if step % args.log_every == 0 or step == budget.total:
             entry = {"step": step, "lr": lr, "s": round(time.perf_counter() - started, 1), "train": float(loss.detach()), "val": validate()}
             history.append(entry)
             print(f"[adapt] {json.dumps(entry)}", flush=True)

@@ -41,7 +41,7 @@ from .window_adapter import WindowAdapter, adapted_encoder
 
 __all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "fusion_flops", "stitched_fast", "monolithic_trunk",
            "canvas_input", "stitch_isolated", "save_fusion", "context_trunk", "edge_context", "apply_fusion", "context_flops",
-           "load_window_adapter", "isolated_encoder"]
+           "load_window_adapter"]
 
 #: Shipped weights (trained by `scripts/train_fusion.py`) and their metadata JSON.
 DEFAULT_WEIGHTS = pathlib.Path(__file__).with_name("weights") / "fusion_mobile_sam.pt"
@@ -247,8 +247,7 @@ def stitched_fast(model: Sam, resized: np.ndarray, window_px: int = 224, *, adap
     """1 x 320 x 64 x 64 stitched isolated trunk features of one h x w x 3 uint8 resized image, in-process
     (equal to what `TinyViTIsolated.stitched_trunk` gathers from workers; `scripts/train_fusion.py
     check-fast-path` measures it); with `adapter`, of the adapted trunk the workers then run."""
-    encoder = adapted_encoder(model.image_encoder, adapter) if adapter is not None else model.image_encoder
-    return stitch_isolated(encoder, _single_canvas(model, resized), window_px)
+    return stitch_isolated(adapted_encoder(model.image_encoder, adapter), _single_canvas(model, resized), window_px)
 
 
 @torch.inference_mode()
@@ -322,13 +321,6 @@ def load_window_adapter(path: str | pathlib.Path | None = None) -> WindowAdapter
     if key not in _ADAPTER_CACHE:
         _ADAPTER_CACHE[key] = _adapter_from_blob(torch.load(path, map_location="cpu", weights_only=True))
     return _ADAPTER_CACHE[key]
-
-
-def isolated_encoder(model: Sam, fusion: nn.Module | None) -> nn.Module:
-    """The trunk the workers run for `fusion`: the model's own, or its adapted copy when the fusion was
-    trained with a window adapter."""
-    adapter = getattr(fusion, "window_adapter", None)
-    return adapted_encoder(model.image_encoder, adapter) if adapter is not None else model.image_encoder
 
 
 def save_fusion(module: SeamFusion, path: str | pathlib.Path, metadata: dict | None = None) -> None:

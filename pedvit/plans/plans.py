@@ -89,11 +89,12 @@ class SplitPlan:
 
     def padding_outputs(self, model: Sam, stage_name: str, jobs: Jobs, key: tuple) -> dict[int, np.ndarray]:
         """Outputs of pure-padding windows (zero content), computed once and cached on the edge."""
-        stage = self.edge_stages(model)[stage_name]
+        stage = None  # built only on a cache miss: once per model, not on every request
         out = {}
         for wid, (array, meta) in jobs.items():
             cache_key = (id(model), stage_name, key, wid, array.shape)
             if cache_key not in self._padding_cache:
+                stage = stage or self.edge_stages(model)[stage_name]
                 blank_meta = meta.copy()
                 blank_meta[2:] = 0  # no valid content
                 self._padding_cache[cache_key] = stage.run(np.zeros_like(array)[None], blank_meta[None])[0]
@@ -133,8 +134,9 @@ class TinyViTIsolated(SplitPlan):
         return adapter.stage_name if adapter is not None else TINYVIT_TRUNK
 
     def edge_stages(self, model: Sam) -> dict[str, Stage]:
+        # Only the trunk this plan dispatches: no adapted copy of the trunk on the edge when it runs none.
         adapter = self.window_adapter
-        return stages_for_model(model, [adapter] if adapter is not None else None)
+        return stages_for_model(model, [adapter] if adapter is not None else [])
 
     def check_model(self, model: Sam) -> None:
         if not isinstance(model.image_encoder, TinyViT):

@@ -83,7 +83,7 @@ class TinyViTTrunkStage:
 
     def __init__(self, encoder: TinyViT, pixel_mean: torch.Tensor, pixel_std: torch.Tensor,
                  adapter: WindowAdapter | None = None) -> None:
-        self.encoder = adapted_encoder(encoder, adapter) if adapter is not None else encoder
+        self.encoder = adapted_encoder(encoder, adapter)
         self.mean, self.std = pixel_mean, pixel_std
         name = adapter.stage_name if adapter is not None else TINYVIT_TRUNK
         self.spec = StageSpec(name, ("uint8",), 3, max_side=encoder.img_size, multiple_of=16)

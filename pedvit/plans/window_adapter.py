@@ -21,6 +21,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -51,7 +52,8 @@ class WindowAdapter:
     """Replacement values for some of a TinyViT trunk's adaptable parameters.
 
     Attributes:
-        params: parameter name -> fp32 tensor of the parameter's shape.
+        params: parameter name -> fp32 tensor of the parameter's shape. Treated as immutable: the id is
+            computed once.
     """
 
     params: Mapping[str, torch.Tensor]
@@ -67,7 +69,7 @@ class WindowAdapter:
             if not torch.isfinite(value).all():
                 raise ValueError(f"window adapter: {name!r} holds non-finite values")
 
-    @property
+    @cached_property
     def adapter_id(self) -> str:
         """12 hex digits of a sha256 over the sorted names, shapes and fp32 bytes: the version on the wire."""
         digest = hashlib.sha256()
@@ -118,9 +120,11 @@ _ADAPTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ADAPTED_LOCK = threading.Lock()
 
 
-def adapted_encoder(encoder: nn.Module, adapter: WindowAdapter) -> nn.Module:
+def adapted_encoder(encoder: nn.Module, adapter: WindowAdapter | None) -> nn.Module:
     """A frozen copy of `encoder` with the adapter applied, cached per (encoder, adapter id): ~23 MB for
-    MobileSAM's trunk, made once per process."""
+    MobileSAM's trunk, made once per process. Without an adapter, `encoder` itself."""
+    if adapter is None:
+        return encoder
     key = adapter.adapter_id
     with _ADAPTED_LOCK:
         per_encoder = _ADAPTED.setdefault(encoder, {})
