@@ -19,7 +19,9 @@ The loss goes through the frozen neck and mask decoder: KL between the student's
 logits for sampled point and box prompts, plus a scaled MSE of the 256 x 64 x 64 embedding
 (`--objective mask`), or only the embedding MSE over the image content (`--objective embedding`: no decoder,
 the fast CPU recipe with `--cache`, which trained the shipped weights). A variant with a fifth field
-(`--variants name:hidden:depth:mlp_ratio:224`) also reads the edge's whole-image context pass. The shipped
+(`--variants name:hidden:depth:mlp_ratio:224`) also reads the edge's whole-image context pass. With
+`--adapter-lr`, the workers' window adapter trains jointly with the fusion (the GPU stage of the shipped
+weights; backward through the trunk on every window). The shipped
 weights' metadata (`pedvit/plans/weights/fusion_mobile_sam.json`) lists the exact commands, seeds and data.
 """
 
@@ -423,10 +425,15 @@ class _StepBudget:
 
     def __init__(self, steps: int, minutes: float, started: float, tag: str) -> None:
         self.total, self.minutes, self.started, self.tag = steps, minutes, started, tag
+        self.timed = not steps
         self._t10 = 0.0
 
     def finished(self, step: int) -> bool:
-        """Call before running `step` (0-based); True once the budget is spent."""
+        """Call before running `step` (0-based); True once the budget is spent, or, for a budget in minutes, once
+        110 % of them have passed (steps slower than timed: a shared machine, validation passes)."""
+        if self.timed and time.perf_counter() - self.started > 1.1 * self.minutes * 60:
+            print(f"[{self.tag}] stopped at step {step} of {self.total}: over 110 % of {self.minutes} min", flush=True)
+            return True
         if step == 10:
             self._t10 = time.perf_counter()
         if not self.total and step == 30:
@@ -441,11 +448,14 @@ class _StepBudget:
 
 
 def _adapter_metadata(path: str, adapter) -> dict | None:
-    """What the fusion metadata records about its window adapter: id, size, and the adapter's own metadata."""
+    """What the fusion metadata records about its window adapter: id, size, and the adapter's own metadata
+    (from `adapt`'s JSON, or the adapter entry of a fusion file's JSON)."""
     if adapter is None:
         return None
     meta_path = pathlib.Path(path).with_suffix(".json")
     training = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if isinstance(training, dict) and "window_adapter" in training:  # a fusion file: keep only its adapter's entry
+        training = training["window_adapter"]
     return {"adapter_id": adapter.adapter_id, "params": adapter.numel, "training": training}
 
 
@@ -454,14 +464,20 @@ def cmd_distil(args: argparse.Namespace) -> int:
     pairs every step (or, with --cache N, N augmented pairs computed once and reused): loss = mask KL
     (sampled point + box prompts, all four mask tokens, the single-mask token weighted x3) + per-channel-scaled
     MSE of the 256 x 64 x 64 embedding; with --objective embedding only the embedding MSE over the content
-    (validation still decodes prompts, to report agreement)."""
+    (validation still decodes prompts, to report agreement). With --adapter-lr > 0 the window adapter trains
+    jointly with the (single) fusion variant: the loss flows back through the workers' trunk on every window,
+    into its adaptable parameters (biases, norms, attention biases), and the fusion file stores the result."""
+    import copy
+
+    from pedvit.plans.window_adapter import WindowAdapter, adaptable_parameters
+
     device = torch.device(args.device)
     with_prompts = args.objective == "mask"  # the embedding objective never decodes training prompts
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.backends.cuda.matmul.allow_tf32 = False  # full-fp32 teacher and student
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32  # default: full-fp32 teacher and student
+    torch.backends.cudnn.allow_tf32 = args.tf32
     model = build_model("mobile_sam").eval().to(device)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -470,7 +486,14 @@ def cmd_distil(args: argparse.Namespace) -> int:
     adapter = load_window_adapter(args.adapter) if args.adapter else None
     if args.adapter and adapter is None:
         raise SystemExit(f"--adapter {args.adapter}: no such file, or it holds no window adapter (write one with `adapt`)")
-    isolated = adapted_encoder(encoder, adapter)
+    joint = args.adapter_lr > 0
+    if joint:  # a trainable copy of the workers' trunk; eval(): BatchNorm keeps its running statistics
+        isolated = copy.deepcopy(adapted_encoder(encoder, adapter)).eval()
+        trunk_params = list(adaptable_parameters(isolated).values())
+        for p in trunk_params:
+            p.requires_grad_(True)
+    else:
+        isolated = adapted_encoder(encoder, adapter)
     photos = training_photos() + extra_photos(args.extra_dir, args.wide)
     photo_digests = {p.name: hashlib.sha256(np.ascontiguousarray(p.image).tobytes()).hexdigest()[:16] for p in photos}
     print(f"[distil] training photos (pixel sha256): {json.dumps(photo_digests)}", flush=True)
@@ -481,21 +504,25 @@ def cmd_distil(args: argparse.Namespace) -> int:
             raise SystemExit(f"--init names {name!r}, which is not among --variants ({', '.join(variants)})")
         variants[name].load_state_dict(load_default_fusion(path).state_dict(), strict=True)
         variants[name].requires_grad_(True).train()
-    optims = {n: torch.optim.AdamW(m.parameters(), lr=args.lr, weight_decay=0.01) for n, m in variants.items()}
+    if joint and len(variants) != 1:
+        raise SystemExit("--adapter-lr trains the workers' trunk with one fusion: give a single --variants item")
+    optims = {n: torch.optim.AdamW([{"params": list(m.parameters()), "base_lr": args.lr, "weight_decay": 0.01}]
+                                   + ([{"params": trunk_params, "base_lr": args.adapter_lr, "weight_decay": 0.0}] if joint else []),
+                                   lr=args.lr) for n, m in variants.items()}
     context_sizes = sorted({m.context_px for m in variants.values() if m.context_px})
     token_weights = torch.tensor([3.0, 1.0, 1.0, 1.0], device=device)
     gen = torch.Generator().manual_seed(args.seed)
 
     def teacher_and_inputs(canvas: torch.Tensor, hw: torch.Tensor, with_prompts: bool = True) -> tuple:
-        """(teacher embedding, stitched isolated trunk, {context_px: the edge's context trunk}, prompts + teacher
-        logits or None, B x 1 x 64 x 64 content mask); with_prompts=False skips the teacher decodes (embedding
-        objective)."""
+        """(teacher embedding, stitched isolated trunk (joint training: the trunk's input, the windows run in
+        `student`), {context_px: the edge's context trunk}, prompts + teacher logits or None, B x 1 x 64 x 64
+        content mask); with_prompts=False skips the teacher decodes (embedding objective)."""
         sizes = [tuple(int(v) for v in t) for t in hw]
         x = canvas_input(model, canvas.to(device, non_blocking=True), sizes)
         content = content_mask(sizes, 64, device)
         with torch.no_grad():
             mono = encoder.run_neck(encoder.run_trunk(x))
-            iso = stitch_isolated(isolated, x)
+            iso = x if joint else stitch_isolated(isolated, x)
             contexts = {px: context_trunk(model, x, px) for px in context_sizes}
             if not with_prompts:
                 return mono, iso, contexts, None, content
@@ -516,6 +543,8 @@ def cmd_distil(args: argparse.Namespace) -> int:
         SeamFusion, or nn.Identity for the no-fusion baseline); without prompts only the embedding loss (mask
         loss 0, logits None)."""
         context_px = getattr(module, "context_px", 0)
+        if joint:
+            iso = stitch_isolated(isolated, iso)
         emb = encoder.run_neck(module(iso, contexts[context_px]) if context_px else module(iso))
         if not with_prompts:  # over the image content only: padding tokens never reach a mask
             l_emb = ((((emb - mono) / scale) ** 2).mean(dim=1, keepdim=True) * content).sum() / content.sum()
@@ -554,6 +583,12 @@ def cmd_distil(args: argparse.Namespace) -> int:
 
     identity = validate(nn.Identity())
     print(f"[distil] {len(photos)} training photos; validation (no fusion): {identity}", flush=True)
+    initial = {}
+    for name in inits:  # where --init continues earlier weights, their score before this run
+        variants[name].eval()
+        initial[name] = validate(variants[name])
+        variants[name].train()
+        print(f"[distil] validation of --init {name}: {initial[name]}", flush=True)
     # Balance the two terms once, on the validation set without fusion: equal weight at the start.
     mask_weight = args.mask_weight if args.mask_weight > 0 else identity["emb"] / max(identity["mask"], 1e-8)
     if with_prompts:
@@ -588,12 +623,13 @@ def cmd_distil(args: argparse.Namespace) -> int:
         logs = {}
         for name, module in variants.items():
             for g in optims[name].param_groups:
-                g["lr"] = lr
+                g["lr"] = budget.lr(g["base_lr"], step, args.warmup)
             l_emb, l_mask, _, _ = student(module, mono, iso, contexts, prompts, content)
             loss = l_emb + mask_weight * l_mask
             optims[name].zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            for g in optims[name].param_groups:  # fusion and trunk clipped apart: their gradients differ in scale
+                torch.nn.utils.clip_grad_norm_(g["params"], 1.0)
             optims[name].step()
             logs[name] = (float(l_emb.detach()), float(l_mask.detach()))
         step += 1
@@ -605,12 +641,26 @@ def cmd_distil(args: argparse.Namespace) -> int:
                 module.train()
             history.append(entry)
             print(f"[distil] {json.dumps(entry)}", flush=True)
+    if step and (not history or history[-1]["step"] != step):  # stopped by the time cap between two logs
+        entry = {"step": step, "lr": lr, "s": round(time.perf_counter() - started, 1)}
+        for name, module in variants.items():
+            module.eval()
+            entry[name] = {"train_emb": logs[name][0], "train_mask": logs[name][1], **{f"val_{k}": v for k, v in validate(module).items()}}
+        history.append(entry)
+        print(f"[distil] {json.dumps(entry)}", flush=True)
     out_dir = pathlib.Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = {}
+    if joint:
+        trained_adapter = WindowAdapter.from_encoder(isolated.cpu(), encoder.cpu())
+        adapter_meta = {"adapter_id": trained_adapter.adapter_id, "params": trained_adapter.numel,
+                        "training": {"jointly with the fusion, through the neck (this file's objective)": True,
+                                     "adapter_lr": args.adapter_lr, "initial_adapter": _adapter_metadata(args.adapter, adapter)}}
+    else:
+        trained_adapter, adapter_meta = adapter, _adapter_metadata(args.adapter, adapter)
     for name, module in variants.items():
         module.eval().cpu()
-        module.window_adapter = adapter
+        module.window_adapter = trained_adapter
         final[name] = history[-1][name] if history else {}
         meta = {
             "command": " ".join(["python", "scripts/train_fusion.py", *sys.argv[1:]]),
@@ -626,7 +676,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
                           if with_prompts else "MSE of the 1x256x64x64 embedding (per-channel std scaling) over the "
                           "image's content tokens, through the frozen neck; no decoder"),
             "config": module.config,
-            "window_adapter": _adapter_metadata(args.adapter, adapter),
+            "window_adapter": adapter_meta,
             "params": sum(p.numel() for p in module.parameters()),
             "flops_per_image": fusion_flops(module),
             "context_flops_per_image": context_flops(model, module),
@@ -639,8 +689,11 @@ def cmd_distil(args: argparse.Namespace) -> int:
                      if not cache else "%d cached augmented images (rng = numpy default_rng([seed, sample index]), samples "
                      "0..%d), %d steps over them" % (len(cache) * args.batch, len(cache) * args.batch - 1, step)),
             "optimizer": {"name": "AdamW", "lr": args.lr, "weight_decay": 0.01, "batch": args.batch, "warmup": args.warmup,
-                          "schedule": "cosine", "steps": step, "grad_clip": 1.0},
+                          "schedule": "cosine", "steps": step, "grad_clip": 1.0,
+                          **({"adapter_lr": args.adapter_lr, "adapter_weight_decay": 0.0} if joint else {})},
+            "tf32": bool(args.tf32),
             "validation_no_fusion": identity,
+            "validation_init": initial.get(name),
             "validation_final": final[name],
             "history": history,
         }
@@ -1093,6 +1146,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapter", default="",
                    help="window adapter file (written by `adapt`): train on the adapted trunk's features; the fusion "
                         "weights then carry the adapter, and the plan has the workers run it")
+    p.add_argument("--adapter-lr", type=float, default=0.0,
+                   help="> 0: train the window adapter jointly with the fusion (one variant), at this peak learning "
+                        "rate, starting from --adapter (or the plain trunk)")
+    p.add_argument("--tf32", action="store_true", help="CUDA: TF32 matrix products and convolutions (faster, ~1e-3 relative)")
     p.add_argument("--out-dir", default="/tmp/pedvit_fusion")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)

@@ -165,3 +165,33 @@ def test_adapt_then_distil_on_the_adapted_trunk(tmp_path: Path) -> None:
     fusion_meta = json.loads((tmp_path / "fusion_tiny.json").read_text())
     assert fusion_meta["window_adapter"]["adapter_id"] == adapter.adapter_id
     assert fusion_meta["window_adapter"]["training"]["optimizer"]["steps"] == 3
+    # --adapter-lr: the adapter trains jointly with the fusion; the file stores the moved adapter.
+    joint = distil[:-2] + ["--adapter-lr", "1e-3", "--out-dir", str(tmp_path / "joint")]
+    done = subprocess.run(joint, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    joint_module = load_default_fusion(tmp_path / "joint" / "fusion_tiny.pt")
+    moved = joint_module.window_adapter
+    assert moved is not None and moved.adapter_id != adapter.adapter_id
+    assert set(moved.params) <= set(reference)
+    assert any(not torch.equal(v, adapter.params[n]) for n, v in moved.params.items() if n in adapter.params)
+    joint_meta = json.loads((tmp_path / "joint" / "fusion_tiny.json").read_text())
+    assert joint_meta["window_adapter"]["adapter_id"] == moved.adapter_id
+    assert joint_meta["window_adapter"]["training"]["initial_adapter"]["adapter_id"] == adapter.adapter_id
+    assert joint_meta["optimizer"]["adapter_lr"] == 1e-3
+    two = distil[:-2] + ["--adapter-lr", "1e-3", "--variants", "a:16:1:0,b:16:1:0", "--out-dir", str(tmp_path / "two")]
+    done = subprocess.run(two, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "single --variants item" in done.stderr
+
+
+def test_step_budget_stops_at_110_percent_of_its_minutes_and_never_caps_explicit_steps() -> None:
+    """A budget in minutes also stops on the wall clock (steps slower than timed, e.g. on a shared GPU), so the
+    run still saves its weights; an explicit --steps runs them all."""
+    import time
+
+    trainer = _trainer_module()
+    late = trainer._StepBudget(0, 1.0, time.perf_counter() - 67, "t")  # 67 s of a 60 s budget gone
+    assert late.finished(5)
+    on_time = trainer._StepBudget(0, 1.0, time.perf_counter() - 30, "t")
+    assert not on_time.finished(5)
+    explicit = trainer._StepBudget(8, 0.001, time.perf_counter() - 600, "t")
+    assert not explicit.finished(7) and explicit.finished(8)
