@@ -607,6 +607,15 @@ def cmd_distil(args: argparse.Namespace) -> int:
         cache.append(teacher_and_inputs(canvas, hw, with_prompts))
     if cache:
         print(f"[distil] cached {len(cache) * args.batch} augmented images in {time.perf_counter() - started:.0f} s", flush=True)
+    def log_validation(step: int, lr: float, logs: dict[str, tuple[float, float]]) -> None:
+        entry = {"step": step, "lr": lr, "s": round(time.perf_counter() - started, 1)}
+        for name, module in variants.items():
+            module.eval()
+            entry[name] = {"train_emb": logs[name][0], "train_mask": logs[name][1], **{f"val_{k}": v for k, v in validate(module).items()}}
+            module.train()
+        history.append(entry)
+        print(f"[distil] {json.dumps(entry)}", flush=True)
+
     order_rng = np.random.default_rng([args.seed, 1])
     order: list[int] = []
     step = 0
@@ -634,27 +643,17 @@ def cmd_distil(args: argparse.Namespace) -> int:
             logs[name] = (float(l_emb.detach()), float(l_mask.detach()))
         step += 1
         if step % args.log_every == 0 or step == budget.total:
-            entry = {"step": step, "lr": lr, "s": round(time.perf_counter() - started, 1)}
-            for name, module in variants.items():
-                module.eval()
-                entry[name] = {"train_emb": logs[name][0], "train_mask": logs[name][1], **{f"val_{k}": v for k, v in validate(module).items()}}
-                module.train()
-            history.append(entry)
-            print(f"[distil] {json.dumps(entry)}", flush=True)
+            log_validation(step, lr, logs)
     if step and (not history or history[-1]["step"] != step):  # stopped by the time cap between two logs
-        entry = {"step": step, "lr": lr, "s": round(time.perf_counter() - started, 1)}
-        for name, module in variants.items():
-            module.eval()
-            entry[name] = {"train_emb": logs[name][0], "train_mask": logs[name][1], **{f"val_{k}": v for k, v in validate(module).items()}}
-        history.append(entry)
-        print(f"[distil] {json.dumps(entry)}", flush=True)
+        log_validation(step, lr, logs)
     out_dir = pathlib.Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = {}
     if joint:
         trained_adapter = WindowAdapter.from_encoder(isolated.cpu(), encoder.cpu())
         adapter_meta = {"adapter_id": trained_adapter.adapter_id, "params": trained_adapter.numel,
-                        "training": {"jointly with the fusion, through the neck (this file's objective)": True,
+                        "training": {"method": "trained jointly with this file's fusion, with this file's objective "
+                                               "(distil --adapter-lr)",
                                      "adapter_lr": args.adapter_lr, "initial_adapter": _adapter_metadata(args.adapter, adapter)}}
     else:
         trained_adapter, adapter_meta = adapter, _adapter_metadata(args.adapter, adapter)
