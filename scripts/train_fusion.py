@@ -28,6 +28,7 @@ weights' metadata (`pedvit/plans/weights/fusion_mobile_sam.json`) lists the exac
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -50,7 +51,7 @@ from pedvit.eval.accuracy import mask_iou
 from pedvit.plans.fusion import (DEFAULT_WEIGHTS, SeamFusion, apply_fusion, canvas_input, context_flops, context_trunk,
                                  fusion_flops, load_default_fusion, load_window_adapter, monolithic_trunk, save_fusion,
                                  stitch_isolated, stitched_fast)
-from pedvit.plans.window_adapter import adapted_encoder
+from pedvit.plans.window_adapter import WindowAdapter, adaptable_parameters, adapted_encoder
 
 WINDOW_PX = 224
 #: Never used for training: GT mIoU images and >= 8 photos for the agreement evaluation. The stereo pair
@@ -459,6 +460,16 @@ def _adapter_metadata(path: str, adapter) -> dict | None:
     return {"adapter_id": adapter.adapter_id, "params": adapter.numel, "training": training}
 
 
+def _trainable_trunk(encoder: nn.Module, adapter: WindowAdapter | None = None) -> tuple[nn.Module, list[nn.Parameter]]:
+    """A copy of `encoder` (with `adapter` applied) in which only the adaptable parameters require grad, and
+    those parameters; eval mode, so BatchNorm keeps its running statistics."""
+    trunk = copy.deepcopy(adapted_encoder(encoder, adapter)).eval()
+    trainable = adaptable_parameters(trunk)
+    for name, p in trunk.named_parameters():
+        p.requires_grad_(name in trainable)
+    return trunk, list(trainable.values())
+
+
 def cmd_distil(args: argparse.Namespace) -> int:
     """Distil one or more SeamFusion variants through the frozen neck and mask decoder, on fresh augmented
     pairs every step (or, with --cache N, N augmented pairs computed once and reused): loss = mask KL
@@ -467,10 +478,6 @@ def cmd_distil(args: argparse.Namespace) -> int:
     (validation still decodes prompts, to report agreement). With --adapter-lr > 0 the window adapter trains
     jointly with the (single) fusion variant: the loss flows back through the workers' trunk on every window,
     into its adaptable parameters (biases, norms, attention biases), and the fusion file stores the result."""
-    import copy
-
-    from pedvit.plans.window_adapter import WindowAdapter, adaptable_parameters
-
     device = torch.device(args.device)
     with_prompts = args.objective == "mask"  # the embedding objective never decodes training prompts
     torch.manual_seed(args.seed)
@@ -487,11 +494,8 @@ def cmd_distil(args: argparse.Namespace) -> int:
     if args.adapter and adapter is None:
         raise SystemExit(f"--adapter {args.adapter}: no such file, or it holds no window adapter (write one with `adapt`)")
     joint = args.adapter_lr > 0
-    if joint:  # a trainable copy of the workers' trunk; eval(): BatchNorm keeps its running statistics
-        isolated = copy.deepcopy(adapted_encoder(encoder, adapter)).eval()
-        trunk_params = list(adaptable_parameters(isolated).values())
-        for p in trunk_params:
-            p.requires_grad_(True)
+    if joint:  # a trainable copy of the workers' trunk
+        isolated, trunk_params = _trainable_trunk(encoder, adapter)
     else:
         isolated = adapted_encoder(encoder, adapter)
     photos = training_photos() + extra_photos(args.extra_dir, args.wide)
@@ -650,7 +654,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     final = {}
     if joint:
-        trained_adapter = WindowAdapter.from_encoder(isolated.cpu(), encoder.cpu())
+        trained_adapter = WindowAdapter.from_encoder(isolated, encoder)
         adapter_meta = {"adapter_id": trained_adapter.adapter_id, "params": trained_adapter.numel,
                         "training": {"method": "trained jointly with this file's fusion, with this file's objective "
                                                "(distil --adapter-lr)",
@@ -707,20 +711,13 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     region. Loss: per-channel-scaled MSE over each window's content tokens. The teacher's trunk features of
     --cache augmented images (samples 0..N-1 of the `distil` stream with the same seed) are computed once;
     every step runs the student trunk on --batch random content windows of one shape."""
-    import copy
-
-    from pedvit.plans.window_adapter import WindowAdapter, adaptable_parameters
-
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     model = build_model("mobile_sam").eval()
     teacher = model.image_encoder
-    student = copy.deepcopy(teacher).eval()  # eval: BatchNorm keeps its running statistics
-    trainable = adaptable_parameters(student)
-    for name, p in student.named_parameters():
-        p.requires_grad_(name in trainable)
+    student, trainable = _trainable_trunk(teacher)
     photos = training_photos() + extra_photos(args.extra_dir, args.wide)
 
     def cached(seed: int, n: int) -> list[tuple[torch.Tensor, tuple[int, int], torch.Tensor]]:
@@ -766,7 +763,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     scale = content.std(dim=1).clamp_min(1e-3)[None, :, None, None]
     print(f"[adapt] {len(photos)} photos; cached {len(train)} + {len(val)} augmented images in "
           f"{time.perf_counter() - started:.0f} s; {sum(map(len, groups.values()))} training windows; "
-          f"{sum(p.numel() for p in trainable.values())} adaptable parameters", flush=True)
+          f"{sum(p.numel() for p in trainable)} adaptable parameters", flush=True)
 
     @torch.no_grad()
     def validate() -> float:
@@ -780,7 +777,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     before = validate()
     print(f"[adapt] validation token loss without adapter: {before:.4f}", flush=True)
-    optim = torch.optim.Adam(list(trainable.values()), lr=args.lr)
+    optim = torch.optim.Adam(trainable, lr=args.lr)
     rng = np.random.default_rng([args.seed, 2])
     shapes = list(groups)
     weights = np.array([len(groups[s]) for s in shapes], dtype=np.float64)
@@ -796,7 +793,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         loss = batch_loss(train, [pool[int(j)] for j in picks], shape)
         optim.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(trainable.values()), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optim.step()
         step += 1
         if step % args.log_every == 0 or step == budget.total:
@@ -1032,10 +1029,9 @@ def cmd_check_fast_path(args: argparse.Namespace) -> int:
     model = build_model("mobile_sam").eval()
     image = held_out_photos()[0].image
     resized = resize(model, image)
-    fusion = load_default_fusion()  # its window adapter (if any) decides which trunk the workers run
-    plan = TinyViTIsolated(halo_px=0, fusion=fusion)
-    adapters = [fusion.window_adapter] if fusion is not None and fusion.window_adapter is not None else []
-    engine = SplitEngine(model, in_process_workers(model, 3, window_adapters=adapters), plan, wire_dtype="float32")
+    # The shipped fusion's window adapter (if any) decides which trunk the workers run; they serve it by default.
+    plan = TinyViTIsolated(halo_px=0, fusion=load_default_fusion())
+    engine = SplitEngine(model, in_process_workers(model, 3), plan, wire_dtype="float32")
     grid = WindowGrid(image.shape[:2], input_size=model.img_size)
     captured = {}
 
@@ -1113,6 +1109,12 @@ def cmd_dp_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_photo_arguments(p: argparse.ArgumentParser) -> None:
+    """The training photos beyond the bundled ones (`adapt` and `distil`)."""
+    p.add_argument("--extra-dir", default="", help="folder written by fetch-extra (optional)")
+    p.add_argument("--wide", action="store_true", help="also train on the WIDE_PHOTOS in --extra-dir (fetch-extra --wide)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -1122,8 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index-url", default="https://pypi.org/simple", help="PEP 691 simple index for the sdists")
     p.set_defaults(func=cmd_fetch_extra)
     p = sub.add_parser("adapt", help="train a window adapter (the workers' trunk biases and norms) for isolated windows")
-    p.add_argument("--extra-dir", default="", help="folder written by fetch-extra (optional)")
-    p.add_argument("--wide", action="store_true", help="also train on the WIDE_PHOTOS in --extra-dir (fetch-extra --wide)")
+    _add_photo_arguments(p)
     p.add_argument("--out", default="/tmp/pedvit_adapter/window_adapter.pt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=0, help="0: as many as fit in --minutes (timed on steps 10-30)")
@@ -1139,8 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("distil", help="train fusion variants by distillation through neck + mask decoder")
     p.add_argument("--variants", default="small:128:2:0,large:192:4:2",
                    help="name:hidden:depth:mlp_ratio[:context_px],... (context_px: the edge's whole-image context pass, 0 = none)")
-    p.add_argument("--extra-dir", default="", help="folder written by fetch-extra (optional)")
-    p.add_argument("--wide", action="store_true", help="also train on the WIDE_PHOTOS in --extra-dir (fetch-extra --wide)")
+    _add_photo_arguments(p)
     p.add_argument("--init", default="", help="name=weights.pt,...: start these variants from earlier weights")
     p.add_argument("--adapter", default="",
                    help="window adapter file (written by `adapt`): train on the adapted trunk's features; the fusion "

@@ -295,7 +295,11 @@ def load_default_fusion(path: str | pathlib.Path | None = None) -> SeamFusion | 
     blob = torch.load(path, map_location="cpu", weights_only=True)
     module = SeamFusion(**blob["config"])
     module.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()}, strict=True)
-    module.window_adapter = _adapter_from_blob(blob)
+    # Through the adapter cache: the plan, the edge and in-process workers then share one adapter object.
+    key = _file_key(path)
+    if key not in _ADAPTER_CACHE:
+        _ADAPTER_CACHE[key] = _adapter_from_blob(blob)
+    module.window_adapter = _ADAPTER_CACHE[key]
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -310,14 +314,18 @@ def _adapter_from_blob(blob: dict) -> WindowAdapter | None:
 _ADAPTER_CACHE: dict[tuple, WindowAdapter | None] = {}
 
 
+def _file_key(path: pathlib.Path) -> tuple:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
 def load_window_adapter(path: str | pathlib.Path | None = None) -> WindowAdapter | None:
     """The window adapter stored in a fusion weights file (default: the shipped one), or None when the file
     is absent or has none. Cached per (path, size, mtime): workers call it for every stage registry."""
     path = pathlib.Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         return None
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = _file_key(path)
     if key not in _ADAPTER_CACHE:
         _ADAPTER_CACHE[key] = _adapter_from_blob(torch.load(path, map_location="cpu", weights_only=True))
     return _ADAPTER_CACHE[key]
