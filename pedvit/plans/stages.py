@@ -91,14 +91,17 @@ class TinyViTTrunkStage:
     @torch.inference_mode()
     def run(self, batch: np.ndarray, meta: np.ndarray) -> np.ndarray:
         x = _normalised_pixels(self.mean, self.std, batch, meta)
+        h, w = x.shape[-2:]
+        # Which crop sides border more of the canvas (the trunk's seam padding, if the adapter sets one).
+        seams = self.encoder.crop_seams([(oy, ox, h, w) for oy, ox, _, _ in meta.tolist()], self.encoder.img_size)
         groups = _groups_by_origin(meta, WINDOW_PX)
         if len(groups) == 1:  # the common case (no halo): one forward, no scatter copy
             (oy, ox), _ = next(iter(groups.items()))
-            return self.encoder.run_trunk(x, origin_px=(oy, ox)).permute(0, 2, 3, 1).cpu().numpy()
+            return self.encoder.run_trunk(x, origin_px=(oy, ox), seams=seams).permute(0, 2, 3, 1).cpu().numpy()
         out = torch.empty(x.shape[0], x.shape[2] // 16, x.shape[3] // 16, self.encoder.trunk_channels, device=x.device)
         # All TinyViT window grids repeat every 224 px, so crops with equal origin mod 224 batch together.
         for (oy, ox), idx in groups.items():
-            out[idx] = self.encoder.run_trunk(x[idx], origin_px=(oy, ox)).permute(0, 2, 3, 1)
+            out[idx] = self.encoder.run_trunk(x[idx], origin_px=(oy, ox), seams=seams[idx]).permute(0, 2, 3, 1)
         return out.cpu().numpy()
 
 

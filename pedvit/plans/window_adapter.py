@@ -6,6 +6,10 @@ over the whole window (`docs/fusion_and_dp.md`, seam oracle). A window adapter r
 normalisation parameters and biases (about 43 k numbers, under 1 % of the trunk's weights) with values
 trained so that a window run alone gives tokens closer to the monolithic model's tokens for the same region.
 
+An adapter may also set the trunk's seam padding (``seam_padding="replicate"``, `pedvit.models.tiny_vit`):
+the convolutions then repeat the window's edge instead of reading zeros at its seams; the cost is one
+padding copy per convolution.
+
 What a worker receives does not change: the same pixels of its own windows, the same operations at the same
 cost. Only the values of those parameters differ, and they are public (shipped with the edge's fusion
 weights). The stage that runs the adapted trunk is named after the adapter's content hash
@@ -25,6 +29,8 @@ from functools import cached_property
 
 import torch
 from torch import nn
+
+from pedvit.models.tiny_vit import SEAM_PADDINGS
 
 __all__ = ["WindowAdapter", "adaptable_parameter", "adaptable_parameters", "adapted_encoder", "ADAPTED_STAGE_PREFIX"]
 
@@ -54,13 +60,18 @@ class WindowAdapter:
     Attributes:
         params: parameter name -> fp32 tensor of the parameter's shape. Treated as immutable: the id is
             computed once.
+        seam_padding: how the trunk's padded convolutions treat a window's seam sides (`SEAM_PADDINGS`):
+            "zeros" (as the plain trunk) or "replicate" (the window's edge row / column).
     """
 
     params: Mapping[str, torch.Tensor]
+    seam_padding: str = "zeros"
 
     def __post_init__(self) -> None:
-        if not self.params:
-            raise ValueError("a window adapter needs at least one parameter")
+        if self.seam_padding not in SEAM_PADDINGS:
+            raise ValueError(f"window adapter: seam_padding must be one of {SEAM_PADDINGS}, got {self.seam_padding!r}")
+        if not self.params and self.seam_padding == "zeros":
+            raise ValueError("a window adapter needs at least one parameter or a seam padding other than zeros")
         for name, value in self.params.items():
             if not adaptable_parameter(name):
                 raise ValueError(f"window adapter: {name!r} is not an adaptable trunk parameter (biases, norms, attention biases)")
@@ -73,6 +84,8 @@ class WindowAdapter:
     def adapter_id(self) -> str:
         """12 hex digits of a sha256 over the sorted names, shapes and fp32 bytes: the version on the wire."""
         digest = hashlib.sha256()
+        if self.seam_padding != "zeros":  # (zeros: the ids of adapters from before seam padding stay the same)
+            digest.update(f"seam_padding={self.seam_padding}".encode())
         for name in sorted(self.params):
             value = self.params[name].detach().to("cpu", torch.float32).contiguous()
             digest.update(name.encode() + repr(tuple(value.shape)).encode() + value.numpy().tobytes())
@@ -88,16 +101,17 @@ class WindowAdapter:
         return sum(v.numel() for v in self.params.values())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """fp32 CPU copies, for saving."""
+        """fp32 CPU copies of the parameters, for saving (the seam padding is saved beside them)."""
         return {n: v.detach().to("cpu", torch.float32).clone() for n, v in self.params.items()}
 
     @classmethod
     def from_encoder(cls, encoder: nn.Module, reference: nn.Module | None = None) -> WindowAdapter:
-        """The adaptable parameters of a (trained) encoder; with `reference`, only those that differ from it."""
+        """The adaptable parameters and seam padding of a (trained) encoder; with `reference`, only the
+        parameters that differ from it."""
         ref = adaptable_parameters(reference) if reference is not None else {}
         params = {n: p.detach().float().cpu().clone() for n, p in adaptable_parameters(encoder).items()
                   if n not in ref or not torch.equal(p.detach().cpu(), ref[n].detach().cpu())}
-        return cls(params)
+        return cls(params, getattr(encoder, "seam_padding", "zeros"))
 
     def apply_(self, encoder: nn.Module) -> nn.Module:
         """Copy the adapter's values into `encoder` in place (shapes checked first); returns it."""
@@ -108,9 +122,12 @@ class WindowAdapter:
             if tuple(targets[name].shape) != tuple(value.shape):
                 raise ValueError(f"window adapter: {name!r} has shape {tuple(value.shape)}, the encoder's is "
                                  f"{tuple(targets[name].shape)}")
+        if not hasattr(encoder, "seam_padding"):
+            raise ValueError("window adapter: the encoder has no seam padding setting (not a MobileSAM TinyViT?)")
         with torch.no_grad():
             for name, value in self.params.items():
                 targets[name].copy_(value.to(targets[name].device, targets[name].dtype))
+        encoder.seam_padding = self.seam_padding
         return encoder
 
 
