@@ -110,3 +110,14 @@ def test_seam_padding_brings_isolated_windows_closer_to_the_whole_image(mobile_s
         errors[label] = (float(diff[border].mean()), float(diff[~border].mean()))
     assert errors["replicate"][0] < 0.8 * errors["zeros"][0], errors
     assert errors["replicate"][1] < errors["zeros"][1], errors
+
+
+def test_plan_dispatches_the_seam_padded_stage_and_says_so() -> None:
+    from pedvit.plans.fusion import SeamFusion
+    from pedvit.plans.plans import TinyViTIsolated
+
+    module = SeamFusion(hidden=16, depth=1)
+    module.window_adapter = REPLICATE
+    plan = TinyViTIsolated(fusion=module)
+    assert plan.trunk_stage == REPLICATE.stage_name
+    assert "replicate seam padding" in plan.info().worker_receives
