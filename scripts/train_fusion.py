@@ -739,14 +739,14 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         for i, (_, (h, w), _) in enumerate(images):
             for y0 in range(0, h, WINDOW_PX):
                 for x0 in range(0, w, WINDOW_PX):
-                    shape = (min(WINDOW_PX, 1024 - y0), min(WINDOW_PX, 1024 - x0))
+                    shape = (min(WINDOW_PX, student.img_size - y0), min(WINDOW_PX, student.img_size - x0))
                     groups.setdefault(shape, []).append((i, y0, x0))
         return groups
 
     def batch_loss(images: list, items: list[tuple[int, int, int]], shape: tuple[int, int]) -> torch.Tensor:
         h, w = shape
         crops, targets, masks = [], [], []
-        seams = student.crop_seams([(y0, x0, h, w) for _, y0, x0 in items], 1024)
+        seams = student.crop_seams([(y0, x0, h, w) for _, y0, x0 in items], student.img_size)
         for i, y0, x0 in items:
             canvas, (ch, cw), target = images[i]
             valid = (min(ch - y0, h), min(cw - x0, w))
@@ -857,25 +857,19 @@ class _FastIsolatedPredictor(SamPredictor):
     Same numbers as `DistributedSamPredictor` with `tinyvit-isolated` up to float rounding (`check-fast-path`),
     without the engine: used to score many weights quickly."""
 
-    def __init__(self, model: Sam, fusion: nn.Module | None) -> None:
+    def __init__(self, model: Sam, fusion: nn.Module | None, adapter: WindowAdapter | None = None) -> None:
+        """`adapter`: the workers' window adapter when there is no fusion (with one, the fusion's own)."""
         super().__init__(model)
         self.fusion = fusion
+        self.adapter = getattr(fusion, "window_adapter", None) if fusion is not None else adapter
 
     def trunk(self, resized: np.ndarray) -> torch.Tensor:
         """1 x 320 x 64 x 64 stitched isolated trunk features, after the fusion when there is one."""
-        trunk = stitched_fast(self.model, resized, adapter=getattr(self.fusion, "window_adapter", None))
+        trunk = stitched_fast(self.model, resized, adapter=self.adapter)
         return apply_fusion(self.model, self.fusion, trunk, resized) if self.fusion is not None else trunk
 
     def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
         return self.model.image_encoder.run_neck(self.trunk(resized))
-
-
-class _AdapterAlone(nn.Identity):
-    """No fusion: the stitched trunk as the workers' trunk with `adapter` computes it (`score --adapters-alone`)."""
-
-    def __init__(self, adapter: WindowAdapter) -> None:
-        super().__init__()
-        self.window_adapter = adapter
 
 
 SEAM_PADDING_ONLY = WindowAdapter({}, "replicate")  # the plain trunk's weights, replicate seam padding
@@ -989,7 +983,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         if args.adapters_alone and adapter is not None and adapter.adapter_id not in {a.adapter_id for _, a in alone}:
             alone.append((f"off, adapter of {pathlib.Path(path).stem}", adapter))
     for label, adapter in alone:  # the workers' trunk with the adapter, no fusion
-        rows.append(evaluate_predictor(_FastIsolatedPredictor(model, _AdapterAlone(adapter)), ref, plan="tinyvit-isolated",
+        rows.append(evaluate_predictor(_FastIsolatedPredictor(model, None, adapter), ref, plan="tinyvit-isolated",
                                        halo=0, fusion_label=label, progress=False))
         print(format_table(rows[-1:], header=False), flush=True)
     if args.json:
@@ -1051,7 +1045,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
            "fusion_plus_neck_cpu_share": edge_s / full_s,
            "worker_windows_plain_trunk_s_median": windows_plain, "worker_windows_adapted_trunk_s_median": windows_adapted,
            "worker_adapted_over_plain": windows_adapted / windows_plain,
-           "seam_padding": getattr(getattr(fusion, "window_adapter", None), "seam_padding", "zeros"),
+           "seam_padding": adapted.seam_padding,
            "threads": torch.get_num_threads(), "repeats": args.repeats}
     print(json.dumps(out, indent=2), flush=True)
     return 0

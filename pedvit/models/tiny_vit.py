@@ -30,16 +30,18 @@ from .common import LayerNorm2d, pad_to_windows, window_partition, window_unpart
 #: Padding modes for a crop's seam sides (`TinyViT.seam_padding`).
 SEAM_PADDINGS: tuple[str, ...] = ("zeros", "replicate")
 
-# B x 4 bool seam sides (top, bottom, left, right) of the crops in the trunk forward running in this context;
-# None: plain zero padding. A context variable, so concurrent forwards in other threads are unaffected.
-_SEAMS: ContextVar[torch.Tensor | None] = ContextVar("tinyvit_seams", default=None)
+# (B x 4 bool seam sides (top, bottom, left, right), whether all of them are seams) of the crops in the trunk
+# forward running in this context; None: plain zero padding. A context variable, so concurrent forwards in
+# other threads are unaffected.
+_SEAMS: ContextVar[tuple[torch.Tensor, bool] | None] = ContextVar("tinyvit_seams", default=None)
 
 
-def seam_pad(x: torch.Tensor, pad: int, seams: torch.Tensor) -> torch.Tensor:
+def seam_pad(x: torch.Tensor, pad: int, seams: torch.Tensor, all_seams: bool | None = None) -> torch.Tensor:
     """B x C x H x W -> B x C x (H + 2 pad) x (W + 2 pad): edge-replicate padding on the seam sides, zeros
-    on the others (`seams`: B x 4 bool, top / bottom / left / right; corners need both of their sides)."""
+    on the others (`seams`: B x 4 bool, top / bottom / left / right; corners need both of their sides).
+    `all_seams`: whether every side is a seam, when the caller knows (None: computed here)."""
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    if bool(seams.all()):
+    if bool(seams.all()) if all_seams is None else all_seams:
         return padded
     b, _, h, w = x.shape
     s = seams.to(x.dtype)
@@ -61,7 +63,7 @@ class Conv2dBN(nn.Sequential):
         seams, conv = _SEAMS.get(), self.c
         if seams is None or conv.padding == (0, 0):
             return super().forward(x)
-        x = seam_pad(x, conv.padding[0], seams)
+        x = seam_pad(x, conv.padding[0], *seams)
         return self.bn(F.conv2d(x, conv.weight, None, conv.stride, 0, conv.dilation, conv.groups))
 
 
@@ -296,7 +298,8 @@ class TinyViT(nn.Module):
         use_seams = self.seam_padding != "zeros" and seams is not None and bool(seams.any())
         if use_seams and tuple(seams.shape) != (x.shape[0], 4):
             raise ValueError(f"seams must be B x 4 bool for {x.shape[0]} crops, got {tuple(seams.shape)}")
-        token = _SEAMS.set(seams.to(x.device, torch.bool) if use_seams else None)
+        # Reduced once here, not in each of the padded convolutions (on a GPU each would be a sync).
+        token = _SEAMS.set((seams.to(x.device, torch.bool), bool(seams.all())) if use_seams else None)
         try:
             x = self.patch_embed(x)
             x = self.layers[0](x)
