@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "pedvit.edge.cluster",         # cluster up/down/status
     "pedvit.edge.ledger_cli",      # ledger check
     "pedvit.transport.tls",        # certs
+    "pedvit.data.cli",             # data fetch
     "pedvit.eval.cli",             # eval accuracy/privacy, bench [schedule]
     "pedvit.web.app",              # demo
 )

@@ -960,8 +960,9 @@ def cmd_seam_oracle(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """Held-out GT retention and agreement (the `pedvit eval accuracy` protocol) of fusion weights files."""
-    from pedvit.eval.accuracy import evaluate_predictor, format_table, monolithic_row, reference
+    """Held-out GT retention and agreement (the `pedvit eval accuracy` protocol) of fusion weights files, and
+    each one's paired GT retention gain over no fusion."""
+    from pedvit.eval.accuracy import evaluate_predictor, format_table, fusion_gains, monolithic_row, reference
 
     torch.set_grad_enabled(False)
     if args.threads:
@@ -986,6 +987,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         rows.append(evaluate_predictor(_FastIsolatedPredictor(model, None, adapter), ref, plan="tinyvit-isolated",
                                        halo=0, fusion_label=label, progress=False))
         print(format_table(rows[-1:], header=False), flush=True)
+    for line in fusion_gains(rows, rows[0]):
+        print(f"[score] {line}", flush=True)
     if args.json:
         from dataclasses import asdict
 
@@ -1098,6 +1101,8 @@ def cmd_dp_curve(args: argparse.Namespace) -> int:
     results: dict[str, dict] = {}
     for dataset in args.datasets.split(","):
         instances = gt_instances(dataset)
+        if len({inst.image_name for inst in instances}) != 1:
+            raise SystemExit(f"dp-curve takes single-photo GT datasets (voc, arc2017), not {dataset}")
         image = instances[0].image
         hw = image.shape[:2]
         resized = resize(model, image)

