@@ -113,6 +113,16 @@ def gt_miou(predictor: SamPredictor, instances: Sequence[GTInstance]) -> tuple[f
     return float(np.mean(ious)), ious
 
 
+def with_pooled(ious: dict[str, list[float]]) -> dict[str, list[float]]:
+    """`ious` (per dataset, instance order) plus each `POOLED_DATASETS` set whose parts are all present, as
+    the concatenation of its parts."""
+    out = dict(ious)
+    for name, parts in POOLED_DATASETS.items():
+        if all(d in ious for d in parts):
+            out[name] = [v for d in parts for v in ious[d]]
+    return out
+
+
 def dataset_ious(predictor: SamPredictor, instances: Sequence[GTInstance]) -> list[float]:
     """Box-prompt IoU of every instance, image by image (instances of one image must be adjacent)."""
     ious: list[float] = []
@@ -148,9 +158,6 @@ class MonolithicReference:
     def gt_miou(self, dataset: str) -> float:
         return float(np.mean(self.gt_ious[dataset]))
 
-    def pooled(self) -> dict[str, tuple[str, ...]]:
-        """The `POOLED_DATASETS` whose parts are all in this reference."""
-        return {name: parts for name, parts in POOLED_DATASETS.items() if all(d in self.gt_ious for d in parts)}
 
 
 def _progress(iterable: Iterable[Any], desc: str, total: int | None = None, enabled: bool = True) -> Iterable[Any]:
@@ -232,11 +239,8 @@ class AccuracyRow:
 def evaluate_predictor(predictor: SamPredictor, ref: MonolithicReference, *, plan: str, halo: int | None, fusion_label: str = "off", progress: bool = True) -> AccuracyRow:
     """GT mIoU, retention and agreement of any predictor (split or not) against `ref`."""
     started = time.perf_counter()
-    split_ious = {dataset: dataset_ious(predictor, gt_instances(dataset)) for dataset in ref.gt_ious}  # type: ignore[arg-type]
-    mono_ious = dict(ref.gt_ious)
-    for name, parts in ref.pooled().items():
-        split_ious[name] = [v for d in parts for v in split_ious[d]]
-        mono_ious[name] = [v for d in parts for v in mono_ious[d]]
+    per_dataset = {dataset: dataset_ious(predictor, gt_instances(dataset)) for dataset in ref.gt_ious}  # type: ignore[arg-type]
+    split_ious, mono_ious = with_pooled(per_dataset), with_pooled(ref.gt_ious)
     point_ious: list[list[float]] = []  # per photo
     box_ious: list[list[float]] = []
     for photo in _progress(ref.photos, f"{plan} halo {halo} fusion {fusion_label}", enabled=progress):
@@ -259,7 +263,7 @@ def evaluate_predictor(predictor: SamPredictor, ref: MonolithicReference, *, pla
         gt_retention_ci95={d: retention_ci(v, mono_ious[d]) for d, v in split_ious.items()},
         agreement_point_ci95=agreement_ci(point_ious) if all_points else None,
         agreement_box_ci95=agreement_ci(box_ious) if all_boxes else None,
-        gt_ious={d: list(v) for d, v in split_ious.items() if d in ref.gt_ious},
+        gt_ious=per_dataset,
     )
 
 
@@ -308,13 +312,9 @@ def fusion_gains(rows: Sequence[AccuracyRow], mono: AccuracyRow) -> list[str]:
             if fused.plan != off.plan or fused.halo != off.halo or fused.fusion in ("off", "-") or not fused.gt_ious:
                 continue
             parts = []
+            with_ious, without_ious, mono_ious = (with_pooled(row.gt_ious) for row in (fused, off, mono))
             for d in fused.gt_miou:
-                if d in fused.gt_ious:
-                    split_with, split_without, ref = fused.gt_ious[d], off.gt_ious[d], mono.gt_ious[d]
-                else:  # a pooled set: concatenate its parts in order
-                    names = POOLED_DATASETS[d]
-                    split_with, split_without, ref = ([v for n in names for v in row.gt_ious[n]] for row in (fused, off, mono))
-                gain, low, high = retention_gain_ci(split_with, split_without, ref)
+                gain, low, high = retention_gain_ci(with_ious[d], without_ious[d], mono_ious[d])
                 parts.append(f"{d} {gain * 100:+.1f} points [{low * 100:+.1f}, {high * 100:+.1f}]")
             lines.append(f"GT retention gain of fusion {fused.fusion} over no fusion, {off.plan} halo {off.halo} "
                          f"(paired bootstrap, 95 %): " + "; ".join(parts))
@@ -347,9 +347,7 @@ def evaluate_plan(model: Sam, plan: SplitPlan, ref: MonolithicReference, *, fusi
 def monolithic_row(ref: MonolithicReference) -> AccuracyRow:
     n_points = sum(len(v) for v in ref.point_prompts.values())
     n_boxes = sum(len(v) for v in ref.box_prompts.values())
-    ious = dict(ref.gt_ious)
-    for name, parts in ref.pooled().items():
-        ious[name] = [v for d in parts for v in ref.gt_ious[d]]
+    ious = with_pooled(ref.gt_ious)
     return AccuracyRow(
         "monolithic", None, "-",
         gt_miou={d: float(np.mean(v)) for d, v in ious.items()}, gt_retention={d: 1.0 for d in ious},
