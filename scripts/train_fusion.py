@@ -857,15 +857,18 @@ class _FastIsolatedPredictor(SamPredictor):
     Same numbers as `DistributedSamPredictor` with `tinyvit-isolated` up to float rounding (`check-fast-path`),
     without the engine: used to score many weights quickly."""
 
-    def __init__(self, model: Sam, fusion: nn.Module | None, adapter: WindowAdapter | None = None) -> None:
-        """`adapter`: the workers' window adapter when there is no fusion (with one, the fusion's own)."""
+    def __init__(self, model: Sam, fusion: nn.Module | None, adapter: WindowAdapter | None = None,
+                 window_px: int = WINDOW_PX) -> None:
+        """`adapter`: the workers' window adapter when there is no fusion (with one, the fusion's own);
+        `window_px`: the plan's window side (224, or 448 for `window_tokens=28`)."""
         super().__init__(model)
         self.fusion = fusion
         self.adapter = getattr(fusion, "window_adapter", None) if fusion is not None else adapter
+        self.window_px = window_px
 
     def trunk(self, resized: np.ndarray) -> torch.Tensor:
         """1 x 320 x 64 x 64 stitched isolated trunk features, after the fusion when there is one."""
-        trunk = stitched_fast(self.model, resized, adapter=self.adapter)
+        trunk = stitched_fast(self.model, resized, self.window_px, adapter=self.adapter)
         return apply_fusion(self.model, self.fusion, trunk, resized) if self.fusion is not None else trunk
 
     def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
@@ -969,22 +972,24 @@ def cmd_score(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = build_model("mobile_sam").eval()
     photos = real_photos(min_count=0, names=list(HELD_OUT))
+    window_px = 16 * args.window_tokens
+    plan = "tinyvit-isolated" if window_px == WINDOW_PX else f"tinyvit-isolated, {window_px} px windows"
     ref = reference(model, photos, progress=False)
-    rows = [monolithic_row(ref), evaluate_predictor(_FastIsolatedPredictor(model, None), ref, plan="tinyvit-isolated", halo=0, progress=False)]
+    rows = [monolithic_row(ref), evaluate_predictor(_FastIsolatedPredictor(model, None, window_px=window_px), ref, plan=plan, halo=0, progress=False)]
     print(format_table(rows), flush=True)
     alone: list[tuple[str, WindowAdapter]] = [("off, seam padding", SEAM_PADDING_ONLY)] if args.adapters_alone else []
     for path in args.weights:
         fusion = load_default_fusion(path)
         if fusion is None:
             raise SystemExit(f"no weights at {path}")
-        rows.append(evaluate_predictor(_FastIsolatedPredictor(model, fusion), ref, plan="tinyvit-isolated", halo=0,
+        rows.append(evaluate_predictor(_FastIsolatedPredictor(model, fusion, window_px=window_px), ref, plan=plan, halo=0,
                                        fusion_label=pathlib.Path(path).stem, progress=False))
         print(format_table(rows[-1:], header=False), flush=True)
         adapter = fusion.window_adapter
         if args.adapters_alone and adapter is not None and adapter.adapter_id not in {a.adapter_id for _, a in alone}:
             alone.append((f"off, adapter of {pathlib.Path(path).stem}", adapter))
     for label, adapter in alone:  # the workers' trunk with the adapter, no fusion
-        rows.append(evaluate_predictor(_FastIsolatedPredictor(model, None, adapter), ref, plan="tinyvit-isolated",
+        rows.append(evaluate_predictor(_FastIsolatedPredictor(model, None, adapter, window_px), ref, plan=plan,
                                        halo=0, fusion_label=label, progress=False))
         print(format_table(rows[-1:], header=False), flush=True)
     for line in fusion_gains(rows, rows[0]):
@@ -1214,6 +1219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("weights", nargs="+")
     p.add_argument("--adapters-alone", action="store_true",
                    help="also score, without fusion, the plain trunk with seam padding and each file's window adapter")
+    p.add_argument("--window-tokens", type=int, default=14, choices=(14, 28, 42, 56),
+                   help="window side of the plan in tokens (default 14 = 224 px)")
     p.add_argument("--json", default="")
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_score)

@@ -238,3 +238,43 @@ def test_context_fusion_through_the_engine_equals_the_fast_path(mobile_sam) -> N
     assert float((expected - without).abs().max()) > 0.1 * float((expected - plain).abs().max()) > 0
     # camera is square: 25 content windows, each sent exactly once, none to one worker, and nothing else.
     assert sum(windows.values()) == 25 and 0 < max(windows.values()) < 25
+
+
+def test_448px_windows_through_the_engine_equal_the_fast_path(mobile_sam) -> None:
+    """`window_tokens=28`: each worker receives whole 448 px windows (no halo) and the engine's stitched
+    embedding is the fast path's with 448 px windows; the ledger record and the plan say so."""
+    from pedvit.data import real_photos
+    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.models.transforms import ResizeLongestSide
+    from pedvit.plans.fusion import stitched_fast
+
+    image = real_photos(min_count=0, names=["camera"])[0].image
+    resized = ResizeLongestSide(mobile_sam.img_size).apply_image(image)
+    workers = in_process_workers(mobile_sam, 3, record_inputs=True)
+    with DistributedSamPredictor(mobile_sam, workers, plan="tinyvit-isolated", window_tokens=28, fusion="off",
+                                 wire_dtype="float32") as predictor:
+        predictor.set_image(image)
+        got = predictor.get_image_embedding()
+        record = predictor.last_run
+        assert "448 px windows" in predictor.plan.info().worker_receives
+    assert record is not None and record.window_tokens == 28
+    shapes = {batch.shape[1:3] for w in workers for _, batch, _ in w.received}
+    # camera is square: a 3 x 3 grid, the last row and column 128 px (1024 = 2 * 448 + 128)
+    assert shapes <= {(448, 448), (448, 128), (128, 448), (128, 128)} and (448, 448) in shapes
+    assert sum(len(batch) for w in workers for _, batch, _ in w.received) == 9
+    with torch.inference_mode():
+        expected = mobile_sam.image_encoder.run_neck(stitched_fast(mobile_sam, resized, 448))
+        per_224 = mobile_sam.image_encoder.run_neck(stitched_fast(mobile_sam, resized))
+    torch.testing.assert_close(got, expected, atol=2e-3, rtol=1e-3)
+    assert float((expected - per_224).abs().max()) > 0.1  # the window size really changed the features
+
+
+def test_window_tokens_must_fit_the_plan() -> None:
+    from pedvit.plans.plans import make_plan
+
+    assert make_plan("tinyvit-isolated", window_tokens=28).window_tokens == 28
+    for bad in (0, 7, 20, 30):
+        with pytest.raises(ValueError, match="multiple of 14"):
+            make_plan("tinyvit-isolated", window_tokens=bad)
+    with pytest.raises(ValueError, match="14-token windows"):
+        make_plan("vit-exact", window_tokens=28)

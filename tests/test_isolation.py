@@ -45,16 +45,18 @@ def views(executor: InProcessExecutor) -> dict[tuple[str, tuple[int, ...]], np.n
     return out
 
 
-def run(model: Sam, image: np.ndarray, plan: str, scheme: str, halo_px: int = 0) -> tuple[list[InProcessExecutor], DistributedSamPredictor]:
+def run(model: Sam, image: np.ndarray, plan: str, scheme: str, halo_px: int = 0,
+        window_tokens: int = 14) -> tuple[list[InProcessExecutor], DistributedSamPredictor]:
     workers = in_process_workers(model, 3, record_inputs=True)
-    dist = DistributedSamPredictor(model, workers, plan=plan, scheme=scheme, halo_px=halo_px, fusion="off", seed=0)
+    dist = DistributedSamPredictor(model, workers, plan=plan, scheme=scheme, halo_px=halo_px, window_tokens=window_tokens,
+                                   fusion="off", seed=0)
     dist.set_image(image)
     dist.close()
     return workers, dist
 
 
-def check_isolated(model: Sam, image: np.ndarray, plan: str, scheme: str, halo_px: int) -> None:
-    base_workers, base = run(model, image, plan, scheme, halo_px)
+def check_isolated(model: Sam, image: np.ndarray, plan: str, scheme: str, halo_px: int, window_tokens: int = 14) -> None:
+    base_workers, base = run(model, image, plan, scheme, halo_px, window_tokens)
     record, grid = base.last_run, base.engine.last_grid
     assert record is not None and grid is not None
     name = base_workers[WORKER].name
@@ -63,7 +65,7 @@ def check_isolated(model: Sam, image: np.ndarray, plan: str, scheme: str, halo_p
     allowed = keep_mask(grid, ids, halo_px)
     assert (~allowed).sum() > 0.3 * allowed.size, "too little left to perturb for a meaningful test"
     perturbed = perturb_outside(image, allowed, rng=np.random.default_rng(1))
-    pert_workers, pert = run(model, perturbed, plan, scheme, halo_px)
+    pert_workers, pert = run(model, perturbed, plan, scheme, halo_px, window_tokens)
     assert pert.last_run is not None
     before, after = views(base_workers[WORKER]), views(pert_workers[WORKER])
     if scheme == "semantic":
@@ -100,6 +102,13 @@ def strip(astronaut: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_tinyvit_isolated_worker_inputs_depend_only_on_its_windows(mobile_sam: Sam, strip: np.ndarray, scheme: str, halo_px: int) -> None:
     check_isolated(mobile_sam, strip, "tinyvit-isolated", scheme, halo_px)
+
+
+@pytest.mark.slow
+def test_tinyvit_isolated_448px_windows_are_isolated_too(mobile_sam: Sam, strip: np.ndarray) -> None:
+    """With 28-token (448 px) windows a worker runs the trunk across its window's inner seams, yet still
+    receives nothing that depends on pixels outside its windows."""
+    check_isolated(mobile_sam, strip, "tinyvit-isolated", "interleaved", 0, window_tokens=28)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

@@ -92,6 +92,7 @@ class RunRecord:
     rounds: int = 0
     wire_dtype: str = "float16"
     halo_px: int = 0
+    window_tokens: int = 14
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -369,7 +370,7 @@ class SplitEngine:
         """h x w x 3 uint8 resized image (and the H x W x 3 original, for sensitive-region detection) ->
         1 x 256 x 64 x 64 embedding."""
         started = time.perf_counter()
-        grid = WindowGrid(original.shape[:2], input_size=self.model.img_size)
+        grid = WindowGrid(original.shape[:2], input_size=self.model.img_size, window_tokens=self.plan.window_tokens)
         plan = self._plan(original, grid)
         assignment, constraints = plan.assignment, plan.constraints
         names = list(plan.members)
@@ -390,6 +391,7 @@ class SplitEngine:
             local_windows=set(assignment.local),
             wire_dtype=self.wire_dtype,
             halo_px=self.plan.halo_px,
+            window_tokens=self.plan.window_tokens,
             notes=list(assignment.notes),
             scheduling="adaptive" if plan.schedule is not None else "static",
             predicted=dict(plan.schedule.finish) if plan.schedule is not None else {},

@@ -101,7 +101,8 @@ def build_predictor(args: argparse.Namespace, model: Any) -> tuple[Any, Any, str
 
         return SamPredictor(model), None, "monolithic"
     options: dict[str, Any] = dict(
-        plan=args.plan, scheme=args.scheme, halo_px=args.halo, fusion="off" if args.no_fusion else "auto",
+        plan=args.plan, scheme=args.scheme, halo_px=args.halo, window_tokens=args.window_tokens,
+        fusion="off" if args.no_fusion else "auto",
         ledger=args.ledger, wire_dtype=args.wire_dtype, allow_local=not args.no_local_compute,
     )
     if args.in_process:
@@ -253,7 +254,8 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
     }
     if record is not None:
         result.update(
-            plan=record.plan, scheme=record.scheme, halo_px=record.halo_px, wire_dtype=record.wire_dtype,
+            plan=record.plan, scheme=record.scheme, halo_px=record.halo_px, window_tokens=record.window_tokens,
+            wire_dtype=record.wire_dtype,
             request_id=record.request_id, local_windows=sorted(record.local_windows), failovers=record.failovers,
             workers={
                 name: {
@@ -323,6 +325,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--plan", default=None, help="split plan (default: the model's)")
     p.add_argument("--scheme", default="interleaved", choices=("contiguous", "interleaved", "random", "semantic"))
     p.add_argument("--halo", type=int, default=0, metavar="PX", help="context pixels around windows (multiple of 16)")
+    p.add_argument("--window-tokens", type=int, default=14, metavar="T",
+                   help="window side in tokens for tinyvit-isolated: 14 (224 px, default) or a multiple, e.g. 28 (448 px)")
     p.add_argument("--no-fusion", action="store_true",
                    help="skip the trained edge fusion module and the workers' window adapter (tinyvit-isolated applies both by "
                         "default; docs/fusion_and_dp.md)")

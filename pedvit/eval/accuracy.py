@@ -336,8 +336,9 @@ def agreement_ci(ious_per_photo: Sequence[Sequence[float]], *, level: float = 0.
 def evaluate_plan(model: Sam, plan: SplitPlan, ref: MonolithicReference, *, fusion_label: str = "off", progress: bool = True, **predictor_options: Any) -> AccuracyRow:
     """GT mIoU, retention and agreement of one plan (with its fusion, if any) through the split engine."""
     predictor = distributed_predictor(model, plan, **predictor_options)
+    label = plan.name if plan.window_tokens == 14 else f"{plan.name}, {plan.window_tokens * 16} px windows"
     try:
-        return evaluate_predictor(predictor, ref, plan=plan.name, halo=plan.halo_px, fusion_label=fusion_label, progress=progress)
+        return evaluate_predictor(predictor, ref, plan=label, halo=plan.halo_px, fusion_label=fusion_label, progress=progress)
     finally:
         close = getattr(predictor, "close", None)
         if close is not None:
@@ -392,6 +393,7 @@ def run_accuracy(
     wire_dtype: str = "float16",
     noise_floor_jpeg: int | None = None,
     datasets: Sequence[str] = GT_DATASETS,
+    window_tokens: int = 14,
     progress: bool = True,
 ) -> list[AccuracyRow]:
     """The monolithic row, optionally the JPEG noise-floor row (`JpegPerturbedPredictor`), then one row per
@@ -416,7 +418,8 @@ def run_accuracy(
             print(format_table(rows[-1:], header=False), file=sys.stderr)
     for label, module in _fusions(fusion):
         for halo in halos:
-            split = make_plan(plan, halo_px=halo, fusion=module) if plan == "tinyvit-isolated" else make_plan(plan)
+            split = (make_plan(plan, halo_px=halo, fusion=module, window_tokens=window_tokens) if plan == "tinyvit-isolated"
+                     else make_plan(plan, window_tokens=window_tokens))
             rows.append(evaluate_plan(model, split, ref, fusion_label=label, progress=progress, n_workers=n_workers, wire_dtype=wire_dtype, seed=seed))
             if progress:
                 print(format_table(rows[-1:], header=False), file=sys.stderr)
@@ -495,7 +498,8 @@ def _main(args: argparse.Namespace) -> int:
         model, plan=args.plan, halos=args.halos, fusion=args.fusion, limit_photos=args.limit_photos,
         photo_names=_photo_names(args.photos),
         n_points=args.points, seed=args.seed, n_workers=args.workers, wire_dtype=args.wire_dtype,
-        noise_floor_jpeg=args.noise_floor_jpeg, datasets=args.gt, progress=not args.no_progress,
+        noise_floor_jpeg=args.noise_floor_jpeg, datasets=args.gt, window_tokens=args.window_tokens,
+        progress=not args.no_progress,
     )
     table = format_table(rows)
     gains = fusion_gains(rows, rows[0])
@@ -523,6 +527,8 @@ def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--photos", default="all",
                         help="agreement photos: all (default), heldout (not used to train the fusion weights) or NAME,NAME")
     parser.add_argument("--points", type=int, default=3, help="point prompts per photo (default 3)")
+    parser.add_argument("--window-tokens", type=int, default=14, metavar="T",
+                        help="window side in tokens (tinyvit-isolated: 14 = 224 px, default, or a multiple such as 28)")
     parser.add_argument("--gt", type=_names, default=list(GT_DATASETS),
                         help=f"comma-separated GT datasets (default {','.join(GT_DATASETS)}; voc-labelme needs `pedvit data fetch` once)")
     parser.add_argument("--seed", type=int, default=0)

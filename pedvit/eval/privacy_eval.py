@@ -145,6 +145,7 @@ def evaluate_photos(
     figure_images: Sequence[str] = ("astronaut",),
     figure_n: int | None = None,
     progress: bool = True,
+    window_tokens: int = 14,
 ) -> PrivacyReport:
     """Run every attack over ``images`` x ``schemes`` x ``workers_list`` (+ cloud-only) into a report.
 
@@ -162,6 +163,8 @@ def evaluate_photos(
         figure_images: names whose arrays are kept for view/reconstruction figures.
         figure_n: worker count of the figures (default: the smallest N >= 4, else the first).
         progress: tqdm progress bar.
+        window_tokens: window side in tokens (14 = 224 px at SAM's 1024 px input; tinyvit-isolated takes
+            multiples of 14).
 
     Returns:
         a :class:`PrivacyReport` holding one result per (image, scheme, N) and per cloud-only image.
@@ -180,7 +183,7 @@ def evaluate_photos(
     grids: dict[str, tuple[WindowGrid, Constraints]] = {}
     for name, img, scheme, n in jobs:
         if name not in grids:  # semantic constraints cost a Haar pass: once per photo
-            grid = WindowGrid(img.shape[:2])
+            grid = WindowGrid(img.shape[:2], window_tokens=window_tokens)
             sem = constraints_for_image(img, grid, Constraints()) if "semantic" in schemes else Constraints()
             grids[name] = (grid, sem)
         grid, sem = grids[name]
@@ -489,6 +492,8 @@ def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--plan", default="tinyvit-isolated", choices=["tinyvit-isolated", "vit-isolated", "vit-exact"],
                    help="split plan (sets the halo rules; --leakage checks this plan and, by default, vit-exact too)")
     p.add_argument("--halo", type=int, default=0, metavar="PX", help="halo pixels per window (tinyvit-isolated)")
+    p.add_argument("--window-tokens", type=int, default=14, metavar="T",
+                   help="window side in tokens (tinyvit-isolated: 14 = 224 px, default, or a multiple such as 28)")
     p.add_argument("--colluders", type=int, default=3, metavar="K", help="coalitions of k = 1..K workers (default 3)")
     p.add_argument("--threshold", type=float, default=0.5, help="SSIM of a successful reconstruction (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random scheme")
@@ -513,9 +518,12 @@ def run(args: argparse.Namespace) -> int:
     if args.halo and args.plan != "tinyvit-isolated":
         print(f"error: plan {args.plan} takes no halo", file=sys.stderr)
         return 2
+    if args.window_tokens != 14 and (args.plan != "tinyvit-isolated" or args.window_tokens % 14):
+        print("error: --window-tokens takes a multiple of 14, with plan tinyvit-isolated", file=sys.stderr)
+        return 2
     config = {
         "photos": [n for n, _ in images], "workers_list": workers, "schemes": schemes, "plan": args.plan,
-        "halo_px": args.halo, "colluders": args.colluders, "threshold": args.threshold, "seed": args.seed,
+        "halo_px": args.halo, "window_tokens": args.window_tokens, "colluders": args.colluders, "threshold": args.threshold, "seed": args.seed,
         "max_side": args.max_side, "methods": args.methods or list(ATTACKS),
         "detect": args.detect if args.detect is not None else list(CASCADES),
         "command": "pedvit " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("pedvit") else None,
@@ -525,7 +533,7 @@ def run(args: argparse.Namespace) -> int:
         images, workers_list=workers, schemes=schemes, halo_px=args.halo, colluders=args.colluders,
         threshold=args.threshold, cloud_only=not args.no_cloud_only, seed=args.seed, max_side=args.max_side,
         methods=args.methods, detect_kinds=args.detect, figure_images=[images[0][0]] if images else (),
-        progress=not args.no_progress)
+        progress=not args.no_progress, window_tokens=args.window_tokens)
     config["seconds"] = time.perf_counter() - started
     leakage: list[dict[str, Any]] | None = None
     if args.leakage:

@@ -52,6 +52,8 @@ class SplitPlan:
     exact: bool = False
     isolated: bool = True
     halo_px: int = 0
+    #: window side in tokens (the ViT plans need their attention window, 14; tinyvit-isolated takes multiples)
+    window_tokens: int = 14
 
     def __init__(self) -> None:
         # Results of pure-padding windows never depend on the image: computed once per model, reused.
@@ -106,7 +108,7 @@ class TinyViTIsolated(SplitPlan):
     """MobileSAM: one round; each worker runs the TinyViT trunk on its window crops (+ optional halo).
 
     Approximate: the trunk's convolutions and windowed attention lose the context beyond each crop. The edge
-    stitches the token features of every window (the window's own 14 x 14 tokens, halo dropped), optionally
+    stitches the token features of every window (the window's own tokens, halo dropped), optionally
     refines them with a learned fusion module (which may read a low-resolution whole-image pass that the edge
     runs on its own copy of the image, in parallel with the workers: `pedvit.plans.fusion`), and runs the neck.
     """
@@ -115,12 +117,18 @@ class TinyViTIsolated(SplitPlan):
     exact = False
     isolated = True
 
-    def __init__(self, halo_px: int = 0, fusion: nn.Module | None = None) -> None:
+    def __init__(self, halo_px: int = 0, fusion: nn.Module | None = None, window_tokens: int = 14) -> None:
+        """`window_tokens`: window side, 14 (224 px, default) or a multiple (28 = 448 px: fewer seams, larger
+        connected regions per worker). Multiples of 14 keep every window's origin on the 224 px period of
+        TinyViT's attention windows, so a window's attention grid is the whole image's."""
         super().__init__()
         if halo_px < 0 or halo_px % 16:
             raise ValueError(f"halo must be a non-negative multiple of 16 px, got {halo_px}")
+        if window_tokens < 14 or window_tokens % 14:
+            raise ValueError(f"tinyvit-isolated windows must be a positive multiple of 14 tokens, got {window_tokens}")
         self.halo_px = halo_px
         self.fusion = fusion
+        self.window_tokens = window_tokens
 
     @property
     def window_adapter(self) -> WindowAdapter | None:
@@ -179,7 +187,7 @@ class TinyViTIsolated(SplitPlan):
     def info(self, model: Sam | None = None) -> PlanInfo:
         return PlanInfo(
             self.name, "mobile_sam", "1",
-            f"uint8 pixels of its own 224 px windows (halo {self.halo_px} px)"
+            f"uint8 pixels of its own {self.window_tokens * 16} px windows (halo {self.halo_px} px)"
             + (f"; runs the trunk with window adapter {self.window_adapter.adapter_id}"
                + (f" ({self.window_adapter.seam_padding} seam padding)" if self.window_adapter.seam_padding != "zeros" else "")
                if self.window_adapter else ""),
@@ -304,11 +312,13 @@ PLANS: dict[str, type[SplitPlan]] = {
 DEFAULT_PLAN_FOR_MODEL = {"mobile_sam": "tinyvit-isolated", "vit_b": "vit-exact", "vit_l": "vit-exact", "vit_h": "vit-exact"}
 
 
-def make_plan(name: str, *, halo_px: int = 0, fusion: nn.Module | None = None) -> SplitPlan:
+def make_plan(name: str, *, halo_px: int = 0, fusion: nn.Module | None = None, window_tokens: int = 14) -> SplitPlan:
     if name not in PLANS:
         raise ValueError(f"unknown plan {name!r}; choose one of {', '.join(PLANS)}")
     if name == TinyViTIsolated.name:
-        return TinyViTIsolated(halo_px=halo_px, fusion=fusion)
+        return TinyViTIsolated(halo_px=halo_px, fusion=fusion, window_tokens=window_tokens)
     if halo_px:
         raise ValueError(f"plan {name!r} takes no halo (its window blocks are exact without one)")
+    if window_tokens != 14:
+        raise ValueError(f"plan {name!r} needs the ViT's 14-token windows, got {window_tokens}")
     return PLANS[name]()
