@@ -515,15 +515,17 @@ def run(args: argparse.Namespace) -> int:
     images = load_images(args.images, args.photos)
     workers = [args.local] if args.local is not None else list(args.workers_list)
     schemes = list(SCHEMES) if args.scheme == "all" else [args.scheme]
-    if args.halo and args.plan != "tinyvit-isolated":
-        print(f"error: plan {args.plan} takes no halo", file=sys.stderr)
-        return 2
-    if args.window_tokens != 14 and (args.plan != "tinyvit-isolated" or args.window_tokens % 14):
-        print("error: --window-tokens takes a multiple of 14, with plan tinyvit-isolated", file=sys.stderr)
+    from pedvit.plans.plans import make_plan
+
+    try:  # the plan's own rules for halo and window size
+        make_plan(args.plan, halo_px=args.halo, window_tokens=args.window_tokens)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     config = {
         "photos": [n for n, _ in images], "workers_list": workers, "schemes": schemes, "plan": args.plan,
-        "halo_px": args.halo, "window_tokens": args.window_tokens, "colluders": args.colluders, "threshold": args.threshold, "seed": args.seed,
+        "halo_px": args.halo, "window_tokens": args.window_tokens, "colluders": args.colluders,
+        "threshold": args.threshold, "seed": args.seed,
         "max_side": args.max_side, "methods": args.methods or list(ATTACKS),
         "detect": args.detect if args.detect is not None else list(CASCADES),
         "command": "pedvit " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("pedvit") else None,
