@@ -967,7 +967,8 @@ def cmd_seam_oracle(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     """Held-out GT retention and agreement (the `pedvit eval accuracy` protocol) of fusion weights files, and
     each one's paired GT retention gain over no fusion."""
-    from pedvit.eval.accuracy import evaluate_predictor, format_table, fusion_gains, monolithic_row, reference
+    from pedvit.eval.accuracy import evaluate_predictor, format_table, fusion_gains, monolithic_row, plan_label, reference
+    from pedvit.plans.plans import make_plan
 
     torch.set_grad_enabled(False)
     if args.threads:
@@ -975,7 +976,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     model = build_model("mobile_sam").eval()
     photos = real_photos(min_count=0, names=list(HELD_OUT))
     window_px = 16 * args.window_tokens
-    plan = "tinyvit-isolated" if window_px == WINDOW_PX else f"tinyvit-isolated, {window_px} px windows"
+    plan = plan_label(make_plan("tinyvit-isolated", window_tokens=args.window_tokens))
     ref = reference(model, photos, progress=False)
     rows = [monolithic_row(ref), evaluate_predictor(_FastIsolatedPredictor(model, None, window_px=window_px), ref, plan=plan, halo=0, progress=False)]
     print(format_table(rows), flush=True)

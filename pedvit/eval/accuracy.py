@@ -19,6 +19,7 @@ fusion module) to get the same numbers.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import pathlib
 import sys
@@ -126,13 +127,8 @@ def with_pooled(ious: dict[str, list[float]]) -> dict[str, list[float]]:
 def dataset_ious(predictor: SamPredictor, instances: Sequence[GTInstance]) -> list[float]:
     """Box-prompt IoU of every instance, image by image (instances of one image must be adjacent)."""
     ious: list[float] = []
-    start = 0
-    while start < len(instances):
-        end = start
-        while end < len(instances) and instances[end].image_name == instances[start].image_name:
-            end += 1
-        ious += gt_miou(predictor, instances[start:end])[1]
-        start = end
+    for _, same_image in itertools.groupby(instances, key=lambda inst: inst.image_name):
+        ious += gt_miou(predictor, list(same_image))[1]
     return ious
 
 
@@ -333,12 +329,16 @@ def agreement_ci(ious_per_photo: Sequence[Sequence[float]], *, level: float = 0.
     return _bootstrap_ratio_ci(sums, counts, level, resamples, seed)
 
 
+def plan_label(plan: SplitPlan) -> str:
+    """The plan column of a row: the plan's name, and its window size when it is not the default."""
+    return plan.name if plan.window_tokens == 14 else f"{plan.name}, {plan.window_tokens * 16} px windows"
+
+
 def evaluate_plan(model: Sam, plan: SplitPlan, ref: MonolithicReference, *, fusion_label: str = "off", progress: bool = True, **predictor_options: Any) -> AccuracyRow:
     """GT mIoU, retention and agreement of one plan (with its fusion, if any) through the split engine."""
     predictor = distributed_predictor(model, plan, **predictor_options)
-    label = plan.name if plan.window_tokens == 14 else f"{plan.name}, {plan.window_tokens * 16} px windows"
     try:
-        return evaluate_predictor(predictor, ref, plan=label, halo=plan.halo_px, fusion_label=fusion_label, progress=progress)
+        return evaluate_predictor(predictor, ref, plan=plan_label(plan), halo=plan.halo_px, fusion_label=fusion_label, progress=progress)
     finally:
         close = getattr(predictor, "close", None)
         if close is not None:
