@@ -247,7 +247,8 @@ def test_membership_watcher_follows_cluster_file(mobile_sam: Any, tmp_path: Path
         os.utime(cluster_file, ns=(stamp, stamp))
 
     write(["inproc0", "inproc1"])
-    with DistributedSamPredictor(mobile_sam, engine_workers, fusion="off", scheduling="adaptive") as predictor:
+    perf = PerfTable(backoff_initial_s=60.0)  # longer than the test: a slow machine cannot end the backoff early
+    with DistributedSamPredictor(mobile_sam, engine_workers, fusion="off", scheduling="adaptive", perf=perf) as predictor:
         engine = predictor.engine
         watcher = MembershipWatcher(engine, cluster_file, status_path=tmp_path / "engine-status.json",
                                     executors_for=lambda path: {w.name: pool[w.name] for w in load_cluster(path).workers})
