@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.engine import RunRecord
 from pedvit.edge.executors import InProcessExecutor
 from pedvit.models import Sam
 from pedvit.partition import SCHEMES, WindowGrid
@@ -36,12 +37,15 @@ def keep_mask(grid: WindowGrid, window_ids: list[int], halo_px: int) -> np.ndarr
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
 
-def views(executor: InProcessExecutor) -> dict[tuple[str, tuple[int, ...]], np.ndarray]:
-    """(stage, meta row) -> the window tensor, for everything the executor received."""
+def views(executor: InProcessExecutor, record: RunRecord) -> dict[tuple[str, int], np.ndarray]:
+    """(stage, window id) -> the window tensor, for everything the executor received. The rows of each call
+    are the edge's `sent_order` of that call (positions may be hidden: then the meta carries no origin)."""
     out = {}
-    for stage, batch, meta in executor.received:
-        for array, row in zip(batch, meta.tolist()):
-            out[(stage, tuple(row))] = array
+    calls = record.workers[executor.name].sent_order
+    assert len(calls) == len(executor.received)
+    for (stage, batch, _meta), order in zip(executor.received, calls):
+        for array, wid in zip(batch, order, strict=True):
+            out[(stage, wid)] = array
     return out
 
 
@@ -67,7 +71,7 @@ def check_isolated(model: Sam, image: np.ndarray, plan: str, scheme: str, halo_p
     perturbed = perturb_outside(image, allowed, rng=np.random.default_rng(1))
     pert_workers, pert = run(model, perturbed, plan, scheme, halo_px, window_tokens)
     assert pert.last_run is not None
-    before, after = views(base_workers[WORKER]), views(pert_workers[WORKER])
+    before, after = views(base_workers[WORKER], base.last_run), views(pert_workers[WORKER], pert.last_run)
     if scheme == "semantic":
         # The semantic assignment depends on what is detected in the image; the perturbation may move
         # windows between workers. Isolation is a per-window property: every window S received in both runs
@@ -86,7 +90,7 @@ def check_isolated(model: Sam, image: np.ndarray, plan: str, scheme: str, halo_p
     for b, a in zip(base_workers, pert_workers):
         if b is base_workers[WORKER]:
             continue
-        vb, va = views(b), views(a)
+        vb, va = views(b, base.last_run), views(a, pert.last_run)
         others_changed |= any(not np.array_equal(vb[k], va[k]) for k in vb.keys() & va.keys())
     assert others_changed
 
@@ -123,8 +127,8 @@ def test_vit_exact_is_not_isolated(strip: np.ndarray) -> None:
     grid = base.engine.last_grid
     assert grid is not None and base.last_run is not None
     allowed = keep_mask(grid, base.last_run.assignment[base_workers[WORKER].name], 0)
-    pert_workers, _ = run(model, perturb_outside(strip, allowed, rng=np.random.default_rng(1)), "vit-exact", "interleaved")
-    before, after = views(base_workers[WORKER]), views(pert_workers[WORKER])
+    pert_workers, pert = run(model, perturb_outside(strip, allowed, rng=np.random.default_rng(1)), "vit-exact", "interleaved")
+    before, after = views(base_workers[WORKER], base.last_run), views(pert_workers[WORKER], pert.last_run)
     assert before.keys() == after.keys()
     stages = sorted({stage for stage, _ in before})
     first = [k for k in before if k[0].startswith("vit.embed")]

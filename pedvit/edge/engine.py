@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 import uuid
@@ -37,6 +38,8 @@ from .scheduler import InfeasibleScheduleError, Schedule, pick_hedge, schedule
 log = logging.getLogger(__name__)
 
 EDGE = "edge"
+#: the order of a worker's windows with hidden positions: OS randomness, which a worker cannot predict or replay
+_SHUFFLE = random.SystemRandom()
 
 
 class WindowExecutor(Protocol):
@@ -63,6 +66,9 @@ class WorkerRecord:
     compute_s: float = 0.0
     failed: bool = False
     errors: list[str] = field(default_factory=list)
+    #: the window ids of each call in the order they were sent: the edge's map from a worker's answer rows back
+    #: to windows (with hidden positions the worker receives neither the ids nor the origins)
+    sent_order: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -93,6 +99,8 @@ class RunRecord:
     wire_dtype: str = "float16"
     halo_px: int = 0
     window_tokens: int = 14
+    #: stage -> whether its workers got positions hidden (origins modulo the stage's period, shuffled order)
+    positions_hidden: dict[str, bool] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -200,6 +208,11 @@ class SplitEngine:
             (`pick_hedge`); the first answer wins. None disables hedging.
         hedge_min_s: smallest wait before a call is hedged (predictions of tiny calls are noisy).
         perf: the estimates table (default: a fresh `PerfTable`); every call updates it, in both modes.
+        hide_positions: workers of a stage whose output does not depend on absolute position
+            (`SplitPlan.position_period`: the `tinyvit-isolated` trunk) get their windows in a random order and
+            each origin modulo that period, so they do not learn where their pieces sit; the edge keeps the map
+            (`WorkerRecord.sent_order`). Outputs are bit-identical either way. Stages that need absolute
+            positions (ViT plans) always get them; the run record says which stages hid them.
     """
 
     def __init__(
@@ -221,6 +234,7 @@ class SplitEngine:
         hedge_factor: float | None = 3.0,
         hedge_min_s: float = 0.05,
         perf: PerfTable | None = None,
+        hide_positions: bool = True,
     ) -> None:
         if wire_dtype not in ("float16", "float32"):
             raise ValueError(f"wire_dtype must be 'float16' or 'float32', got {wire_dtype!r}")
@@ -249,6 +263,7 @@ class SplitEngine:
         self.hedge_factor = hedge_factor
         self.hedge_min_s = hedge_min_s
         self.perf = perf if perf is not None else PerfTable()  # (an empty table is falsy)
+        self.hide_positions = hide_positions
         for name in self.names:
             self.perf.add(name)
         self._members_lock = threading.RLock()
@@ -403,6 +418,7 @@ class SplitEngine:
 
         def dispatch(stage: str, jobs: Jobs, force_local: frozenset[int]) -> dict[int, np.ndarray]:
             record.rounds += 1
+            record.positions_hidden[stage] = self._position_period(stage) is not None
             return self._dispatch(stage, jobs, force_local, request)
 
         embedding = self.plan.encode(self.model, resized, grid, dispatch)
@@ -419,6 +435,10 @@ class SplitEngine:
         return embedding
 
     # -------------------------------------------------------------------------------- fan-out
+    def _position_period(self, stage: str) -> int | None:
+        """The period workers' origins are reduced modulo for `stage`, None when positions are sent."""
+        return self.plan.position_period(stage) if self.hide_positions else None
+
     def _dispatch(self, stage: str, jobs: Jobs, force_local: frozenset[int], req: _Request) -> dict[int, np.ndarray]:
         """Run one round: every job on its owner (the edge's own windows concurrently), hedging stragglers
         and failing over failed workers until every job has an answer."""
@@ -596,8 +616,11 @@ class SplitEngine:
                      token: _CancelToken | None = None) -> dict[int, np.ndarray]:
         executor = req.plan.members[target]
         worker = req.record.workers[target]
-        out, wall, compute, nbytes = self._run_batches(executor, stage, wids, jobs, self.wire_dtype, req.record.request_id, token)
+        sent: list[list[int]] = []
+        out, wall, compute, nbytes = self._run_batches(executor, stage, wids, jobs, self.wire_dtype, req.record.request_id,
+                                                       token, sent)
         with req.lock:
+            worker.sent_order.extend(sent)
             worker.calls += 1
             worker.wall_s += wall
             worker.compute_s += compute
@@ -616,8 +639,12 @@ class SplitEngine:
         out_dtype: str,
         request_id: str,
         token: _CancelToken | None = None,
+        sent: list[list[int]] | None = None,
     ) -> tuple[dict[int, np.ndarray], float, float, tuple[int, int]]:
         """Send `wids` to one executor, one call per window shape (border windows are smaller).
+
+        With hidden positions (`_position_period`) a remote call carries its windows in a random order and
+        their origins modulo the period; `sent` gets each call's window ids in the order sent (the edge's map).
 
         Returns (window id -> output, wall seconds, worker-reported compute seconds, (bytes sent, received)).
         """
@@ -626,9 +653,14 @@ class SplitEngine:
             by_shape.setdefault(jobs[wid][0].shape, []).append(wid)
         out: dict[int, np.ndarray] = {}
         remote = executor is not self.edge
+        period = self._position_period(stage) if remote else None
         wall = compute = 0.0
-        sent = received = 0
+        bytes_sent = received = 0
         for shape_ids in by_shape.values():
+            if period is not None:
+                _SHUFFLE.shuffle(shape_ids)  # a worker must not learn the layout from the order of its windows
+            if sent is not None:
+                sent.append(list(shape_ids))
             if token is not None and token.cancelled:
                 raise RuntimeError("call cancelled (hedge lost)")
             arrays = []
@@ -642,6 +674,8 @@ class SplitEngine:
                 arrays.append(array)
             batch = np.stack(arrays)
             meta = np.stack([jobs[wid][1] for wid in shape_ids]).astype(np.int32)
+            if period is not None:
+                meta[:, :2] %= period
             started = time.perf_counter()
             stats: Any = None
             if token is not None and hasattr(executor, "run_future"):
@@ -655,12 +689,12 @@ class SplitEngine:
                 stats = getattr(executor, "last_call", None)
             wall += time.perf_counter() - started
             if stats is not None and remote:
-                sent += int(getattr(stats, "bytes_sent", 0))
+                bytes_sent += int(getattr(stats, "bytes_sent", 0))
                 received += int(getattr(stats, "bytes_received", 0))
                 compute += float(getattr(stats, "compute_seconds", 0.0))
             for i, wid in enumerate(shape_ids):
                 out[wid] = result[i]
-        return out, wall, compute, (sent, received)
+        return out, wall, compute, (bytes_sent, received)
 
     def _failover_target(self, wid: int, req: _Request) -> str:
         """Where window ``wid`` of a failed worker goes: a live worker, or the edge (`EDGE`).

@@ -104,6 +104,7 @@ def build_predictor(args: argparse.Namespace, model: Any) -> tuple[Any, Any, str
         plan=args.plan, scheme=args.scheme, halo_px=args.halo, window_tokens=args.window_tokens,
         fusion="off" if args.no_fusion else "auto",
         ledger=args.ledger, wire_dtype=args.wire_dtype, allow_local=not args.no_local_compute,
+        hide_positions=not args.reveal_positions,
     )
     if args.in_process:
         return DistributedSamPredictor(model, in_process_workers(model, args.local), **options), None, "in-process"
@@ -255,7 +256,7 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
     if record is not None:
         result.update(
             plan=record.plan, scheme=record.scheme, halo_px=record.halo_px, window_tokens=record.window_tokens,
-            wire_dtype=record.wire_dtype,
+            wire_dtype=record.wire_dtype, positions_hidden=record.positions_hidden,
             request_id=record.request_id, local_windows=sorted(record.local_windows), failovers=record.failovers,
             workers={
                 name: {
@@ -331,6 +332,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
                    help="skip the trained edge fusion module and the workers' window adapter (tinyvit-isolated applies both by "
                         "default; docs/fusion_and_dp.md)")
     p.add_argument("--wire-dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--reveal-positions", action="store_true",
+                   help="send each window's origin and keep the window order (default: hidden where the plan "
+                        "allows: tinyvit-isolated workers get their windows shuffled, without origins)")
     p.add_argument("--no-local-compute", action="store_true", help="the edge may not compute windows itself")
     p.add_argument("--ledger", default=None, metavar="FILE", help="append an audit record (JSON line) here")
     p.add_argument("--tls-ca", default=None)

@@ -23,7 +23,7 @@ from pedvit.partition import WindowGrid
 from .fusion import edge_context
 from .window_adapter import WindowAdapter
 from .stage import Stage
-from .stages import TINYVIT_TRUNK, stages_for_model, vit_blocks_stage_name, vit_embed_stage_name, vit_window_stretches
+from .stages import TINYVIT_TRUNK, WINDOW_PX, stages_for_model, vit_blocks_stage_name, vit_embed_stage_name, vit_window_stretches
 
 #: window id -> (window tensor h x w x C, meta row [origin_y, origin_x, valid_h, valid_w])
 Jobs = dict[int, tuple[np.ndarray, np.ndarray]]
@@ -71,6 +71,16 @@ class SplitPlan:
     def edge_stages(self, model: Sam) -> dict[str, Stage]:
         """The stages the edge needs for the windows it computes itself (sensitive windows, padding)."""
         return stages_for_model(model)
+
+    def position_period(self, stage: str) -> int | None:
+        """The period (input pixels) modulo which `stage`'s output depends on a window's origin, or None
+        when the stage needs absolute positions (a ViT's absolute position embedding, seam sides).
+
+        A stage with a period can run with positions hidden: its workers get each window's origin modulo the
+        period (the same output, bit for bit) and the windows in a random order, so a worker does not learn
+        where its pieces sit in the image (`SplitEngine(hide_positions=True)`).
+        """
+        return None
 
     # ------------------------------------------------------------------------------ shared helpers
     @staticmethod
@@ -145,6 +155,15 @@ class TinyViTIsolated(SplitPlan):
         # Only the trunk this plan dispatches: no adapted copy of the trunk on the edge when it runs none.
         adapter = self.window_adapter
         return stages_for_model(model, [adapter] if adapter is not None else [])
+
+    def position_period(self, stage: str) -> int | None:
+        # TinyViT has no absolute position embedding: its attention windows repeat every 224 px, and that
+        # alignment is all the trunk reads from an origin. Seam padding needs the crop's seam sides (which
+        # reveal the windows on the canvas border), so an adapter with seam padding keeps positions.
+        adapter = self.window_adapter
+        if stage != self.trunk_stage or (adapter is not None and adapter.seam_padding != "zeros"):
+            return None
+        return WINDOW_PX
 
     def check_model(self, model: Sam) -> None:
         if not isinstance(model.image_encoder, TinyViT):
