@@ -67,6 +67,20 @@ def test_keep_local_window_sent_is_reported(clean_ledger, tmp_path):
     assert any("keep-local" in p for p in problems)
 
 
+def test_hidden_positions_map_is_recorded_and_checked(clean_ledger, tmp_path):
+    (record,) = read_ledger(clean_ledger)
+    assert any(record["positions_hidden"].values()), "tinyvit-isolated hides positions by default"
+    for worker in record["workers"].values():
+        assert sorted(w for call in worker["sent_order"] for w in call) == worker["windows"]
+
+    def edit(record):
+        worker = next(w for w in record["workers"].values() if len(w["sent_order"][0]) > 1)
+        worker["sent_order"][0] = worker["sent_order"][0][1:]  # a window whose answer cannot be placed
+
+    _, problems = check_ledger(_rewrite(clean_ledger, tmp_path / "map.jsonl", edit))
+    assert any("window map" in p for p in problems)
+
+
 def test_unreadable_ledger_exit_2(tmp_path, capsys):
     assert main(["ledger", "check", str(tmp_path / "missing.jsonl")]) == 2
     (tmp_path / "junk.jsonl").write_text("not json\n")

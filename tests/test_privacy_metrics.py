@@ -275,7 +275,7 @@ def test_report_writes_markdown_json_figures(tmp_path, astronaut: np.ndarray) ->
     rep.add_cloud_only(img, name="astronaut", detect_kinds=("frontal_face",))
     paths = rep.write(tmp_path)
     md = paths["markdown"].read_text()
-    assert "| mod3 | 3 | 2 |" in md and "cloud-only" in md
+    assert "| mod3 | 3 | known | 2 |" in md and "cloud-only" in md
     data = json.loads(paths["json"].read_text())
     assert len(data["rows"]) == 4  # cloud-only k=1, mod3 k=1..3
     assert all("_arrays" not in r for r in data["results"])

@@ -60,6 +60,13 @@ def check_record(record: dict[str, Any]) -> list[str]:
             adjacent = record.get("adjacent_pairs", {}).get(name, [])
             if adjacent:
                 problems.append(f"request {rid}: worker {name} holds adjacent windows {adjacent} although adjacency is required")
+        if any(record.get("positions_hidden", {}).values()):
+            # With hidden positions the edge's map (the order it sent the windows in) is the only way back from
+            # a worker's answer to the image: it must cover exactly what the worker received.
+            mapped = {w for call in record["workers"][name].get("sent_order", []) for w in call}
+            if mapped != windows:
+                problems.append(f"request {rid}: worker {name}'s window map covers {sorted(mapped)}, "
+                                f"not the windows it received {sorted(windows)}")
     return problems
 
 

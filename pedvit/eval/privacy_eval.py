@@ -146,6 +146,7 @@ def evaluate_photos(
     figure_n: int | None = None,
     progress: bool = True,
     window_tokens: int = 14,
+    positions: Sequence[str] = ("hidden",),
 ) -> PrivacyReport:
     """Run every attack over ``images`` x ``schemes`` x ``workers_list`` (+ cloud-only) into a report.
 
@@ -165,6 +166,8 @@ def evaluate_photos(
         progress: tqdm progress bar.
         window_tokens: window side in tokens (14 = 224 px at SAM's 1024 px input; tinyvit-isolated takes
             multiples of 14).
+        positions: what the workers learn of where their windows sit: ``"hidden"`` (position hiding, the
+            default of tinyvit-isolated: the jigsaw attacker must place its pieces) and/or ``"known"``.
 
     Returns:
         a :class:`PrivacyReport` holding one result per (image, scheme, N) and per cloud-only image.
@@ -174,14 +177,15 @@ def evaluate_photos(
     ks = tuple(range(1, max(1, colluders) + 1))
     if figure_n is None:
         figure_n = min((n for n in workers_list if n >= 4), default=workers_list[0])
-    report = PrivacyReport(threshold=threshold, colluders=ks, max_figures=2 * len(schemes) * max(1, len(figure_images)))
+    report = PrivacyReport(threshold=threshold, colluders=ks,
+                           max_figures=2 * len(schemes) * len(positions) * max(1, len(figure_images)))
     common = dict(methods=methods, detect_kinds=kinds, max_side=max_side)
-    jobs = [(name, img, s, n) for name, img in images for s in schemes for n in workers_list]
+    jobs = [(name, img, s, n, pos) for name, img in images for s in schemes for n in workers_list for pos in positions]
     bar = _tqdm(range(len(jobs) + (len(images) if cloud_only else 0)), desc="privacy", unit="view-set",
                 disable=not progress, file=sys.stderr)
     it = iter(bar)
     grids: dict[str, tuple[WindowGrid, Constraints]] = {}
-    for name, img, scheme, n in jobs:
+    for name, img, scheme, n, pos in jobs:
         if name not in grids:  # semantic constraints cost a Haar pass: once per photo
             grid = WindowGrid(img.shape[:2], window_tokens=window_tokens)
             sem = constraints_for_image(img, grid, Constraints()) if "semantic" in schemes else Constraints()
@@ -190,10 +194,11 @@ def evaluate_photos(
         views, a = scheme_views(img, grid, n, scheme, halo_px=halo_px, seed=seed,
                                 constraints=sem if scheme == "semantic" else Constraints())
         res = report.evaluate(img, views, figures=name in figure_images and n == figure_n, scheme=scheme,
-                              name=name, **common)
+                              name=name, positions=pos, grid=grid, non_adjacent=scheme != "contiguous",
+                              windows={str(w): ids for w, ids in a.worker_windows.items()}, **common)
         res["local_windows"] = sorted(a.local)
         if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(f"{name} {scheme} N={n}")
+            bar.set_postfix_str(f"{name} {scheme} N={n} {pos}")
         next(it, None)
     if cloud_only:
         for name, img in images:
@@ -219,20 +224,27 @@ def _face_counts(results: Sequence[dict[str, Any]], names: Iterable[str] | None 
 
 def summarize(report: PrivacyReport, *, config: dict[str, Any] | None = None,
               leakage: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """JSON-ready summary: flat ``rows`` plus ``table[scheme][N]`` (k = 1 fields and ``colluders[k]``) and
+    """JSON-ready summary: flat ``rows`` plus ``table[scheme][N]`` (k = 1 fields and ``colluders[k]``; the
+    rows with hidden positions where both were attacked, as the engine hides them by default) and
     ``faces[scheme][N]`` (Haar counts over all photos and over the curated face photos)."""
     rows = report.rows()
     table: dict[str, dict[str, Any]] = {}
+    hidden = {(r["scheme"], r["n_workers"]) for r in rows if r.get("positions") == "hidden"}
     for r in rows:
+        if r.get("positions") == "known" and (r["scheme"], r["n_workers"]) in hidden:
+            continue
         entry = table.setdefault(r["scheme"], {}).setdefault(str(r["n_workers"]), {"colluders": {}})
         if r["colluders"] == 1:
             entry.update({k: v for k, v in r.items() if k not in ("scheme", "n_workers", "colluders")})
         entry["colluders"][str(r["colluders"])] = {
             k: r[k] for k in ("mean_exposure", "max_exposure", "mean_ssim", "max_ssim", "mean_ssim_unseen",
-                              "reconstruction_success_rate", "faces_found", "images")}
+                              "reconstruction_success_rate", "full_image_ssim_success_rate",
+                              "placement_accuracy", "faces_found", "images")}
     faces: dict[str, dict[str, Any]] = {}
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for res in report.results:
+        if res.get("positions") == "known" and (res["scheme"], res["n_workers"]) in hidden:
+            continue  # the detection attack reads the same pixels either way: count each photo once
         groups.setdefault((res["scheme"], res["n_workers"]), []).append(res)
     for (scheme, n), rs in sorted(groups.items()):
         faces.setdefault(scheme, {})[str(n)] = {
@@ -253,9 +265,9 @@ def summarize(report: PrivacyReport, *, config: dict[str, Any] | None = None,
 
 
 HEADLINE_COLUMNS: tuple[str, ...] = (
-    "scheme", "n_workers", "colluders", "mean_exposure", "max_exposure", "mean_ssim", "max_ssim",
-    "mean_ssim_unseen", "mean_baseline_ssim", "reconstruction_success_rate", "faces_in_full_image",
-    "faces_found", "faces_found_by_one_worker",
+    "scheme", "n_workers", "positions", "colluders", "mean_exposure", "max_exposure", "placement_accuracy",
+    "mean_ssim_unseen_best", "mean_unseen_gain", "reconstruction_success_rate", "full_image_ssim_success_rate",
+    "faces_in_full_image", "faces_found", "faces_found_by_one_worker",
 )
 
 
@@ -404,7 +416,9 @@ def leakage_check(image: np.ndarray, plan: str, *, n_workers: int = 4, model: An
         out = {}
         for ex in execs:
             stages[ex.name] = [s for s, _, _ in ex.received]
-            out[ex.name] = [b for _, b, _ in ex.received]
+            # Rows in window-id order: with hidden positions each request sends them in a fresh random order.
+            orders = run.workers[ex.name].sent_order
+            out[ex.name] = [b[np.argsort(order, kind="stable")] for (_, b, _), order in zip(ex.received, orders, strict=True)]
         pred.close()
         return out
 
@@ -500,6 +514,9 @@ def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=int, default=512, help="attacks run on images downscaled to this side (speed)")
     p.add_argument("--methods", type=_names(ATTACKS), default=None, help=f"reconstruction attacks ({','.join(ATTACKS)})")
     p.add_argument("--detect", type=_names(CASCADES), default=None, help=f"Haar kinds ({','.join(CASCADES)})")
+    p.add_argument("--positions", default="auto", choices=["auto", "hidden", "known", "both"],
+                   help="what a worker knows of where its windows sit: auto = the plan's default (tinyvit-isolated "
+                        "hides them, ViT plans send them), both = attack each way in one run")
     p.add_argument("--no-cloud-only", action="store_true", help="skip the cloud-only baseline")
     p.add_argument("--leakage", action="store_true", help="also run the feature-leakage check (slow: real engine)")
     p.add_argument("--leakage-photos", type=int, default=2, metavar="M", help="photos for --leakage (default 2)")
@@ -522,8 +539,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    positions = {"auto": ["hidden" if args.plan == "tinyvit-isolated" else "known"], "both": ["hidden", "known"]}.get(
+        args.positions, [args.positions])
+    if "hidden" in positions and args.plan != "tinyvit-isolated":
+        print(f"error: plan {args.plan} sends window positions (absolute position embedding): --positions known",
+              file=sys.stderr)
+        return 2
     config = {
         "photos": [n for n, _ in images], "workers_list": workers, "schemes": schemes, "plan": args.plan,
+        "positions": positions,
         "halo_px": args.halo, "window_tokens": args.window_tokens, "colluders": args.colluders,
         "threshold": args.threshold, "seed": args.seed,
         "max_side": args.max_side, "methods": args.methods or list(ATTACKS),
@@ -535,7 +559,7 @@ def run(args: argparse.Namespace) -> int:
         images, workers_list=workers, schemes=schemes, halo_px=args.halo, colluders=args.colluders,
         threshold=args.threshold, cloud_only=not args.no_cloud_only, seed=args.seed, max_side=args.max_side,
         methods=args.methods, detect_kinds=args.detect, figure_images=[images[0][0]] if images else (),
-        progress=not args.no_progress, window_tokens=args.window_tokens)
+        progress=not args.no_progress, window_tokens=args.window_tokens, positions=positions)
     config["seconds"] = time.perf_counter() - started
     leakage: list[dict[str, Any]] | None = None
     if args.leakage:

@@ -206,7 +206,8 @@ class TinyViTIsolated(SplitPlan):
     def info(self, model: Sam | None = None) -> PlanInfo:
         return PlanInfo(
             self.name, "mobile_sam", "1",
-            f"uint8 pixels of its own {self.window_tokens * 16} px windows (halo {self.halo_px} px)"
+            f"uint8 pixels of its own {self.window_tokens * 16} px windows (halo {self.halo_px} px), "
+            + ("shuffled, without their positions" if self.position_period(self.trunk_stage) else "with their positions")
             + (f"; runs the trunk with window adapter {self.window_adapter.adapter_id}"
                + (f" ({self.window_adapter.seam_padding} seam padding)" if self.window_adapter.seam_padding != "zeros" else "")
                if self.window_adapter else ""),
@@ -278,7 +279,7 @@ class ViTIsolated(_ViTPlan):
     def info(self, model: Sam | None = None) -> PlanInfo:
         return PlanInfo(
             self.name, "vit_b, vit_l, vit_h", "1",
-            "uint8 pixels of its own 224 px windows",
+            "uint8 pixels of its own 224 px windows, with their positions (absolute position embedding)",
             "every block from the first global block on + neck + prompt encoder + mask decoder",
             exact=True, isolated=True,
         )

@@ -36,9 +36,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pedvit.privacy.detection import DEFAULT_KINDS, detect, detection_attack
+from pedvit.partition import WindowGrid
 from pedvit.privacy.exposure import union_mask, view_exposure, worst_case_coalition
+from pedvit.privacy.jigsaw import cut_pieces, place, placed_view, slots_for
 from pedvit.privacy.reconstruction import (
     DEFAULT_ATTACKS,
+    UNSEEN_MARGIN,
     _luma,
     grey_baseline,
     masked_view,
@@ -59,9 +62,10 @@ __all__ = [
 
 #: columns shown in the Markdown table (the JSON rows hold more)
 TABLE_COLUMNS: tuple[str, ...] = (
-    "scheme", "n_workers", "colluders", "images", "mean_exposure", "max_exposure", "max_largest_region",
-    "mean_ssim", "max_ssim", "mean_ssim_unseen", "mean_baseline_ssim", "reconstruction_success_rate", "faces_in_full_image",
-    "faces_found", "faces_found_by_one_worker", "objects_in_full_image", "objects_found",
+    "scheme", "n_workers", "positions", "colluders", "images", "mean_exposure", "max_exposure", "max_largest_region",
+    "placement_accuracy", "mean_ssim_unseen_best", "mean_ssim_unseen_mean_colour", "mean_unseen_gain",
+    "reconstruction_success_rate", "full_image_ssim_success_rate", "faces_in_full_image", "faces_found",
+    "faces_found_by_one_worker", "objects_in_full_image", "objects_found",
 )
 
 
@@ -106,6 +110,10 @@ def evaluate_views(
     max_side: int | None = 1024,
     work_side: int = 256,
     keep_images: bool = False,
+    positions: str = "known",
+    windows: Mapping[Any, Sequence[int]] | None = None,
+    grid: WindowGrid | None = None,
+    non_adjacent: bool = True,
 ) -> dict[str, Any]:
     """All privacy attacks on one image split into per-worker views.
 
@@ -124,6 +132,11 @@ def evaluate_views(
             reconstruction and detection attacks, for speed; exposure always uses full resolution.
         work_side: working size of the OpenCV inpainting attacks.
         keep_images: keep arrays for figures under the ``"_arrays"`` key (dropped from JSON).
+        positions: ``"known"`` (the attacker knows where its windows sit) or ``"hidden"`` (position hiding:
+            it must place its pieces first, :mod:`pedvit.privacy.jigsaw`; needs ``windows`` and ``grid``).
+        windows: worker id -> the window ids it received (for ``"hidden"``).
+        grid: the image's ``WindowGrid`` (for ``"hidden"``).
+        non_adjacent: the scheme's rule the jigsaw attacker may use: no two pieces of one worker touch.
 
     Returns:
         JSON-ready dict: ``image, scheme, n_workers, shape, threshold, baseline_grey, full_detections``,
@@ -144,6 +157,10 @@ def evaluate_views(
             raise ValueError(f"view {k!r} has shape {v.shape}, image is {img.shape[:2]}")
     n = len(vs)
     ks = sorted({int(k) for k in colluders if 1 <= int(k) <= n})
+    if positions not in ("known", "hidden"):
+        raise ValueError(f"positions must be 'known' or 'hidden', got {positions!r}")
+    if positions == "hidden" and (windows is None or grid is None):
+        raise ValueError("positions='hidden' needs the window ids of every view and the grid")
 
     coalition_views: dict[str, np.ndarray] = {}
     coalition_info: dict[str, dict[str, Any]] = {}
@@ -159,11 +176,18 @@ def evaluate_views(
     small_img, small_views = _downscale(img, {**vs, **coalition_views}, max_side)
     luma = _luma(small_img)
     baseline = grey_baseline(small_img, original_luma=luma)
+    slots = slots_for(grid, small_img.shape[:2]) if positions == "hidden" else []
+    placements: dict[str, float] = {}
 
-    def attack(mask_small: np.ndarray) -> Any:
-        r = reconstruction_attack(small_img, mask_small, methods=methods, threshold=threshold,
-                                  work_side=work_side, keep_images=keep_images, baseline=baseline,
-                                  original_luma=luma)
+    def attack(label: str, members: Sequence[str]) -> Any:
+        placed = None
+        if positions == "hidden":
+            pieces = cut_pieces(small_img, slots, {m: windows[m] for m in members})  # type: ignore[index]
+            placement = place(pieces, slots, small_img.shape[:2], non_adjacent=non_adjacent)
+            placements[label] = placement.accuracy
+            placed = placed_view(small_img.shape[:2], pieces, slots, placement)
+        r = reconstruction_attack(small_img, small_views[label], methods=methods, threshold=threshold,
+                                  work_side=work_side, keep_images=keep_images, original_luma=luma, placed=placed)
         r.success = bool(r.success and r.best.ssim > baseline.ssim)
         return r
 
@@ -176,12 +200,16 @@ def evaluate_views(
 
     arrays: dict[str, Any] = {"image": small_img, "views": {}, "reconstructions": {}}
     workers: dict[str, Any] = {}
+    if windows is not None:
+        windows = {str(k): list(v) for k, v in windows.items()}
     for w, mask in vs.items():
-        rec = attack(small_views[w])
+        rec = attack(w, [w])
         workers[w] = {
             "exposure": view_exposure(mask, content).as_dict(),
             "reconstruction": rec.as_dict(),
             "success": rec.success,
+            "unseen_success": rec.unseen_success,
+            "placement_accuracy": placements.get(w),
             "detection": det_of(w),
         }
         if keep_images:
@@ -192,16 +220,19 @@ def evaluate_views(
         label = info["_view"]
         if label in workers:
             coalitions[k_str] = {"members": info["members"], "selection": info["selection"],
-                                 **{key: workers[label][key] for key in ("exposure", "reconstruction",
-                                                                         "success", "detection")}}
+                                 **{key: workers[label][key] for key in ("exposure", "reconstruction", "success",
+                                                                         "unseen_success", "placement_accuracy",
+                                                                         "detection")}}
             continue
-        rec = attack(small_views[label])
+        rec = attack(label, [str(m) for m in info["members"]])
         coalitions[k_str] = {
             "members": info["members"],
             "selection": info["selection"],
             "exposure": view_exposure(coalition_views[label], content).as_dict(),
             "reconstruction": rec.as_dict(),
             "success": rec.success,
+            "unseen_success": rec.unseen_success,
+            "placement_accuracy": placements.get(label),
             "detection": det_of(label),
         }
         if keep_images:
@@ -213,6 +244,7 @@ def evaluate_views(
         "image": name,
         "scheme": scheme,
         "n_workers": n,
+        "positions": positions,
         "shape": list(img.shape[:2]),
         "eval_shape": list(small_img.shape[:2]),
         "threshold": threshold,
@@ -253,12 +285,13 @@ def _max(xs: list[float]) -> float | None:
 
 
 def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Table rows, one per (scheme, n_workers, colluders), sorted by those keys (see module docstring)."""
-    groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    """Table rows, one per (scheme, n_workers, positions, colluders), sorted by those keys (see module
+    docstring)."""
+    groups: dict[tuple[str, int, str], list[Mapping[str, Any]]] = {}
     for r in results:
-        groups.setdefault((str(r["scheme"]), int(r["n_workers"])), []).append(r)
+        groups.setdefault((str(r["scheme"]), int(r["n_workers"]), str(r.get("positions", "known"))), []).append(r)
     rows: list[dict[str, Any]] = []
-    for (scheme, n), rs in sorted(groups.items()):
+    for (scheme, n, positions), rs in sorted(groups.items()):
         faces_full = sum(r["full_detections"].get("frontal_face", 0) for r in rs)
         objects_full = sum(sum(r["full_detections"].values()) for r in rs)
         faces_one = sum(r["found_by_any_single_worker"].get("frontal_face", 0) for r in rs)
@@ -286,9 +319,11 @@ def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             base = [r["baseline_grey"]["ssim"] for r in rs]
             gains = [(u["reconstruction"]["best"]["ssim"] - u["reconstruction"]["baseline_grey"]["ssim"])
                      / max(1e-9, 1 - u["reconstruction"]["baseline_grey"]["ssim"]) for u in units]
+            recs = [u["reconstruction"] for u in units]
             row: dict[str, Any] = {
                 "scheme": scheme,
                 "n_workers": n,
+                "positions": positions,
                 "colluders": k,
                 "images": images,
                 "units": len(units),
@@ -303,7 +338,19 @@ def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "mean_ssim_unseen": _mean([u["reconstruction"]["best"]["ssim_unseen"] for u in units]),
                 "mean_psnr": _mean([u["reconstruction"]["best"]["psnr"] for u in units]),
                 "mean_baseline_ssim": _mean(base),
-                "reconstruction_success_rate": float(np.mean([bool(u["success"]) for u in units])),
+                # the headline: inference beyond the view (unseen pixels, against no-knowledge baselines)
+                "reconstruction_success_rate": float(np.mean([bool(u.get("unseen_success")) for u in units])),
+                "full_image_ssim_success_rate": float(np.mean([bool(u["success"]) for u in units])),
+                "mean_unseen_gain": _mean([rc.get("unseen_gain") for rc in recs]),
+                "max_unseen_gain": _max([rc.get("unseen_gain") for rc in recs]),
+                "mean_ssim_unseen_best": _mean([rc["best_unseen"]["ssim_unseen"] for rc in recs if "best_unseen" in rc]),
+                "mean_ssim_unseen_grey": _mean([rc["baseline_grey"]["ssim_unseen"] for rc in recs]),
+                "mean_ssim_unseen_mean_colour": _mean([rc["baseline_mean_colour"]["ssim_unseen"] for rc in recs
+                                                       if "baseline_mean_colour" in rc]),
+                "mean_psnr_unseen_best": _mean([rc["best_unseen"]["psnr_unseen"] for rc in recs if "best_unseen" in rc]),
+                "mean_psnr_unseen_mean_colour": _mean([rc["baseline_mean_colour"]["psnr_unseen"] for rc in recs
+                                                       if "baseline_mean_colour" in rc]),
+                "placement_accuracy": _mean([u.get("placement_accuracy") for u in units]),
                 "faces_in_full_image": faces_full,
                 "faces_found": faces_found,
                 "faces_found_by_one_worker": faces_one,
@@ -314,6 +361,9 @@ def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for m in methods:
                 row[f"mean_ssim_{m}"] = _mean([u["reconstruction"]["per_method"][m]["ssim"]
                                               for u in units if m in u["reconstruction"]["per_method"]])
+                row[f"mean_ssim_unseen_{m}"] = _mean([u["reconstruction"]["per_method"][m]["ssim_unseen"]
+                                                     for u in units if m in u["reconstruction"]["per_method"]])
+                row[f"best_unseen_share_{m}"] = float(np.mean([rc.get("best_unseen_method") == m for rc in recs]))
             rows.append(row)
     return rows
 
@@ -374,13 +424,13 @@ def plot_success_vs_colluders(rows: Sequence[Mapping[str, Any]], path: str | pat
     ax1, ax2 = fig.subplots(1, 2)
     series: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
-        series.setdefault(f"{r['scheme']} (n={r['n_workers']})", []).append(r)
+        series.setdefault(f"{r['scheme']} (n={r['n_workers']}, {r.get('positions', 'known')})", []).append(r)
     for label, rs in sorted(series.items()):
         rs = sorted(rs, key=lambda r: r["colluders"])
         ks = [r["colluders"] for r in rs]
         ax1.plot(ks, [r["reconstruction_success_rate"] for r in rs], marker="o", label=label)
         ax2.plot(ks, [r["mean_exposure"] for r in rs], marker="o", label=label)
-    ax1.set(xlabel="colluding workers k", ylabel="reconstruction success rate", ylim=(-0.05, 1.05))
+    ax1.set(xlabel="colluding workers k", ylabel="unseen-pixel reconstruction success", ylim=(-0.05, 1.05))
     ax2.set(xlabel="colluding workers k", ylabel="mean exposed fraction", ylim=(-0.05, 1.05))
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
@@ -462,12 +512,15 @@ class PrivacyReport:
             "* exposure: share of original pixels a worker (k = 1) or the worst-case coalition of k",
             "  colluders (largest union of views; exact search, greedy beyond 256 subsets) received;",
             "  largest region = largest 8-connected visible patch.",
-            "* SSIM: full-image luminance SSIM of the best reconstruction attack (mean fill, OpenCV",
-            "  Telea/NS inpainting, push-pull diffusion), chosen with the ground truth (pessimistic);",
-            "  `mean_baseline_ssim` is what a constant grey guess scores (knowing nothing). Full-image SSIM",
-            "  credits the pixels a view holds; `mean_ssim_unseen` (SSIM map averaged over unseen pixels",
-            "  only) says how well the hidden part was guessed — compare it with the baseline.",
-            f"* success: best SSIM >= {self.threshold} and above the grey baseline.",
+            "* positions: `known` (the worker knows where its windows sit) or `hidden` (position hiding: the",
+            "  jigsaw attacker places its pieces first; `placement_accuracy` = share put in the true slot).",
+            "* unseen-pixel SSIM: the SSIM map averaged over the pixels the attacker did not receive, for the",
+            "  best attack (mean fill, OpenCV Telea/NS inpainting, push-pull, the learned U-Net), chosen with",
+            "  the ground truth (pessimistic), and for the no-knowledge baselines (grey; the mean colour of",
+            "  the attacker's own pixels); `mean_unseen_gain` = best attack minus the better baseline.",
+            f"* reconstruction success (headline): unseen gain >= {UNSEEN_MARGIN}. Full-image success (the",
+            f"  first version's metric, which credits the pixels a view holds): best full-image SSIM >= {self.threshold}",
+            "  and above the grey image's.",
             "* faces/objects: OpenCV Haar detections in the full image, and how many of them the attacker",
             "  re-detects in its view (unseen pixels black); k = 1 counts objects any single worker finds.",
         ]
@@ -497,7 +550,7 @@ class PrivacyReport:
                 arr = r.get("_arrays")
                 if not arr:
                     continue
-                stem = f"{r['image']}_{r['scheme'] or 'views'}_n{r['n_workers']}".replace("/", "-")
+                stem = f"{r['image']}_{r['scheme'] or 'views'}_n{r['n_workers']}_{r.get('positions', 'known')}".replace("/", "-")
                 worker_views = {w: arr["views"][w] for w in r["workers"]}
                 paths[f"views:{r['image']}:{r['scheme']}"] = plot_views(
                     arr["image"], worker_views, out / f"views_{stem}.png", title=stem)
