@@ -3,12 +3,14 @@
     python scripts/privacy_figures.py curves   --report out/privacy_n --out docs/figures/privacy_success_curves.png
     python scripts/privacy_figures.py attacks  --photo astronaut --out docs/figures/privacy_attacks.png
     python scripts/privacy_figures.py threshold --report out/privacy_n --out docs/figures/privacy_threshold.png
+    python scripts/privacy_figures.py table --report out/privacy_n --report out/privacy_schemes
 
 * ``curves``: unseen-pixel success vs N (k = 1) and vs k (N = 4), hidden and known positions;
 * ``attacks``: one panel per attack on one worker's view (N = 4, interleaved): what it received, each
   inpainting attack with known positions, the jigsaw's placement and the U-Net on it with hidden positions;
 * ``threshold``: the views whose unseen-SSIM gain lies just below and just above the success margin, with the
-  best attack's reconstruction, so a reader can judge the margin.
+  best attack's reconstruction, so a reader can judge the margin;
+* ``table``: the Markdown rows docs/privacy.md and the README quote (``--report`` folders, one or more).
 """
 
 from __future__ import annotations
@@ -131,19 +133,53 @@ def threshold(report: pathlib.Path, out: pathlib.Path, count: int = 3) -> None:
     _save(fig, out)
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def table(reports: list[pathlib.Path]) -> None:
+    rows = [r for rep in reports for r in json.loads((rep / "privacy.json").read_text())["rows"]]
+    print("| scheme | N | positions | k | views | mean exposure | placement accuracy | unseen SSIM: best attack "
+          "| mean colour | grey | mean gain | max gain | success (unseen, headline) | success (full-image SSIM) "
+          "| best attack most often |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    seen = set()
+    for r in sorted(rows, key=lambda r: (r["scheme"] != "cloud-only", r["scheme"], r["n_workers"], r["positions"], r["colluders"])):
+        key = (r["scheme"], r["n_workers"], r["positions"], r["colluders"])
+        if key in seen:
+            continue
+        seen.add(key)
+        shares = {k[len("best_unseen_share_"):]: v for k, v in r.items() if k.startswith("best_unseen_share_")}
+        top = f"{max(shares, key=shares.get)} ({_pct(max(shares.values()))})" if shares else "-"
+        print(f"| {r['scheme']} | {r['n_workers']} | {r['positions']} | {r['colluders']} | {r['units']} | "
+              f"{_num(r['mean_exposure'])} | {_pct(r.get('placement_accuracy'))} | {_num(r.get('mean_ssim_unseen_best'))} | "
+              f"{_num(r.get('mean_ssim_unseen_mean_colour'))} | {_num(r.get('mean_ssim_unseen_grey'))} | "
+              f"{_num(r.get('mean_unseen_gain'))} | {_num(r.get('max_unseen_gain'))} | "
+              f"{_pct(r['reconstruction_success_rate'])} | {_pct(r['full_image_ssim_success_rate'])} | "
+              f"{top} |")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("figure", choices=["curves", "attacks", "threshold"])
-    p.add_argument("--report", type=pathlib.Path, help="a `pedvit eval privacy --report` folder")
+    p.add_argument("figure", choices=["curves", "attacks", "threshold", "table"])
+    p.add_argument("--report", type=pathlib.Path, action="append", help="a `pedvit eval privacy --report` folder")
+    p.add_argument("--out", type=pathlib.Path, default=None)
     p.add_argument("--photo", default="astronaut")
-    p.add_argument("--out", type=pathlib.Path, required=True)
     args = p.parse_args()
+    if args.figure != "table" and args.out is None:
+        p.error(f"{args.figure} needs --out")
     if args.figure == "attacks":
         attacks(args.photo, args.out)
-    elif args.report is None:
+    elif not args.report:
         p.error(f"{args.figure} needs --report")
+    elif args.figure == "table":
+        table(args.report)
     else:
-        (curves if args.figure == "curves" else threshold)(args.report, args.out)
+        (curves if args.figure == "curves" else threshold)(args.report[0], args.out)
     return 0
 
 
