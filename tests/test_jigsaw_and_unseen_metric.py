@@ -112,3 +112,31 @@ def test_hidden_positions_rows_report_placement_accuracy() -> None:
     assert res["coalitions"]["2"]["placement_accuracy"] == 1.0
     with pytest.raises(ValueError, match="hidden"):
         evaluate_views(img, views, positions="hidden", detect_kinds=())
+
+
+def test_attacker_training_commands_run_and_record_how(tmp_path) -> None:
+    """The commands that made the shipped attacker weights run end to end (a few steps, three photos)."""
+    import json
+
+    from PIL import Image
+    from skimage import data
+
+    from pedvit.privacy.inpainter import InpaintUNet
+    from pedvit.training import inpainter, jigsaw_prior
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "coffee", "chelsea"):
+        Image.fromarray(getattr(data, name)()).save(photos / f"{name}.png")
+    out = tmp_path / "unet.pt"
+    assert inpainter.main(["--photos", str(photos), "--minutes", "0.05", "--width", "8", "--batch", "2",
+                           "--out", str(out)]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["steps"] >= 1 and sorted(meta["photos"]) == ["astronaut", "chelsea", "coffee"]
+    assert set(meta["validation_unseen_ssim"]) == {"unet", "pullpush"}
+    model, loaded = load_inpainter.__wrapped__(str(out))
+    assert isinstance(model, InpaintUNet) and loaded["sha256"] == meta["sha256"]
+    prior = tmp_path / "prior.json"
+    assert jigsaw_prior.main(["--photos", str(photos), "--out", str(prior)]) == 0
+    fitted = json.loads(prior.read_text())
+    assert np.asarray(fitted["weights"]).shape == (17, 2) and fitted["residual_var"] > 0

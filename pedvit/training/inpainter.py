@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     named = load_photos(args.photos)
     masks = [view_masks(img.shape[:2], rng, 48) for _, img in named]
-    val_idx = set(range(0, len(named), max(1, len(named) // 6))[:6])
+    val_idx = set(range(0, len(named), max(1, len(named) // 6))[:max(1, min(6, len(named) - 1))])
     train = [i for i in range(len(named)) if i not in val_idx]
     model = InpaintUNet(args.width)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
