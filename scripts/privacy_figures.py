@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pedvit.data import photo
+from pedvit.eval.privacy_eval import DETERMINISTIC_SCHEMES
 from pedvit.partition import Constraints, WindowGrid, assign
 from pedvit.privacy.jigsaw import cut_pieces, place, placed_view, slots_for
 from pedvit.privacy.reconstruction import ATTACKS, UNSEEN_MARGIN, masked_view, reconstruction_attack
@@ -51,7 +52,8 @@ def _view(name: str, scheme: str, n: int, members: list[str], positions: str):
         return small, mask, None, None
     slots = slots_for(grid, small.shape[:2])
     pieces = cut_pieces(small, slots, {m: windows[m] for m in members})
-    placement = place(pieces, slots, small.shape[:2], non_adjacent=scheme != "contiguous")
+    placement = place(pieces, slots, small.shape[:2], non_adjacent=scheme != "contiguous",
+                      slot_sets=list(windows.values()) if scheme in DETERMINISTIC_SCHEMES else None)
     return small, mask, placed_view(small.shape[:2], pieces, slots, placement), placement.accuracy
 
 

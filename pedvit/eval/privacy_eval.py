@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 SCHEMES: tuple[str, ...] = ("contiguous", "interleaved", "random", "semantic")
+#: schemes whose assignment depends only on the grid and N (random draws per image, semantic reads the image)
+DETERMINISTIC_SCHEMES: tuple[str, ...] = ("contiguous", "interleaved")
 DEFAULT_WORKERS: tuple[int, ...] = (2, 4, 8, 16)
 #: photos with real human faces (curated; the Haar detector also fires on some photos without people)
 try:
@@ -195,7 +197,10 @@ def evaluate_photos(
                                 constraints=sem if scheme == "semantic" else Constraints())
         res = report.evaluate(img, views, figures=name in figure_images and n == figure_n, scheme=scheme,
                               name=name, positions=pos, grid=grid, non_adjacent=scheme != "contiguous",
-                              windows={str(w): ids for w, ids in a.worker_windows.items()}, **common)
+                              windows={str(w): ids for w, ids in a.worker_windows.items()},
+                              # a deterministic scheme's slot sets are known to an attacker who reruns it
+                              slot_sets=list(a.worker_windows.values()) if scheme in DETERMINISTIC_SCHEMES else None,
+                              **common)
         res["local_windows"] = sorted(a.local)
         if hasattr(bar, "set_postfix_str"):
             bar.set_postfix_str(f"{name} {scheme} N={n} {pos}")

@@ -7,7 +7,11 @@ origins. What it still knows, and what this attacker is given (pessimistic for u
 * each piece's size (windows of the last row or column of the grid are smaller: that is visible);
 * the scheme's adjacency rule: with ``interleaved``/``semantic`` (and ``random``, which prefers it) no two
   windows of one worker touch, so its pieces go to pairwise non-adjacent slots;
-* for a coalition, which member received which piece (so the rule holds per member).
+* for a coalition, which member received which piece (so the rule holds per member);
+* with a deterministic scheme (``interleaved`` and ``contiguous`` depend only on the grid and N), the slot
+  sets the scheme hands out: the attacker can rerun the assignment, so it knows its piece set is one of N
+  (``slot_sets``); it places its pieces in the candidate set that fits best. ``random`` draws a fresh
+  assignment per image and ``semantic`` depends on what the edge detects: there it has only the rule.
 
 Placement minimises an energy over piece -> slot maps: a learned position prior (a ridge regression from a
 piece's colour / brightness / texture statistics to where such a piece sits in a photo, trained on the
@@ -236,27 +240,67 @@ def _improve(energy: _Energy, assignment: np.ndarray, max_passes: int = 30) -> t
     return assignment, current
 
 
-def place(pieces: Sequence[Piece], slots: Sequence[Slot], shape: tuple[int, int], *, non_adjacent: bool = True,
-          restarts: int = 3, seed: int = 0) -> Placement:
-    """Put the pieces back (see the module docstring); ``shape`` is the attacked image's (H, W)."""
-    if not pieces:
-        return Placement((), float("nan"), 0.0)
-    if len(pieces) > len(slots):
-        raise ValueError(f"{len(pieces)} pieces for {len(slots)} slots")
-    energy = _Energy(pieces, slots, shape, non_adjacent)
-    rng = np.random.default_rng(seed)
+def _solve(energy: _Energy, restarts: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Hungarian start on the unary costs (jittered after the first restart), then local search."""
     best, best_e = None, np.inf
     for r in range(max(1, restarts)):
         unary = energy.unary + (rng.normal(0, 0.5, energy.unary.shape) if r else 0.0)
         rows, cols = linear_sum_assignment(unary)
-        start = np.empty(len(pieces), dtype=int)
+        start = np.empty(len(rows), dtype=int)
         start[rows] = cols
         assignment, e = _improve(energy, start)
         if e < best_e:
             best, best_e = assignment, e
-    slot_ids = tuple(slots[j].id for j in best)
-    accuracy = float(np.mean([sid == p.true_slot for sid, p in zip(slot_ids, pieces)]))
-    return Placement(slot_ids, accuracy, float(best_e))
+    return best, best_e
+
+
+def _restrict(energy: _Energy, members: np.ndarray, allowed: np.ndarray) -> None:
+    """Make every slot outside ``allowed`` (slot indices) infeasible for the pieces ``members``."""
+    outside = np.setdiff1d(np.arange(energy.n_slots), allowed)
+    energy.unary[np.ix_(members, outside)] = _INFEASIBLE
+
+
+def place(pieces: Sequence[Piece], slots: Sequence[Slot], shape: tuple[int, int], *, non_adjacent: bool = True,
+          slot_sets: Sequence[Sequence[int]] | None = None, restarts: int = 3, seed: int = 0) -> Placement:
+    """Put the pieces back (see the module docstring); ``shape`` is the attacked image's (H, W).
+
+    ``slot_sets``: the window-id sets a deterministic scheme hands its workers; each owner's pieces then go
+    into one of them (the one its pieces fit best alone; owners take distinct sets). A coalition can pick a
+    wrong set for one member that way, so the placement is also solved without the sets and the one with
+    more pieces in place is returned: an oracle choice (it reads the truth), pessimistic for us like the
+    evaluation's best-of attack."""
+    if not pieces:
+        return Placement((), float("nan"), 0.0)
+    if len(pieces) > len(slots):
+        raise ValueError(f"{len(pieces)} pieces for {len(slots)} slots")
+    rng = np.random.default_rng(seed)
+    free = _Energy(pieces, slots, shape, non_adjacent)
+    candidates = [_solve(free, restarts, rng)]
+    if slot_sets:
+        energy = _Energy(pieces, slots, shape, non_adjacent)
+        index = {s.id: j for j, s in enumerate(slots)}
+        sets = [np.array([index[w] for w in ids if w in index]) for ids in slot_sets]
+        taken: set[int] = set()
+        for owner in np.unique(energy.owner):
+            members = np.flatnonzero(energy.owner == owner)
+            scored = []
+            for c, allowed in enumerate(sets):
+                if c in taken or len(allowed) < len(members):
+                    continue
+                alone = _Energy([pieces[i] for i in members], [slots[j] for j in allowed], shape, non_adjacent)
+                if (alone.unary.min(axis=1) >= _INFEASIBLE).any():
+                    continue  # a piece's size fits no slot of this set
+                scored.append((_solve(alone, 1, rng)[1], c))
+            if scored:
+                chosen = min(scored)[1]
+                taken.add(chosen)
+                _restrict(energy, members, sets[chosen])
+        candidates.append(_solve(energy, restarts, rng))
+    placements = []
+    for assignment, e in candidates:
+        slot_ids = tuple(slots[j].id for j in assignment)
+        placements.append(Placement(slot_ids, float(np.mean([sid == p.true_slot for sid, p in zip(slot_ids, pieces)])), float(e)))
+    return max(placements, key=lambda p: p.accuracy)
 
 
 def placed_view(shape: tuple[int, int], pieces: Sequence[Piece], slots: Sequence[Slot], placement: Placement

@@ -114,6 +114,7 @@ def evaluate_views(
     windows: Mapping[Any, Sequence[int]] | None = None,
     grid: WindowGrid | None = None,
     non_adjacent: bool = True,
+    slot_sets: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """All privacy attacks on one image split into per-worker views.
 
@@ -137,6 +138,7 @@ def evaluate_views(
         windows: worker id -> the window ids it received (for ``"hidden"``).
         grid: the image's ``WindowGrid`` (for ``"hidden"``).
         non_adjacent: the scheme's rule the jigsaw attacker may use: no two pieces of one worker touch.
+        slot_sets: with a deterministic scheme, the window-id sets it hands out (the jigsaw attacker reruns it).
 
     Returns:
         JSON-ready dict: ``image, scheme, n_workers, shape, threshold, baseline_grey, full_detections``,
@@ -183,7 +185,7 @@ def evaluate_views(
         placed = None
         if positions == "hidden":
             pieces = cut_pieces(small_img, slots, {m: windows[m] for m in members})  # type: ignore[index]
-            placement = place(pieces, slots, small_img.shape[:2], non_adjacent=non_adjacent)
+            placement = place(pieces, slots, small_img.shape[:2], non_adjacent=non_adjacent, slot_sets=slot_sets)
             placements[label] = placement.accuracy
             placed = placed_view(small_img.shape[:2], pieces, slots, placement)
         r = reconstruction_attack(small_img, small_views[label], methods=methods, threshold=threshold,
