@@ -1,7 +1,8 @@
 """Sensitive-region detection on the edge, and the constraints it implies.
 
-Faces (OpenCV's bundled Haar cascades) become ``keep_local`` windows: they are computed on the edge and never
-sent. Detected objects (people: upper/full body cascades, optionally a saliency blob) become
+Faces, text and (on request) people found by the edge detectors of :mod:`pedvit.partition.detectors` become
+``keep_local`` windows: they are computed on the edge and never sent (:func:`detect_sensitive_regions`, the
+Haar face cascades, is kept as the ``haar`` fallback detector). Detected objects (people: upper/full body cascades, optionally a saliency blob) become
 ``spread_groups``: their windows go to different workers so that no worker sees a whole object.
 
 Detectors run on a copy scaled to ``detect_side`` px on its longest side (speed; Haar cascades are scale
@@ -293,18 +294,31 @@ def constraints_for_image(
     objects: bool = True,
     margin_px: int = 16,
     saliency_fallback: bool = False,
+    keep_local: Sequence[str] | None = None,
+    regions_out: list[Region] | None = None,
 ) -> Constraints:
-    """``base`` plus face windows in ``keep_local`` and object windows as ``spread_groups``.
+    """``base`` plus sensitive windows in ``keep_local`` and object windows as ``spread_groups``.
+
+    Sensitive content is found by the detectors of the classes ``keep_local`` (``faces``, ``text``,
+    ``people``; None: ``faces,text``; see :mod:`pedvit.partition.detectors`). Every window that a detection
+    grown by ``margin_px`` original pixels touches stays on the edge. A detector that fails raises
+    :class:`~pedvit.partition.detectors.DetectorError` naming it: the caller must send nothing (fail closed).
+    ``faces=False`` skips detection. ``regions_out`` (if given) receives the detections.
 
     Object groups lose their keep-local windows (those are never sent anyway); groups left with fewer than
     two windows are dropped.
     """
+    from .detectors import DEFAULT_KEEP_LOCAL, run_detectors
+
     img = _check_image(image)
     if img.shape[:2] != grid.original_size:
         raise ValueError(f"image is {img.shape[:2]} but the grid was built for {grid.original_size}")
     keep = set(base.keep_local)
     if faces:
-        keep |= sensitive_windows(grid, detect_sensitive_regions(img), margin_px)
+        regions = run_detectors(img, DEFAULT_KEEP_LOCAL if keep_local is None else tuple(keep_local))
+        if regions_out is not None:
+            regions_out.extend(regions)
+        keep |= sensitive_windows(grid, regions, margin_px)
     groups = list(base.spread_groups)
     if objects:
         groups += object_groups(grid, detect_objects(img, saliency_fallback=saliency_fallback))
