@@ -160,3 +160,19 @@ def test_composite_set_is_deterministic_and_annotated() -> None:
             assert 0 <= x0 < x1 <= x.image.shape[1] and 0 <= y0 < y1 <= x.image.shape[0]
             assert (16 <= r.size <= 256) if r.kind == "face" else (8 <= r.size <= 96 and r.text)
     assert not np.array_equal(composite_set(1, seed=4)[0].image, a[0].image)
+
+
+def test_privacy_rows_count_text_read_by_the_attack() -> None:
+    from pedvit.eval.privacy_eval import evaluate_photos, summarize
+
+    img, _ = _text_image("PASSPORT 5501 2273", height=28, shape=(448, 640), at=(120, 190))
+    rep = evaluate_photos([("sign", img)], workers_list=(2,), schemes=("semantic",), colluders=2,
+                          detect_kinds=("face", "text"), methods=("telea",), progress=False, figure_images=())
+    rows = {(r["scheme"], r["colluders"]): r for r in summarize(rep)["rows"]}
+    assert rows[("cloud-only", 1)]["text_in_full_image"] >= 1
+    # the cloud sees every pixel, so it reads what the full image shows; semantic workers read nothing
+    assert rows[("cloud-only", 1)]["text_found_by_one_worker"] == rows[("cloud-only", 1)]["text_in_full_image"]
+    for k in (1, 2):
+        r = rows[("semantic", k)]
+        assert r["text_in_full_image"] >= 1 and r["text_found_by_one_worker"] == 0
+        assert {"faces_in_full_image", "faces_found_by_one_worker", "n_workers", "colluders"} <= set(r)

@@ -30,8 +30,9 @@ from pedvit.eval.composite import CLEAN_PHOTOS, AnnotatedImage, GTRegion
 from pedvit.partition import Constraints, WindowGrid, assign, constraints_for_image
 from pedvit.partition.sensitivity import Region, sensitive_windows
 from pedvit.privacy.detection import match_boxes
+from pedvit.privacy.modern_attack import Attacker
 
-__all__ = ["BUCKETS", "Attacker", "evaluate_image", "evaluate_set", "clean_photo_share", "encoder_seconds",
+__all__ = ["BUCKETS", "evaluate_image", "evaluate_set", "clean_photo_share", "encoder_seconds",
            "summarize_detect_eval", "format_detect_eval"]
 
 Box = tuple[int, int, int, int]
@@ -45,41 +46,6 @@ def bucket(kind: str, size: float) -> str:
     lo = max(e for e in edges if e <= size)
     i = edges.index(lo)
     return f"{lo}-{edges[i + 1]}" if i + 1 < len(edges) else f">={lo}"
-
-
-class Attacker:
-    """The strongest detectors available here, run on a worker's (or coalition's) view."""
-
-    def __init__(self) -> None:
-        from pedvit.partition.mtcnn import MTCNN
-
-        self.mtcnn = MTCNN(min_face=12, thresholds=(0.6, 0.7, 0.7))
-        self._ocr: Any = None
-
-    def ocr(self) -> Any:
-        if self._ocr is None:
-            from rapidocr_onnxruntime import RapidOCR
-
-            self._ocr = RapidOCR()
-        return self._ocr
-
-    def faces(self, view: np.ndarray) -> list[Box]:
-        """Face boxes ``(x0, y0, x1, y1)`` in an ``H x W x 3`` uint8 view."""
-        from pedvit.privacy.detection import detect
-
-        b = [tuple(int(v) for v in r[:4]) for r in self.mtcnn.detect(view)]
-        haar = detect(view, ("frontal_face", "profile_face"), region=view.any(-1))
-        return b + haar["frontal_face"] + haar["profile_face"]
-
-    def text(self, view: np.ndarray) -> list[tuple[Box, str]]:
-        """(box, recognised string) of every text line RapidOCR finds in a view."""
-        result, _ = self.ocr()(np.ascontiguousarray(view[..., ::-1]))
-        out = []
-        for quad, txt, _score in result or []:
-            q = np.asarray(quad, float)
-            out.append(((int(q[:, 0].min()), int(q[:, 1].min()), int(q[:, 0].max()) + 1, int(q[:, 1].max()) + 1),
-                        str(txt)))
-        return out
 
 
 def _read(truth: str, seen: Sequence[str]) -> bool:
@@ -106,7 +72,7 @@ def _attack_view(att: Attacker, image: np.ndarray, mask: np.ndarray, gts: Sequen
         found["found"] += [faces[j] for j in hit]
     texts = [i for i in touched if gts[i].kind == "text"]
     if texts:
-        lines = att.text(view)
+        lines = att.text(view)  # (box, recognised string)
         for i in texts:
             near = [s for b, s in lines if match_boxes([gts[i].box], [b])]
             if near:
@@ -192,3 +158,114 @@ def encoder_seconds(image: np.ndarray, repeats: int = 3) -> float:
         pred.set_image(image)
         ts.append(time.perf_counter() - t)
     return float(np.median(ts))
+
+
+def _rate(xs: Sequence[bool]) -> float | None:
+    return float(np.mean(xs)) if len(xs) else None
+
+
+def summarize_detect_eval(per_image: Sequence[dict[str, Any]], *, clean: dict[str, Any] | None = None,
+                          encoder_s: float | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per set (annotated / composite), class and size bucket: regions, edge recall, attack counts; windows kept
+    local; detector time against the encoder. JSON-ready."""
+    out: dict[str, Any] = {"config": config or {}, "sets": {}}
+    for set_name in sorted({r["set"] for r in per_image}):
+        rs = [r for r in per_image if r["set"] == set_name]
+        regs = [g for r in rs for g in r["regions"]]
+        table: dict[str, Any] = {}
+        for kind in ("face", "text"):
+            for b in [*(bucket(kind, e) for e in BUCKETS[kind]), "all", "criterion"]:
+                if b == "all":
+                    sel = [g for g in regs if g["kind"] == kind]
+                elif b == "criterion":  # faces >= 24 px, text lines >= 12 px
+                    sel = [g for g in regs if g["kind"] == kind and g["size"] >= (24 if kind == "face" else 12)]
+                else:
+                    sel = [g for g in regs if g["kind"] == kind and g["bucket"] == b]
+                if not sel:
+                    continue
+                row: dict[str, Any] = {"regions": len(sel), "kept_local": sum(g["kept"] for g in sel),
+                                       "edge_recall": _rate([g["kept"] for g in sel])}
+                for k in sorted({k for g in sel for k in g["found_k"]}):
+                    row[f"found_by_k{k}"] = sum(g["found_k"].get(k, False) for g in sel)
+                    if kind == "text":
+                        row[f"read_by_k{k}"] = sum(g["read_k"].get(k, False) for g in sel)
+                base = [g["baseline_found"] for g in sel if g["baseline_found"] is not None]
+                if base:
+                    row["interleaved_found_by_one_worker"] = sum(base)
+                table[f"{kind} {b}"] = row
+        out["sets"][set_name] = {
+            "images": len(rs), "table": table,
+            "mean_local_share": _rate([r["local_windows"] / max(1, r["content_windows"]) for r in rs]),
+            "mean_detect_s": float(np.mean([r["detect_s"] for r in rs])),
+        }
+    out["clean_photos"] = clean
+    if encoder_s is not None:
+        det = [r["detect_s"] for r in per_image if r["set"] == "composite"] or [r["detect_s"] for r in per_image]
+        out["encoder_s"] = encoder_s
+        out["detect_share_of_encoder"] = float(np.mean(det)) / encoder_s
+    out["per_image"] = list(per_image)
+    return out
+
+
+def format_detect_eval(summary: dict[str, Any]) -> str:
+    """Markdown tables of :func:`summarize_detect_eval`."""
+    lines = []
+    for set_name, s in summary["sets"].items():
+        lines += [f"### {set_name} ({s['images']} images, windows kept local {100 * s['mean_local_share']:.1f} %, "
+                  f"detectors {s['mean_detect_s']:.3f} s per image)", "",
+                  "| class, size (px) | regions | edge recall | found by 1 worker | by k=2 | by k=3 | text read by 1 / 2 / 3 "
+                  "| interleaved: found by 1 worker |", "|---|---|---|---|---|---|---|---|"]
+        for key, r in s["table"].items():
+            read = " / ".join(str(r.get(f"read_by_k{k}", "-")) for k in (1, 2, 3)) if key.startswith("text") else "-"
+            lines.append(f"| {key} | {r['regions']} | {100 * r['edge_recall']:.1f} % | {r.get('found_by_k1', '-')} | "
+                         f"{r.get('found_by_k2', '-')} | {r.get('found_by_k3', '-')} | {read} | "
+                         f"{r.get('interleaved_found_by_one_worker', '-')} |")
+        lines.append("")
+    c = summary.get("clean_photos")
+    if c:
+        lines.append(f"Photos without faces or text: {c['photos']}, windows kept local {100 * c['mean_local_share']:.1f} % "
+                     "on average.")
+    if "encoder_s" in summary:
+        lines.append(f"Detector time {100 * summary['detect_share_of_encoder']:.1f} % of the monolithic encoder "
+                     f"({summary['encoder_s']:.2f} s).")
+    return "\n".join(lines) + "\n"
+
+
+def run_detect_eval(args: Any) -> int:
+    """``pedvit eval privacy --detect-eval``: annotated photos + composite set (``--composite N``)."""
+    import json
+    import sys
+
+    from pedvit.eval.composite import annotated_photos, composite_set
+
+    classes = tuple(getattr(args, "keep_local", None) or ("faces", "text"))
+    n_workers = args.local if args.local is not None else 4
+    att = Attacker()
+    per: list[dict[str, Any]] = []
+    sets = [("annotated", annotated_photos()), ("composite", composite_set(getattr(args, "composite", 28), seed=args.seed))]
+    started = time.perf_counter()
+    for set_name, items in sets:
+        for it in items:
+            r = evaluate_image(it, classes=classes, n_workers=n_workers, colluders=args.colluders, halo_px=args.halo,
+                               attacker=att)
+            r["set"] = set_name
+            per.append(r)
+            if not args.no_progress:
+                print(f"{set_name} {it.name}: {sum(g['kept'] for g in r['regions'])}/{len(r['regions'])} kept, "
+                      f"{r['detect_s']:.2f} s", file=sys.stderr)
+    clean = clean_photo_share(classes)
+    enc = encoder_seconds(sets[1][1][0].image)
+    config = {"classes": list(classes), "n_workers": n_workers, "colluders": args.colluders, "halo_px": args.halo,
+              "seed": args.seed, "composite_images": len(sets[1][1]), "seconds": time.perf_counter() - started,
+              "command": "pedvit " + " ".join(sys.argv[1:])}
+    summary = summarize_detect_eval(per, clean=clean, encoder_s=enc, config=config)
+    text = format_detect_eval(summary)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1))
+    if args.report is not None:
+        args.report.mkdir(parents=True, exist_ok=True)
+        (args.report / "detect_eval.md").write_text(text)
+        (args.report / "detect_eval.json").write_text(json.dumps(summary, indent=1))
+    return 0

@@ -16,6 +16,9 @@ Row semantics (one row per scheme, number of workers and number of colluders k):
   :func:`pedvit.privacy.exposure.worst_case_coalition`) attacks with the union of its views; means/maxima
   and the success rate run over images.
 * ``faces_found_by_one_worker`` always repeats the k = 1 figure for easy comparison.
+* faces are counted with the ``face`` kind (MTCNN + Haar, :mod:`pedvit.privacy.modern_attack`) when it was
+  run, else with Haar's ``frontal_face``; ``text_in_full_image`` / ``text_found_by_one_worker`` count the
+  lines RapidOCR reads in the full image and the ones a single worker's view re-reads.
 
 Success is ``best SSIM >= threshold`` **and** better than the mid-grey baseline (see
 :func:`evaluate_views`).
@@ -61,7 +64,8 @@ __all__ = [
 TABLE_COLUMNS: tuple[str, ...] = (
     "scheme", "n_workers", "colluders", "images", "mean_exposure", "max_exposure", "max_largest_region",
     "mean_ssim", "max_ssim", "mean_ssim_unseen", "mean_baseline_ssim", "reconstruction_success_rate", "faces_in_full_image",
-    "faces_found", "faces_found_by_one_worker", "objects_in_full_image", "objects_found",
+    "faces_found", "faces_found_by_one_worker", "text_in_full_image", "text_found_by_one_worker",
+    "objects_in_full_image", "objects_found",
 )
 
 
@@ -259,9 +263,12 @@ def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((str(r["scheme"]), int(r["n_workers"])), []).append(r)
     rows: list[dict[str, Any]] = []
     for (scheme, n), rs in sorted(groups.items()):
-        faces_full = sum(r["full_detections"].get("frontal_face", 0) for r in rs)
+        fk = "face" if any("face" in r["full_detections"] for r in rs) else "frontal_face"  # MTCNN + Haar
+        faces_full = sum(r["full_detections"].get(fk, 0) for r in rs)
         objects_full = sum(sum(r["full_detections"].values()) for r in rs)
-        faces_one = sum(r["found_by_any_single_worker"].get("frontal_face", 0) for r in rs)
+        faces_one = sum(r["found_by_any_single_worker"].get(fk, 0) for r in rs)
+        text_full = sum(r["full_detections"].get("text", 0) for r in rs)
+        text_one = sum(r["found_by_any_single_worker"].get("text", 0) for r in rs)
         ks = sorted({int(k) for r in rs for k in r["coalitions"]} | {1})
         for k in ks:
             units: list[Mapping[str, Any]] = []  # (worker or coalition) entries attacking as one
@@ -270,13 +277,13 @@ def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for r in rs:
                 if k == 1:
                     units.extend(r["workers"].values())
-                    faces_found += r["found_by_any_single_worker"].get("frontal_face", 0)
+                    faces_found += r["found_by_any_single_worker"].get(fk, 0)
                     objects_found += sum(r["found_by_any_single_worker"].values())
                     images += 1
                 elif str(k) in r["coalitions"]:
                     c = r["coalitions"][str(k)]
                     units.append(c)
-                    faces_found += c["detection"].get("frontal_face", 0)
+                    faces_found += c["detection"].get(fk, 0)
                     objects_found += sum(c["detection"].values())
                     images += 1
             if not units:
@@ -307,6 +314,8 @@ def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "faces_in_full_image": faces_full,
                 "faces_found": faces_found,
                 "faces_found_by_one_worker": faces_one,
+                "text_in_full_image": text_full,
+                "text_found_by_one_worker": text_one,
                 "objects_in_full_image": objects_full,
                 "objects_found": objects_found,
             }
@@ -468,8 +477,9 @@ class PrivacyReport:
             "  credits the pixels a view holds; `mean_ssim_unseen` (SSIM map averaged over unseen pixels",
             "  only) says how well the hidden part was guessed — compare it with the baseline.",
             f"* success: best SSIM >= {self.threshold} and above the grey baseline.",
-            "* faces/objects: OpenCV Haar detections in the full image, and how many of them the attacker",
-            "  re-detects in its view (unseen pixels black); k = 1 counts objects any single worker finds.",
+            "* faces/text/objects: detections in the full image (faces: MTCNN + Haar; text: lines RapidOCR reads;",
+            "  objects: all kinds incl. Haar), and how many of them the attacker re-detects in its view (unseen",
+            "  pixels black); k = 1 counts objects any single worker finds.",
         ]
         return "\n".join(lines) + "\n"
 
