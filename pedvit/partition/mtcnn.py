@@ -13,9 +13,12 @@ compute, a miss costs privacy.
 from __future__ import annotations
 
 import importlib.util
+import io
 import math
 import os
+import warnings
 from functools import lru_cache
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,9 +29,8 @@ __all__ = ["MTCNN", "weights_dir", "nms"]
 
 
 def _prelu(x: torch.Tensor, m: nn.PReLU) -> torch.Tensor:
-    """PReLU (per-channel slope on axis 1), cheaper on CPU than the fused op for these small channel counts."""
-    w = m.weight.view(1, -1, *([1] * (x.dim() - 2)))
-    return torch.where(x > 0, x, x * w)
+    """PReLU with the per-channel slopes of ``m`` (axis 1)."""
+    return F.prelu(x, m.weight)
 
 
 def _face_prob(logits: torch.Tensor) -> torch.Tensor:
@@ -116,6 +118,48 @@ def _nets() -> tuple[_PNet, _RNet, _ONet]:
     return nets
 
 
+def _onnx_session(net: nn.Module, example: torch.Tensor, dynamic: dict[str, dict[int, str]]) -> Any:
+    """``net`` exported to ONNX in memory and loaded in onnxruntime (CPU, 2 threads): about 10x faster than
+    eager torch for these small-channel networks. None when the ``onnx`` package is missing."""
+    try:
+        import onnx  # noqa: F401 - the exporter needs it
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (example,), buf, dynamo=False, input_names=["x"], output_names=["off", "prob"],
+                          dynamic_axes=dynamic, opset_version=17)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = max(1, min(2, torch.get_num_threads())), 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+
+
+@lru_cache(maxsize=1)
+def _runners() -> tuple[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], ...]:
+    """P-, R-, O-Net as ``N x 3 x H x W float32 -> (offsets, probabilities)`` numpy callables."""
+    nets = _nets()
+    examples = (torch.zeros(1, 3, 64, 64), torch.zeros(2, 3, 24, 24), torch.zeros(2, 3, 48, 48))
+    dyn = ({"x": {2: "h", 3: "w"}, "off": {2: "h", 3: "w"}, "prob": {1: "h", 2: "w"}},
+           {"x": {0: "n"}, "off": {0: "n"}, "prob": {0: "n"}}, {"x": {0: "n"}, "off": {0: "n"}, "prob": {0: "n"}})
+    out = []
+    for net, ex, d in zip(nets, examples, dyn):
+        sess = _onnx_session(net, ex, d)
+        if sess is None:
+            def run(x: np.ndarray, net: nn.Module = net) -> tuple[np.ndarray, np.ndarray]:
+                with torch.inference_mode():
+                    off, prob = net(torch.from_numpy(x))
+                return off.numpy(), prob.numpy()
+        else:
+            def run(x: np.ndarray, sess: Any = sess) -> tuple[np.ndarray, np.ndarray]:
+                off, prob = sess.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
+                return off, prob
+        out.append(run)
+    return tuple(out)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, thr: float, mode: str = "union") -> np.ndarray:
     """Greedy non-maximum suppression; ``boxes`` N x 4 ``(x0, y0, x1, y1)``; returns kept indices.
 
@@ -146,7 +190,7 @@ def _regress(b: np.ndarray, off: np.ndarray) -> np.ndarray:
     return b + off * wh
 
 
-def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
+def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     """Resized crops (zero outside the image) of ``image`` (H x W x 3 uint8) -> N x 3 x size x size, normalised."""
     import cv2
 
@@ -162,9 +206,9 @@ def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
     return _normalise(out)
 
 
-def _normalise(images: np.ndarray) -> torch.Tensor:
-    """N x H x W x 3 uint8 -> N x 3 x H x W float in about [-1, 1]."""
-    return (torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() - 127.5) / 128.0
+def _normalise(images: np.ndarray) -> np.ndarray:
+    """N x H x W x 3 uint8 -> N x 3 x H x W float32 in about [-1, 1]."""
+    return (images.transpose(0, 3, 1, 2).astype(np.float32) - 127.5) / 128.0
 
 
 class MTCNN:
@@ -179,7 +223,7 @@ class MTCNN:
     def __init__(self, min_face: int = 16, thresholds: tuple[float, float, float] = (0.5, 0.6, 0.6),
                  factor: float = 0.709) -> None:
         self.min_face, self.thresholds, self.factor = min_face, thresholds, factor
-        self.pnet, self.rnet, self.onet = _nets()
+        self.pnet, self.rnet, self.onet = _runners()
 
     def _proposals(self, image: np.ndarray) -> np.ndarray:
         import cv2
@@ -191,8 +235,8 @@ class MTCNN:
         while min(h, w) * scale >= 12:
             sh, sw = math.ceil(h * scale), math.ceil(w * scale)
             level = cv2.resize(fimg, (sw, sh), interpolation=cv2.INTER_AREA)
-            off, prob = self.pnet(torch.from_numpy(np.ascontiguousarray(level.transpose(2, 0, 1)))[None])
-            p, o = prob[0].numpy(), off[0].numpy()
+            off, prob = self.pnet(level.transpose(2, 0, 1)[None])
+            p, o = prob[0], off[0]
             ys, xs = np.nonzero(p >= self.thresholds[0])
             if ys.size:
                 b = np.stack([xs * 2 + 1, ys * 2 + 1, xs * 2 + 12, ys * 2 + 12], 1).astype(np.float64) / scale
@@ -205,17 +249,15 @@ class MTCNN:
         b = b[nms(b[:, :4], b[:, 8], 0.7)]
         return np.concatenate([_square(_regress(b[:, :4], b[:, 4:8])), b[:, 8:9]], 1)
 
-    def _refine(self, img: np.ndarray, b: np.ndarray, net: nn.Module, size: int, thr: float,
-                mode: str) -> np.ndarray:
+    def _refine(self, img: np.ndarray, b: np.ndarray, net: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                size: int, thr: float, mode: str) -> np.ndarray:
         if not len(b):
             return b
-        off, prob = net(_crops(img, b[:, :4], size))
-        p, o = prob.numpy(), off.numpy()
+        o, p = net(_crops(img, b[:, :4], size))
         ok = p >= thr
         b = np.concatenate([_regress(b[ok, :4], o[ok]), p[ok, None]], 1)
         return b[nms(b[:, :4], b[:, 4], 0.7, mode)]
 
-    @torch.inference_mode()
     def detect(self, image: np.ndarray) -> np.ndarray:
         """``H x W x 3`` uint8 RGB -> N x 5 ``(x0, y0, x1, y1, score)`` float boxes in image pixels."""
         img = np.ascontiguousarray(image)
