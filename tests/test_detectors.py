@@ -176,3 +176,11 @@ def test_privacy_rows_count_text_read_by_the_attack() -> None:
         r = rows[("semantic", k)]
         assert r["text_in_full_image"] >= 1 and r["text_found_by_one_worker"] == 0
         assert {"faces_in_full_image", "faces_found_by_one_worker", "n_workers", "colluders"} <= set(r)
+
+
+def test_halo_crops_that_touch_a_region_stay_local() -> None:
+    grid = WindowGrid((1024, 1024))
+    region = [Region("face", (100, 230, 110, 240), 1.0)]  # just right of the seam at x = 224, row 0
+    assert sensitive_windows(grid, region, 0) == {1}
+    # window 0's crop with a 32 px halo reaches x = 256: it would carry the face's pixels to its worker
+    assert sensitive_windows(grid, region, 0, halo_px=32) == {0, 1}

@@ -308,7 +308,8 @@ class SplitEngine:
 
     # ------------------------------------------------------------------------------ assignment
     def constraints_for(self, original: np.ndarray, grid: WindowGrid) -> Constraints:
-        """The request's constraints; semantic: the detectors' windows (grown by 16 px + the halo) stay local.
+        """The request's constraints; semantic: windows whose crop (halo included) touches a detection grown by
+        16 px stay local.
 
         Raises `DetectorError` (naming the detector) when detection fails: nothing has been sent yet.
         """
@@ -321,7 +322,7 @@ class SplitEngine:
         started = time.perf_counter()
         regions: list[Any] = []
         constraints = constraints_for_image(original, grid, self.base_constraints, keep_local=self.keep_local_classes,
-                                            margin_px=16 + self.plan.halo_px, regions_out=regions)
+                                            halo_px=self.plan.halo_px, regions_out=regions)
         self.last_detection = {
             "keep_local_classes": list(self.keep_local_classes),
             "detectors": list(detector_names(self.keep_local_classes)),

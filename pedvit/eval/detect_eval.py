@@ -90,7 +90,7 @@ def evaluate_image(item: AnnotatedImage, *, classes: Sequence[str] = ("faces", "
     grid = WindowGrid(img.shape[:2])
     t0 = time.perf_counter()
     regions: list[Region] = []
-    cons = constraints_for_image(img, grid, Constraints(), keep_local=classes, margin_px=16 + halo_px,
+    cons = constraints_for_image(img, grid, Constraints(), keep_local=classes, halo_px=halo_px,
                                  regions_out=regions, objects=False)
     detect_s = time.perf_counter() - t0
     gts = item.regions

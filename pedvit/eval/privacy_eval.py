@@ -187,7 +187,7 @@ def evaluate_photos(
     for name, img, scheme, n in jobs:
         if name not in grids:  # semantic constraints cost a Haar pass: once per photo
             grid = WindowGrid(img.shape[:2], window_tokens=window_tokens)
-            sem = (constraints_for_image(img, grid, Constraints(), keep_local=keep_local, margin_px=16 + halo_px)
+            sem = (constraints_for_image(img, grid, Constraints(), keep_local=keep_local, halo_px=halo_px)
                    if "semantic" in schemes else Constraints())
             grids[name] = (grid, sem)
         grid, sem = grids[name]
