@@ -184,3 +184,21 @@ def test_halo_crops_that_touch_a_region_stay_local() -> None:
     assert sensitive_windows(grid, region, 0) == {1}
     # window 0's crop with a 32 px halo reaches x = 256: it would carry the face's pixels to its worker
     assert sensitive_windows(grid, region, 0, halo_px=32) == {0, 1}
+
+
+def test_detect_eval_recall_can_fail_and_summarizes() -> None:
+    from pedvit.eval.composite import composite_set
+    from pedvit.eval.detect_eval import evaluate_image, format_detect_eval, summarize_detect_eval
+
+    item = composite_set(1, seed=5)[0]
+    good = evaluate_image(item, classes=("faces", "text"))
+    blind = evaluate_image(item, classes=("people",))  # HOG finds neither faces nor text lines
+    assert len(good["regions"]) == len(item.regions) >= 4
+    text_kept = [g["kept"] for g in good["regions"] if g["kind"] == "text" and g["size"] >= 12]
+    assert text_kept and all(text_kept)
+    assert sum(g["kept"] for g in blind["regions"]) < sum(g["kept"] for g in good["regions"])
+    good["set"] = "composite"
+    s = summarize_detect_eval([good])
+    row = s["sets"]["composite"]["table"]["text all"]
+    assert row["regions"] == sum(r.kind == "text" for r in item.regions) and row["edge_recall"] == 1.0
+    assert "| text all |" in format_detect_eval(s)
