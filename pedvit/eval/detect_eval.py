@@ -158,26 +158,30 @@ def timing(images: Sequence[np.ndarray], classes: Sequence[str] = ("faces", "tex
     """
     from pedvit import SamPredictor
     from pedvit.models import build_model
-    from pedvit.partition.detectors import load_detectors
+    from pedvit.partition.detectors import load_detectors, run_detectors
 
     pred = SamPredictor(build_model("mobile_sam"))
     dets = load_detectors(classes)
     rows = []
     for img in images:
         pred.set_image(img)  # warm-up
+        run_detectors(img, classes)
         enc: list[float] = []
+        both: list[float] = []
         per: dict[str, list[float]] = {d.name: [] for d in dets}
         for _ in range(repeats):
             t = time.perf_counter()
             pred.set_image(img)
             enc.append(time.perf_counter() - t)
-            for d in dets:
+            t = time.perf_counter()
+            run_detectors(img, classes)  # what the edge runs: all detectors, concurrently
+            both.append(time.perf_counter() - t)
+            for d in dets:  # each alone, for the record
                 t = time.perf_counter()
                 d.detect(img)
                 per[d.name].append(time.perf_counter() - t)
-        best = {k: min(v) for k, v in per.items()}
-        rows.append({"shape": list(img.shape[:2]), "encoder_s": min(enc), "detect_s": sum(best.values()),
-                     "per_detector_s": best, "share": sum(best.values()) / min(enc)})
+        rows.append({"shape": list(img.shape[:2]), "encoder_s": min(enc), "detect_s": min(both),
+                     "per_detector_s": {k: min(v) for k, v in per.items()}, "share": min(both) / min(enc)})
     return {"per_image": rows, "mean_share": float(np.mean([r["share"] for r in rows])),
             "encoder_s": float(np.mean([r["encoder_s"] for r in rows])),
             "detect_s": float(np.mean([r["detect_s"] for r in rows]))}

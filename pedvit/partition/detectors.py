@@ -132,7 +132,7 @@ def _rapidocr_model(filename: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def onnx_session(filename: str, threads: int = 2):  # noqa: ANN201 - onnxruntime.InferenceSession
+def onnx_session(filename: str, threads: int = 1):  # noqa: ANN201 - onnxruntime.InferenceSession
     """A CPU onnxruntime session of one of rapidocr-onnxruntime's bundled models."""
     import onnxruntime as ort
 
@@ -300,15 +300,28 @@ def load_detectors(classes: Sequence[str]) -> list[SensitiveDetector]:
 
 
 def run_detectors(image: np.ndarray, classes: Sequence[str]) -> list[Region]:
-    """Regions of every detector of ``classes`` on ``image``; any failure -> :class:`DetectorError`."""
+    """Regions of every detector of ``classes`` on ``image``; any failure -> :class:`DetectorError`.
+
+    The detectors run concurrently, one thread each (their onnxruntime sessions use one intra-op thread):
+    on a 2-core edge that is about a third faster than one after the other with two threads each.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     img = np.asarray(image)
-    out: list[Region] = []
-    for det in load_detectors(classes):
+    dets = load_detectors(classes)
+    for det in dets:
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or min(img.shape[:2]) < 1:
             raise DetectorError(det.name, f"cannot read the image: expected H x W x 3 uint8 RGB, got "
                                           f"{img.dtype} {img.shape}")
+
+    def one(det: SensitiveDetector) -> list[Region]:
         try:
-            out += det.detect(img)
+            return det.detect(img)
         except Exception as error:  # noqa: BLE001 - fail closed, naming the detector
             raise DetectorError(det.name, f"{type(error).__name__}: {error}") from error
-    return out
+
+    if len(dets) <= 1:
+        return [r for det in dets for r in one(det)]
+    with ThreadPoolExecutor(max_workers=len(dets), thread_name_prefix="pedvit-detect") as pool:
+        results = [pool.submit(one, det) for det in dets]
+        return [r for fut in results for r in fut.result()]  # re-raises the first DetectorError in order

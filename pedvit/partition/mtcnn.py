@@ -119,7 +119,7 @@ def _nets() -> tuple[_PNet, _RNet, _ONet]:
 
 
 def _onnx_session(net: nn.Module, example: torch.Tensor, dynamic: dict[str, dict[int, str]]) -> Any:
-    """``net`` exported to ONNX in memory and loaded in onnxruntime (CPU, 2 threads): about 10x faster than
+    """``net`` exported to ONNX in memory and loaded in onnxruntime (CPU, 1 thread): about 10x faster than
     eager torch for these small-channel networks. None when the ``onnx`` package is missing."""
     try:
         import onnx  # noqa: F401 - the exporter needs it
@@ -132,7 +132,8 @@ def _onnx_session(net: nn.Module, example: torch.Tensor, dynamic: dict[str, dict
         torch.onnx.export(net, (example,), buf, dynamo=False, input_names=["x"], output_names=["off", "prob"],
                           dynamic_axes=dynamic, opset_version=17)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = max(1, min(2, torch.get_num_threads())), 1
+    # one thread: the edge runs the face and text detectors concurrently (pedvit.partition.detectors)
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
     opts.log_severity_level = 3
     return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
 
