@@ -202,3 +202,14 @@ def test_detect_eval_recall_can_fail_and_summarizes() -> None:
     row = s["sets"]["composite"]["table"]["text all"]
     assert row["regions"] == sum(r.kind == "text" for r in item.regions) and row["edge_recall"] == 1.0
     assert "| text all |" in format_detect_eval(s)
+
+
+def test_pedvit_plans_says_which_detectors_semantic_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from pedvit.cli import main
+
+    assert main(["plans", "--plan", "vit-exact", "--json", "--keep-local", "faces,people"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["keep_local_classes"] == ["faces", "people"]
+    assert row["keep_local_detectors"] == {"faces": ["mtcnn"], "people": ["hog"]}
+    assert main(["plans", "--plan", "vit-exact"]) == 0
+    assert "faces (mtcnn), text (dbnet) stay on the edge" in capsys.readouterr().out
