@@ -193,6 +193,9 @@ class SplitEngine:
         scheme: assignment scheme ("contiguous", "interleaved", "random", "semantic"); with
             ``scheduling="adaptive"`` only its constraints (semantic: faces keep-local, spread groups) are used.
         constraints: base constraints; the semantic scheme adds keep-local (faces) and spread groups.
+        keep_local_classes: semantic scheme: the sensitive classes whose windows stay on the edge
+            (``faces``, ``text``, ``people``; None: faces and text; see `pedvit.partition.detectors`). A
+            detector that fails raises `DetectorError` before any window is sent.
         wire_dtype: dtype workers answer in ("float16" halves the bytes; "float32" is bit-exact).
         allow_local: may the edge compute windows itself (failover, leftovers, adaptive scheduling, hedges).
         timeout_s: deadline of each worker call.
@@ -229,7 +232,7 @@ class SplitEngine:
         ledger: Ledger | None = None,
         seed: int | None = None,
         outgoing: Callable[[str, int, np.ndarray], np.ndarray] | None = None,
-        sensitive_kinds: tuple[str, ...] = ("face",),
+        keep_local_classes: Sequence[str] | str | None = None,
         scheduling: str = "static",
         hedge_factor: float | None = 3.0,
         hedge_min_s: float = 0.05,
@@ -258,7 +261,10 @@ class SplitEngine:
         self.ledger = ledger
         self.seed = seed
         self.outgoing = outgoing
-        self.sensitive_kinds = sensitive_kinds
+        from pedvit.partition.detectors import parse_keep_local
+
+        self.keep_local_classes = parse_keep_local(keep_local_classes)
+        self.last_detection: dict[str, Any] = {}
         self.scheduling = scheduling
         self.hedge_factor = hedge_factor
         self.hedge_min_s = hedge_min_s
@@ -317,11 +323,28 @@ class SplitEngine:
 
     # ------------------------------------------------------------------------------ assignment
     def constraints_for(self, original: np.ndarray, grid: WindowGrid) -> Constraints:
+        """The request's constraints; semantic: windows whose crop (halo included) touches a detection grown by
+        16 px stay local.
+
+        Raises `DetectorError` (naming the detector) when detection fails: nothing has been sent yet.
+        """
         if self.scheme != "semantic":
+            self.last_detection = {}
             return self.base_constraints
         from pedvit.partition import constraints_for_image
+        from pedvit.partition.detectors import detector_names
 
-        return constraints_for_image(original, grid, self.base_constraints)
+        started = time.perf_counter()
+        regions: list[Any] = []
+        constraints = constraints_for_image(original, grid, self.base_constraints, keep_local=self.keep_local_classes,
+                                            halo_px=self.plan.halo_px, regions_out=regions)
+        self.last_detection = {
+            "keep_local_classes": list(self.keep_local_classes),
+            "detectors": list(detector_names(self.keep_local_classes)),
+            "regions": {k: sum(r.kind == k for r in regions) for k in sorted({r.kind for r in regions})},
+            "detect_s": time.perf_counter() - started,
+        }
+        return constraints
 
     def _plan(self, original: np.ndarray, grid: WindowGrid) -> _Plan:
         constraints = self.constraints_for(original, grid)
@@ -412,6 +435,8 @@ class SplitEngine:
             predicted=dict(plan.schedule.finish) if plan.schedule is not None else {},
         )
         record.workers = {name: WorkerRecord() for name in names}
+        if self.last_detection:
+            record.extra["sensitive"] = dict(self.last_detection)
         record.timings["assign_s"] = planned - started
         owner = {wid: names[w] for w, ids in assignment.worker_windows.items() for wid in ids}
         request = _Request(grid, plan, record, owner)

@@ -105,6 +105,7 @@ def build_predictor(args: argparse.Namespace, model: Any) -> tuple[Any, Any, str
         fusion="off" if args.no_fusion else "auto",
         ledger=args.ledger, wire_dtype=args.wire_dtype, allow_local=not args.no_local_compute,
         hide_positions=not args.reveal_positions,
+        keep_local_classes=getattr(args, "keep_local", None),
     )
     if args.in_process:
         return DistributedSamPredictor(model, in_process_workers(model, args.local), **options), None, "in-process"
@@ -267,6 +268,7 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
                 for name, wr in record.workers.items()
             },
             ledger=str(args.ledger) if args.ledger else None,
+            sensitive=record.extra.get("sensitive"),
         )
         result["timings"].update({f"engine_{k}": float(v) for k, v in record.timings.items()})
         result["timings"]["edge_compute_s"] = float(record.edge_compute_s)
@@ -288,13 +290,14 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from pedvit.edge.cluster import ClusterError
     from pedvit.edge.engine import PrivacyConstraintError
+    from pedvit.partition.detectors import DetectorError
 
     try:
         result = run_segment(args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (ClusterError, PrivacyConstraintError) as error:
+    except (ClusterError, PrivacyConstraintError, DetectorError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(
@@ -325,6 +328,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
                    help="workers started on loopback (or in process with --in-process) by default (4)")
     p.add_argument("--plan", default=None, help="split plan (default: the model's)")
     p.add_argument("--scheme", default="interleaved", choices=("contiguous", "interleaved", "random", "semantic"))
+    p.add_argument("--keep-local", default="faces,text", metavar="CLASSES",
+                   help="semantic scheme: sensitive classes whose windows never leave the edge, from faces,text,people "
+                        "(default faces,text; 'none' for no detection)")
     p.add_argument("--halo", type=int, default=0, metavar="PX", help="context pixels around windows (multiple of 16)")
     p.add_argument("--window-tokens", type=int, default=14, metavar="T",
                    help="window side in tokens for tinyvit-isolated: 14 (224 px, default) or a multiple, e.g. 28 (448 px)")

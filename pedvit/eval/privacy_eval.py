@@ -2,9 +2,10 @@
 perturbation-based feature-leakage check of the split plans.
 
 For every photo, scheme (contiguous, interleaved, random, semantic) and worker count N the real assignment
-is computed (``assign(grid, N, scheme)``, ``semantic`` with Haar faces kept on the edge) and each worker's
+is computed (``assign(grid, N, scheme)``, ``semantic`` with the windows of detected faces and text kept on
+the edge, :mod:`pedvit.partition.detectors`) and each worker's
 view is the set of original pixels its windows (with halo) cover. :mod:`pedvit.privacy.report` then runs the
-exposure, reconstruction (inpainting) and detection (Haar) attacks for single workers and worst-case
+exposure, reconstruction (inpainting) and detection (Haar, MTCNN, RapidOCR) attacks for single workers and worst-case
 coalitions of k = 2..K colluders. The cloud-only baseline (one worker sees every pixel) is in the same table.
 
 The feature-leakage check (``--leakage``) runs the real split engine in-process, records every tensor each
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from pedvit.partition import Constraints, WindowGrid, assign, constraints_for_image
-from pedvit.privacy.detection import CASCADES
+from pedvit.privacy.detection import DEFAULT_KINDS
 from pedvit.privacy.reconstruction import ATTACKS
 from pedvit.privacy.report import PrivacyReport, _clean
 
@@ -149,6 +150,7 @@ def evaluate_photos(
     progress: bool = True,
     window_tokens: int = 14,
     positions: Sequence[str] = ("hidden",),
+    keep_local: Sequence[str] | None = None,
 ) -> PrivacyReport:
     """Run every attack over ``images`` x ``schemes`` x ``workers_list`` (+ cloud-only) into a report.
 
@@ -170,12 +172,13 @@ def evaluate_photos(
             multiples of 14).
         positions: what the workers learn of where their windows sit: ``"hidden"`` (position hiding, the
             default of tinyvit-isolated: the jigsaw attacker must place its pieces) and/or ``"known"``.
+        keep_local: ``semantic``: the sensitive classes kept on the edge (None: faces and text).
 
     Returns:
         a :class:`PrivacyReport` holding one result per (image, scheme, N) and per cloud-only image.
     """
     methods = tuple(methods) if methods else tuple(ATTACKS)
-    kinds = tuple(detect_kinds) if detect_kinds is not None else tuple(CASCADES)
+    kinds = tuple(detect_kinds) if detect_kinds is not None else DEFAULT_KINDS
     ks = tuple(range(1, max(1, colluders) + 1))
     if figure_n is None:
         figure_n = min((n for n in workers_list if n >= 4), default=workers_list[0])
@@ -190,7 +193,8 @@ def evaluate_photos(
     for name, img, scheme, n, pos in jobs:
         if name not in grids:  # semantic constraints cost a Haar pass: once per photo
             grid = WindowGrid(img.shape[:2], window_tokens=window_tokens)
-            sem = constraints_for_image(img, grid, Constraints()) if "semantic" in schemes else Constraints()
+            sem = (constraints_for_image(img, grid, Constraints(), keep_local=keep_local, halo_px=halo_px)
+                   if "semantic" in schemes else Constraints())
             grids[name] = (grid, sem)
         grid, sem = grids[name]
         views, a = scheme_views(img, grid, n, scheme, halo_px=halo_px, seed=seed,
@@ -272,7 +276,7 @@ def summarize(report: PrivacyReport, *, config: dict[str, Any] | None = None,
 HEADLINE_COLUMNS: tuple[str, ...] = (
     "scheme", "n_workers", "positions", "colluders", "mean_exposure", "max_exposure", "placement_accuracy",
     "mean_ssim_unseen_best", "mean_unseen_gain", "reconstruction_success_rate", "full_image_ssim_success_rate",
-    "faces_in_full_image", "faces_found", "faces_found_by_one_worker",
+    "faces_in_full_image", "faces_found", "faces_found_by_one_worker", "text_in_full_image", "text_found_by_one_worker",
 )
 
 
@@ -518,10 +522,17 @@ def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random scheme")
     p.add_argument("--max-side", type=int, default=512, help="attacks run on images downscaled to this side (speed)")
     p.add_argument("--methods", type=_names(ATTACKS), default=None, help=f"reconstruction attacks ({','.join(ATTACKS)})")
-    p.add_argument("--detect", type=_names(CASCADES), default=None, help=f"Haar kinds ({','.join(CASCADES)})")
+    p.add_argument("--detect", type=_names(DEFAULT_KINDS), default=None,
+                   help=f"attack detector kinds ({','.join(DEFAULT_KINDS)}; default all)")
     p.add_argument("--positions", default="auto", choices=["auto", "hidden", "known", "both"],
                    help="what a worker knows of where its windows sit: auto = the plan's default (tinyvit-isolated "
                         "hides them, ViT plans send them), both = attack each way in one run")
+    p.add_argument("--keep-local", type=_names(("faces", "text", "people")), default=None, metavar="CLASSES",
+                   help="semantic scheme: sensitive classes kept on the edge (default faces,text)")
+    p.add_argument("--composite", type=int, default=28, metavar="M", help="--detect-eval: composite images (default 28)")
+    p.add_argument("--detect-eval", action="store_true",
+                   help="evaluate the edge's sensitive-content detectors on annotated faces and text instead "
+                        "(pedvit.eval.detect_eval); --json/--report receive its summary")
     p.add_argument("--no-cloud-only", action="store_true", help="skip the cloud-only baseline")
     p.add_argument("--leakage", action="store_true", help="also run the feature-leakage check (slow: real engine)")
     p.add_argument("--leakage-photos", type=int, default=2, metavar="M", help="photos for --leakage (default 2)")
@@ -534,6 +545,10 @@ def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``pedvit eval privacy``."""
+    if getattr(args, "detect_eval", False):
+        from pedvit.eval.detect_eval import run_detect_eval
+
+        return run_detect_eval(args)
     images = load_images(args.images, args.photos)
     workers = [args.local] if args.local is not None else list(args.workers_list)
     schemes = list(SCHEMES) if args.scheme == "all" else [args.scheme]
@@ -556,7 +571,7 @@ def run(args: argparse.Namespace) -> int:
         "halo_px": args.halo, "window_tokens": args.window_tokens, "colluders": args.colluders,
         "threshold": args.threshold, "seed": args.seed,
         "max_side": args.max_side, "methods": args.methods or list(ATTACKS),
-        "detect": args.detect if args.detect is not None else list(CASCADES),
+        "detect": args.detect if args.detect is not None else list(DEFAULT_KINDS),
         "command": "pedvit " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("pedvit") else None,
     }
     started = time.perf_counter()
@@ -564,7 +579,8 @@ def run(args: argparse.Namespace) -> int:
         images, workers_list=workers, schemes=schemes, halo_px=args.halo, colluders=args.colluders,
         threshold=args.threshold, cloud_only=not args.no_cloud_only, seed=args.seed, max_side=args.max_side,
         methods=args.methods, detect_kinds=args.detect, figure_images=[images[0][0]] if images else (),
-        progress=not args.no_progress, window_tokens=args.window_tokens, positions=positions)
+        progress=not args.no_progress, window_tokens=args.window_tokens, positions=positions,
+        keep_local=args.keep_local)
     config["seconds"] = time.perf_counter() - started
     leakage: list[dict[str, Any]] | None = None
     if args.leakage:

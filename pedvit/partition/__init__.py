@@ -4,6 +4,7 @@
 """
 
 from .constraints import Assignment, ConstraintError, Constraints, check_assignment, max_share
+from .detectors import DEFAULT_KEEP_LOCAL, DetectorError, parse_keep_local
 from .geometry import Box, Window, WindowGrid, resized_shape
 from .schemes import SCHEMES, assign, spread_feasible
 from .sensitivity import (
@@ -16,6 +17,9 @@ from .sensitivity import (
 )
 
 __all__ = [
+    "DEFAULT_KEEP_LOCAL",
+    "DetectorError",
+    "parse_keep_local",
     "SCHEMES",
     "Assignment",
     "Box",

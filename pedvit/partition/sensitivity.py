@@ -1,7 +1,8 @@
 """Sensitive-region detection on the edge, and the constraints it implies.
 
-Faces (OpenCV's bundled Haar cascades) become ``keep_local`` windows: they are computed on the edge and never
-sent. Detected objects (people: upper/full body cascades, optionally a saliency blob) become
+Faces, text and (on request) people found by the edge detectors of :mod:`pedvit.partition.detectors` become
+``keep_local`` windows: they are computed on the edge and never sent (:func:`detect_sensitive_regions`, the
+Haar face cascades, is kept as the ``haar`` fallback detector). Detected objects (people: upper/full body cascades, optionally a saliency blob) become
 ``spread_groups``: their windows go to different workers so that no worker sees a whole object.
 
 Detectors run on a copy scaled to ``detect_side`` px on its longest side (speed; Haar cascades are scale
@@ -254,23 +255,28 @@ def _expand(box: Box, margin: int) -> Box:
     return (box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin)
 
 
-def _hits(grid: WindowGrid, box: Box) -> frozenset[int]:
-    """Windows whose original box intersects ``box`` (original pixels, exclusive ends)."""
+def _hits(grid: WindowGrid, box: Box, halo_px: int = 0) -> frozenset[int]:
+    """Windows whose original box (grown by its ``halo_px`` input-pixel halo, as a worker would receive it)
+    intersects ``box`` (original pixels, exclusive ends)."""
     out = set()
     for w in grid.windows:
-        ob = w.original_box
+        if w.is_padding:
+            continue
+        ob = w.original_box if not halo_px else grid._to_original(grid.crop_box(w.id, halo_px))
         if ob is not None and ob[0] < box[2] and box[0] < ob[2] and ob[1] < box[3] and box[1] < ob[3]:
             out.add(w.id)
     return frozenset(out)
 
 
-def sensitive_windows(grid: WindowGrid, regions: Iterable[Region], margin_px: int = 16) -> frozenset[int]:
-    """Windows whose original box intersects any region grown by ``margin_px`` original pixels."""
+def sensitive_windows(grid: WindowGrid, regions: Iterable[Region], margin_px: int = 16,
+                      halo_px: int = 0) -> frozenset[int]:
+    """Windows whose crop (with a ``halo_px`` input-pixel halo) intersects any region grown by ``margin_px``
+    original pixels: a region cut by window borders keeps every window it touches, so no part of it is sent."""
     if margin_px < 0:
         raise ValueError(f"margin_px must be >= 0, got {margin_px}")
     out: set[int] = set()
     for r in regions:
-        out |= _hits(grid, _expand(r.box, margin_px))
+        out |= _hits(grid, _expand(r.box, margin_px), halo_px)
     return frozenset(out)
 
 
@@ -293,18 +299,33 @@ def constraints_for_image(
     objects: bool = True,
     margin_px: int = 16,
     saliency_fallback: bool = False,
+    keep_local: Sequence[str] | None = None,
+    regions_out: list[Region] | None = None,
+    halo_px: int = 0,
 ) -> Constraints:
-    """``base`` plus face windows in ``keep_local`` and object windows as ``spread_groups``.
+    """``base`` plus sensitive windows in ``keep_local`` and object windows as ``spread_groups``.
+
+    Sensitive content is found by the detectors of the classes ``keep_local`` (``faces``, ``text``,
+    ``people``; None: ``faces,text``; see :mod:`pedvit.partition.detectors`). Every window that a detection
+    grown by ``margin_px`` original pixels touches (with the plan's ``halo_px`` input-pixel halo around each window
+    crop) stays on the edge. A detector that fails raises
+    :class:`~pedvit.partition.detectors.DetectorError` naming it: the caller must send nothing (fail closed).
+    ``faces=False`` skips detection. ``regions_out`` (if given) receives the detections.
 
     Object groups lose their keep-local windows (those are never sent anyway); groups left with fewer than
     two windows are dropped.
     """
+    from .detectors import DEFAULT_KEEP_LOCAL, run_detectors
+
     img = _check_image(image)
     if img.shape[:2] != grid.original_size:
         raise ValueError(f"image is {img.shape[:2]} but the grid was built for {grid.original_size}")
     keep = set(base.keep_local)
     if faces:
-        keep |= sensitive_windows(grid, detect_sensitive_regions(img), margin_px)
+        regions = run_detectors(img, DEFAULT_KEEP_LOCAL if keep_local is None else tuple(keep_local))
+        if regions_out is not None:
+            regions_out.extend(regions)
+        keep |= sensitive_windows(grid, regions, margin_px, halo_px)
     groups = list(base.spread_groups)
     if objects:
         groups += object_groups(grid, detect_objects(img, saliency_fallback=saliency_fallback))

@@ -45,7 +45,17 @@ def describe(plan: SplitPlan, model_name: str) -> dict[str, Any]:
         "edge_gflops": flops.edge_flops / 1e9,
         "edge_share": flops.edge_share,
         "decoder_gflops_per_prompt": decoder_flops_per_prompt(model) / 1e9,
+        **keep_local_info(),
     }
+
+
+def keep_local_info(classes: str | None = None) -> dict[str, Any]:
+    """Which sensitive-content detectors the ``semantic`` scheme runs (``--keep-local``; None: the default)."""
+    from pedvit.partition.detectors import CLASSES, detector_names, parse_keep_local
+
+    active = parse_keep_local(classes)
+    return {"keep_local_classes": list(active), "keep_local_detectors": {c: list(detector_names([c])) for c in active},
+            "keep_local_available": {c: list(d) for c, d in CLASSES.items()}}
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
@@ -66,6 +76,9 @@ def _print(rows: list[dict[str, Any]]) -> None:
             f"edge {row['edge_gflops']:.1f} G incl. neck and any fusion -> edge share {100 * row['edge_share']:.1f} %"
         )
         print(f"  (not included: prompt encoder + mask decoder on the edge, {row['decoder_gflops_per_prompt']:.2f} G per prompt)")
+        active = ", ".join(f"{c} ({'+'.join(d)})" for c, d in row["keep_local_detectors"].items()) or "none"
+        print(f"  semantic scheme: windows with {active} stay on the edge (--keep-local; available: "
+              + ", ".join(f"{c} ({'+'.join(d)})" for c, d in row["keep_local_available"].items()) + ")")
         print()
 
 
@@ -80,7 +93,9 @@ def _main(args: argparse.Namespace) -> int:
         for halo in halos:
             plan = make_plan(name, halo_px=halo, fusion=fusion if name == "tinyvit-isolated" else None)
             try:
-                rows.append(describe(plan, model_name))
+                row = describe(plan, model_name)
+                row.update(keep_local_info(args.keep_local))
+                rows.append(row)
             except ValueError as error:  # plan/model mismatch, e.g. --model mobile_sam with a ViT plan
                 print(f"{name}: skipped on {model_name}: {error}")
     if args.json:
@@ -97,4 +112,6 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--halo", type=int, default=None, help="halo in px for tinyvit-isolated (default: 0 and 112)")
     parser.add_argument("--no-fusion", action="store_true", help="tinyvit-isolated without its learned edge fusion (on by default)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--keep-local", default=None, metavar="CLASSES",
+                        help="semantic scheme's sensitive classes to describe (default faces,text)")
     parser.set_defaults(func=_main)

@@ -8,7 +8,8 @@ inside the other (a partial face found in a window is smaller than the full-imag
 view is searched only within the bounding box of its seen pixels, and only for kinds with a full-image
 object of which it holds at least one pixel (a view holding no pixel of an object cannot re-find it).
 
-Kinds (cascade files): ``frontal_face`` (frontalface_default + frontalface_alt2, detections merged),
+Kinds ``face`` (MTCNN down to 12 px + the Haar face cascades) and ``text`` (lines RapidOCR reads) use the
+strongest detectors here (:mod:`pedvit.privacy.modern_attack`). Haar kinds (cascade files): ``frontal_face`` (frontalface_default + frontalface_alt2, detections merged),
 ``profile_face`` (profileface, run on the image and its mirror because the cascade sees one side only),
 ``upper_body``, ``full_body``, ``plate`` (russian_plate_number).
 
@@ -50,7 +51,10 @@ CASCADES: dict[str, tuple[tuple[str, ...], int, bool]] = {
     "full_body": (("haarcascade_fullbody.xml",), 48, False),
     "plate": (("haarcascade_russian_plate_number.xml",), 24, False),
 }
-DEFAULT_KINDS: tuple[str, ...] = tuple(CASCADES)
+#: the Haar kinds, then ``face`` (MTCNN + Haar) and ``text`` (RapidOCR, readable lines): see
+#: :mod:`pedvit.privacy.modern_attack`
+DEFAULT_KINDS: tuple[str, ...] = tuple(CASCADES) + ("face", "text")
+ALL_KINDS: tuple[str, ...] = DEFAULT_KINDS
 _FULL_CACHE: dict[tuple[Any, ...], dict[str, list[Box]]] = {}
 
 
@@ -115,6 +119,17 @@ def _detect_gray(g: np.ndarray, kind: str) -> list[Box]:
     return _merge(out)
 
 
+def _detect_modern(img: np.ndarray, kind: str, s: float) -> list[Box]:
+    """``face`` / ``text`` boxes (:mod:`pedvit.privacy.modern_attack`) in ``img`` scaled by ``s``, at scale ``s``."""
+    from pedvit.privacy.modern_attack import attacker
+
+    rgb = np.repeat(img[..., None], 3, 2) if img.ndim == 2 else np.asarray(img)
+    if s < 1.0:
+        rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * s)), max(1, round(rgb.shape[0] * s))),
+                         interpolation=cv2.INTER_AREA)
+    return _merge(attacker().detect(np.ascontiguousarray(rgb, dtype=np.uint8), kind))
+
+
 def detect(image: np.ndarray, kinds: Sequence[str] = DEFAULT_KINDS, *, max_side: int = 1024,
            region: np.ndarray | None = None) -> dict[str, list[Box]]:
     """Haar detections per kind.
@@ -129,7 +144,7 @@ def detect(image: np.ndarray, kinds: Sequence[str] = DEFAULT_KINDS, *, max_side:
     Returns:
         kind -> sorted list of ``(x0, y0, x1, y1)`` boxes in ``image`` pixels.
     """
-    unknown = [k for k in kinds if k not in CASCADES]
+    unknown = [k for k in kinds if k not in ALL_KINDS]
     if region is None:
         # full images are detected once per (image, settings) even when several schemes are evaluated
         img = np.ascontiguousarray(image)
@@ -139,7 +154,7 @@ def detect(image: np.ndarray, kinds: Sequence[str] = DEFAULT_KINDS, *, max_side:
     else:
         key = None
     if unknown:
-        raise ValueError(f"unknown detector kinds {unknown}; choose from {sorted(CASCADES)}")
+        raise ValueError(f"unknown detector kinds {unknown}; choose from {sorted(ALL_KINDS)}")
     img = np.asarray(image)
     oy = ox = 0
     if region is not None:
@@ -153,7 +168,7 @@ def detect(image: np.ndarray, kinds: Sequence[str] = DEFAULT_KINDS, *, max_side:
     g, s = _gray(img, max_side)
     out: dict[str, list[Box]] = {}
     for k in kinds:
-        boxes = _detect_gray(g, k)
+        boxes = _detect_gray(g, k) if k in CASCADES else _detect_modern(img, k, s)
         out[k] = [(ox + round(b[0] / s), oy + round(b[1] / s), ox + round(b[2] / s), oy + round(b[3] / s))
                   for b in boxes]
     if key is not None:

@@ -16,6 +16,9 @@ Row semantics (one row per scheme, number of workers and number of colluders k):
   :func:`pedvit.privacy.exposure.worst_case_coalition`) attacks with the union of its views; means/maxima
   and the success rate run over images.
 * ``faces_found_by_one_worker`` always repeats the k = 1 figure for easy comparison.
+* faces are counted with the ``face`` kind (MTCNN + Haar, :mod:`pedvit.privacy.modern_attack`) when it was
+  run, else with Haar's ``frontal_face``; ``text_in_full_image`` / ``text_found_by_one_worker`` count the
+  lines RapidOCR reads in the full image and the ones a single worker's view re-reads.
 
 Success is ``best SSIM >= threshold`` **and** better than the mid-grey baseline (see
 :func:`evaluate_views`).
@@ -65,7 +68,8 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "scheme", "n_workers", "positions", "colluders", "images", "mean_exposure", "max_exposure", "max_largest_region",
     "placement_accuracy", "mean_ssim_unseen_best", "mean_ssim_unseen_mean_colour", "mean_unseen_gain",
     "reconstruction_success_rate", "full_image_ssim_success_rate", "faces_in_full_image", "faces_found",
-    "faces_found_by_one_worker", "objects_in_full_image", "objects_found",
+    "faces_found_by_one_worker", "text_in_full_image", "text_found_by_one_worker", "objects_in_full_image",
+    "objects_found",
 )
 
 
@@ -294,9 +298,12 @@ def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((str(r["scheme"]), int(r["n_workers"]), str(r.get("positions", "known"))), []).append(r)
     rows: list[dict[str, Any]] = []
     for (scheme, n, positions), rs in sorted(groups.items()):
-        faces_full = sum(r["full_detections"].get("frontal_face", 0) for r in rs)
+        fk = "face" if any("face" in r["full_detections"] for r in rs) else "frontal_face"  # MTCNN + Haar
+        faces_full = sum(r["full_detections"].get(fk, 0) for r in rs)
         objects_full = sum(sum(r["full_detections"].values()) for r in rs)
-        faces_one = sum(r["found_by_any_single_worker"].get("frontal_face", 0) for r in rs)
+        faces_one = sum(r["found_by_any_single_worker"].get(fk, 0) for r in rs)
+        text_full = sum(r["full_detections"].get("text", 0) for r in rs)
+        text_one = sum(r["found_by_any_single_worker"].get("text", 0) for r in rs)
         ks = sorted({int(k) for r in rs for k in r["coalitions"]} | {1})
         for k in ks:
             units: list[Mapping[str, Any]] = []  # (worker or coalition) entries attacking as one
@@ -305,13 +312,13 @@ def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for r in rs:
                 if k == 1:
                     units.extend(r["workers"].values())
-                    faces_found += r["found_by_any_single_worker"].get("frontal_face", 0)
+                    faces_found += r["found_by_any_single_worker"].get(fk, 0)
                     objects_found += sum(r["found_by_any_single_worker"].values())
                     images += 1
                 elif str(k) in r["coalitions"]:
                     c = r["coalitions"][str(k)]
                     units.append(c)
-                    faces_found += c["detection"].get("frontal_face", 0)
+                    faces_found += c["detection"].get(fk, 0)
                     objects_found += sum(c["detection"].values())
                     images += 1
             if not units:
@@ -356,6 +363,8 @@ def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "faces_in_full_image": faces_full,
                 "faces_found": faces_found,
                 "faces_found_by_one_worker": faces_one,
+                "text_in_full_image": text_full,
+                "text_found_by_one_worker": text_one,
                 "objects_in_full_image": objects_full,
                 "objects_found": objects_found,
             }
@@ -523,8 +532,9 @@ class PrivacyReport:
             f"* reconstruction success (headline): unseen gain >= {UNSEEN_MARGIN}. Full-image success (the",
             f"  first version's metric, which credits the pixels a view holds): best full-image SSIM >= {self.threshold}",
             "  and above the grey image's.",
-            "* faces/objects: OpenCV Haar detections in the full image, and how many of them the attacker",
-            "  re-detects in its view (unseen pixels black); k = 1 counts objects any single worker finds.",
+            "* faces/text/objects: detections in the full image (faces: MTCNN + Haar; text: lines RapidOCR reads;",
+            "  objects: all kinds incl. Haar), and how many of them the attacker re-detects in its view (unseen",
+            "  pixels black); k = 1 counts objects any single worker finds.",
         ]
         return "\n".join(lines) + "\n"
 
