@@ -498,13 +498,15 @@ class SplitEngine:
             # Record before sending (a worker that fails mid-request may still have seen the windows), and
             # here rather than in the pool thread, so the next failover or hedge decision counts them.
             worker = req.record.workers[target]
+            batches = self._batches(stage, call.wids, jobs, remote=True)
             with req.lock:
                 for wid in call.wids:
                     worker.windows.add(wid)
                     box = req.grid.window(wid).original_box
                     if box is not None:
                         worker.boxes[wid] = list(box)
-            future = self._pool.submit(self._call_worker, target, stage, call.wids, jobs, req, call.token)
+                worker.sent_order.extend(batches)
+            future = self._pool.submit(self._call_worker, target, stage, batches, jobs, req, call.token)
         return {future: call}
 
     def _await_round(self, stage: str, jobs: Jobs, pending: dict[int, Any], results: dict[int, np.ndarray],
@@ -631,61 +633,63 @@ class SplitEngine:
 
     def _call_edge(self, stage: str, wids: list[int], jobs: Jobs, record: RunRecord) -> dict[int, np.ndarray]:
         started = time.perf_counter()
-        out, _, _, _ = self._run_batches(self.edge, stage, wids, jobs, "float32", record.request_id)
+        out, _, _, _ = self._run_batches(self.edge, stage, self._batches(stage, wids, jobs, remote=False), jobs,
+                                         "float32", record.request_id)
         elapsed = time.perf_counter() - started
         record.edge_compute_s += elapsed
         self.perf.observe(EDGE_ID, len(wids), elapsed, elapsed)
         return out
 
-    def _call_worker(self, target: str, stage: str, wids: list[int], jobs: Jobs, req: _Request,
+    def _call_worker(self, target: str, stage: str, batches: list[list[int]], jobs: Jobs, req: _Request,
                      token: _CancelToken | None = None) -> dict[int, np.ndarray]:
         executor = req.plan.members[target]
         worker = req.record.workers[target]
-        sent: list[list[int]] = []
-        out, wall, compute, nbytes = self._run_batches(executor, stage, wids, jobs, self.wire_dtype, req.record.request_id,
-                                                       token, sent)
+        out, wall, compute, nbytes = self._run_batches(executor, stage, batches, jobs, self.wire_dtype,
+                                                       req.record.request_id, token)
         with req.lock:
-            worker.sent_order.extend(sent)
             worker.calls += 1
             worker.wall_s += wall
             worker.compute_s += compute
             worker.bytes_received += nbytes[1]
             worker.bytes_sent += nbytes[0]
         if target in self.perf:
-            self.perf.observe(target, len(wids), wall, compute if compute > 0 else None, sum(nbytes))
+            self.perf.observe(target, sum(map(len, batches)), wall, compute if compute > 0 else None, sum(nbytes))
         return out
+
+    def _batches(self, stage: str, wids: list[int], jobs: Jobs, *, remote: bool) -> list[list[int]]:
+        """`wids` grouped into one call per window shape (border windows are smaller). With hidden positions
+        (`_position_period`) a remote call's windows are in a random order: the worker must not learn the layout
+        from it. The caller records the result as the edge's map (`WorkerRecord.sent_order`) before sending."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for wid in wids:
+            by_shape.setdefault(jobs[wid][0].shape, []).append(wid)
+        batches = list(by_shape.values())
+        if remote and self._position_period(stage) is not None:
+            for batch in batches:
+                _SHUFFLE.shuffle(batch)
+        return batches
 
     def _run_batches(
         self,
         executor: WindowExecutor,
         stage: str,
-        wids: list[int],
+        batches: list[list[int]],
         jobs: Jobs,
         out_dtype: str,
         request_id: str,
         token: _CancelToken | None = None,
-        sent: list[list[int]] | None = None,
     ) -> tuple[dict[int, np.ndarray], float, float, tuple[int, int]]:
-        """Send `wids` to one executor, one call per window shape (border windows are smaller).
-
-        With hidden positions (`_position_period`) a remote call carries its windows in a random order and
-        their origins modulo the period; `sent` gets each call's window ids in the order sent (the edge's map).
+        """Send each batch of window ids (`_batches`) to one executor in one call; a remote call of a stage with
+        hidden positions carries each origin modulo the stage's period.
 
         Returns (window id -> output, wall seconds, worker-reported compute seconds, (bytes sent, received)).
         """
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for wid in wids:
-            by_shape.setdefault(jobs[wid][0].shape, []).append(wid)
         out: dict[int, np.ndarray] = {}
         remote = executor is not self.edge
         period = self._position_period(stage) if remote else None
         wall = compute = 0.0
         bytes_sent = received = 0
-        for shape_ids in by_shape.values():
-            if period is not None:
-                _SHUFFLE.shuffle(shape_ids)  # a worker must not learn the layout from the order of its windows
-            if sent is not None:
-                sent.append(list(shape_ids))
+        for shape_ids in batches:
             if token is not None and token.cancelled:
                 raise RuntimeError("call cancelled (hedge lost)")
             arrays = []
