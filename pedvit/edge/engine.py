@@ -169,6 +169,9 @@ class _Plan:
     schedule: Schedule | None = None
     estimates: dict[str, PerfEstimate] = field(default_factory=dict)
     edge_estimate: PerfEstimate | None = None
+    #: semantic: the classes, detectors and regions of this request's keep-local detection (the ledger's
+    #: `extra.sensitive`); per request, so concurrent requests cannot mix them up
+    detection: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -264,7 +267,6 @@ class SplitEngine:
         from pedvit.partition.detectors import parse_keep_local
 
         self.keep_local_classes = parse_keep_local(keep_local_classes)
-        self.last_detection: dict[str, Any] = {}
         self.scheduling = scheduling
         self.hedge_factor = hedge_factor
         self.hedge_min_s = hedge_min_s
@@ -322,15 +324,14 @@ class SplitEngine:
         return {"scheduling": self.scheduling, "members": list(self.members()), **snap}
 
     # ------------------------------------------------------------------------------ assignment
-    def constraints_for(self, original: np.ndarray, grid: WindowGrid) -> Constraints:
-        """The request's constraints; semantic: windows whose crop (halo included) touches a detection grown by
-        16 px stay local.
+    def constraints_for(self, original: np.ndarray, grid: WindowGrid) -> tuple[Constraints, dict[str, Any]]:
+        """The request's constraints and what detection found (empty unless semantic); semantic: windows whose
+        crop (halo included) touches a detection grown by 16 px stay local.
 
         Raises `DetectorError` (naming the detector) when detection fails: nothing has been sent yet.
         """
         if self.scheme != "semantic":
-            self.last_detection = {}
-            return self.base_constraints
+            return self.base_constraints, {}
         from pedvit.partition import constraints_for_image
         from pedvit.partition.detectors import detector_names
 
@@ -338,21 +339,22 @@ class SplitEngine:
         regions: list[Any] = []
         constraints = constraints_for_image(original, grid, self.base_constraints, keep_local=self.keep_local_classes,
                                             halo_px=self.plan.halo_px, regions_out=regions)
-        self.last_detection = {
+        detection = {
             "keep_local_classes": list(self.keep_local_classes),
             "detectors": list(detector_names(self.keep_local_classes)),
             "regions": {k: sum(r.kind == k for r in regions) for k in sorted({r.kind for r in regions})},
             "detect_s": time.perf_counter() - started,
         }
-        return constraints
+        return constraints, detection
 
     def _plan(self, original: np.ndarray, grid: WindowGrid) -> _Plan:
-        constraints = self.constraints_for(original, grid)
+        constraints, detection = self.constraints_for(original, grid)
         members = self.available_workers()
         if not members:
             if not self.allow_local:
                 raise ConstraintError("no (healthy) workers and local compute is forbidden")
-            return _Plan(Assignment({}, tuple(grid.content_ids), tuple(grid.padding_ids), self.scheme), constraints, {})
+            return _Plan(Assignment({}, tuple(grid.content_ids), tuple(grid.padding_ids), self.scheme), constraints, {},
+                         detection=detection)
         names = list(members)
         plan: _Plan | None = None
         if self.scheduling == "adaptive":
@@ -363,6 +365,7 @@ class SplitEngine:
         if plan is None:
             assignment = assign(grid, len(names), self.scheme, constraints=constraints, seed=self.seed)
             plan = _Plan(assignment, constraints, members)
+        plan.detection = detection
         problems = check_assignment(plan.assignment, grid, constraints)
         if problems:
             raise ConstraintError("assignment breaks the privacy constraints: " + "; ".join(problems))
@@ -435,8 +438,8 @@ class SplitEngine:
             predicted=dict(plan.schedule.finish) if plan.schedule is not None else {},
         )
         record.workers = {name: WorkerRecord() for name in names}
-        if self.last_detection:
-            record.extra["sensitive"] = dict(self.last_detection)
+        if plan.detection:
+            record.extra["sensitive"] = dict(plan.detection)
         record.timings["assign_s"] = planned - started
         owner = {wid: names[w] for w, ids in assignment.worker_windows.items() for wid in ids}
         request = _Request(grid, plan, record, owner)
