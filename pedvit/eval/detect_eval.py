@@ -294,6 +294,17 @@ def run_detect_eval(args: Any) -> int:
     from pedvit.eval.composite import annotated_photos, composite_set
 
     classes = tuple(getattr(args, "keep_local", None) or ("faces", "text"))
+    if getattr(args, "timing_only", False):  # the detectors' cost alone: a minute or two, for a quiet machine
+        timings = timing([it.image for it in composite_set(getattr(args, "composite", 28), seed=args.seed)[:6]], classes)
+        for row in timings["per_image"]:
+            print(f"{row['shape']}: encoder {row['encoder_s']:.3f} s, detectors {row['detect_s']:.3f} s "
+                  f"(share {row['share']:.1%}; one thread each {row['share_1thread']:.1%})")
+        print(f"mean share of the monolithic encoder: wall-clock {timings['mean_share']:.1%}, process CPU "
+              f"{timings['mean_cpu_share']:.1%}, one thread each {timings['mean_share_1thread']:.1%}")
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"classes": list(classes), **timings}, indent=1))
+        return 0
     n_workers = args.local if args.local is not None else 4
     att = Attacker()
     per: list[dict[str, Any]] = []

@@ -533,6 +533,8 @@ def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--detect-eval", action="store_true",
                    help="evaluate the edge's sensitive-content detectors on annotated faces and text instead "
                         "(pedvit.eval.detect_eval); --json/--report receive its summary")
+    p.add_argument("--timing-only", action="store_true",
+                   help="with --detect-eval: only time the detectors against the monolithic encoder (6 composite images)")
     p.add_argument("--no-cloud-only", action="store_true", help="skip the cloud-only baseline")
     p.add_argument("--leakage", action="store_true", help="also run the feature-leakage check (slow: real engine)")
     p.add_argument("--leakage-photos", type=int, default=2, metavar="M", help="photos for --leakage (default 2)")
