@@ -20,8 +20,11 @@ Row semantics (one row per scheme, number of workers and number of colluders k):
   run, else with Haar's ``frontal_face``; ``text_in_full_image`` / ``text_found_by_one_worker`` count the
   lines RapidOCR reads in the full image and the ones a single worker's view re-reads.
 
-Success is ``best SSIM >= threshold`` **and** better than the mid-grey baseline (see
-:func:`evaluate_views`).
+``reconstruction_success_rate`` (the headline) counts views whose best attack beats the better no-knowledge
+baseline on the unseen pixels by ``UNSEEN_MARGIN`` (:mod:`pedvit.privacy.reconstruction`);
+``full_image_ssim_success_rate`` the first version's ``best SSIM >= threshold`` and better than the mid-grey
+baseline. With ``positions="hidden"`` every view is first placed by the jigsaw attacker
+(:mod:`pedvit.privacy.jigsaw`), and rows carry its ``placement_accuracy``.
 """
 
 from __future__ import annotations
