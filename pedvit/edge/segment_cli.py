@@ -143,9 +143,9 @@ def worker_views(record: Any, grid: Any) -> dict[str, np.ndarray]:
     return views
 
 
-def render_views(image: np.ndarray, views: dict[str, np.ndarray], tile_side: int = 320) -> np.ndarray:
+def render_views(image: np.ndarray, views: dict[str, np.ndarray], tile_side: int = 320, caption: str = "") -> np.ndarray:
     """One tile per view: the received pixels tinted in the view's colour, everything else grey; a
-    coloured frame and label. Returns an RGB uint8 picture."""
+    coloured frame and label, and an optional caption line under the tiles. Returns an RGB uint8 picture."""
     from PIL import Image, ImageDraw
 
     h, w = image.shape[:2]
@@ -155,7 +155,8 @@ def render_views(image: np.ndarray, views: dict[str, np.ndarray], tile_side: int
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
     label_h, pad = 18, 6
-    canvas = Image.new("RGB", (cols * (tw + pad) + pad, rows * (th + label_h + pad) + pad), (255, 255, 255))
+    canvas = Image.new("RGB", (cols * (tw + pad) + pad, rows * (th + label_h + pad) + pad + (label_h if caption else 0)),
+                       (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for i, name in enumerate(names):
         colour = EDGE_COLOUR if name == "edge" else PALETTE[i % len(PALETTE)]
@@ -168,6 +169,8 @@ def render_views(image: np.ndarray, views: dict[str, np.ndarray], tile_side: int
         canvas.paste(Image.fromarray(tile).resize((tw, th), Image.BILINEAR), (x0, y0 + label_h))
         draw.rectangle([x0 - 1, y0 + label_h - 1, x0 + tw, y0 + label_h + th], outline=colour, width=2)
         draw.text((x0, y0 + 3), f"{name}: {100 * mask.mean():.0f}% of pixels", fill=colour)
+    if caption:
+        draw.text((pad, rows * (th + label_h + pad) + 3), caption, fill=(60, 60, 60))
     return np.array(canvas)
 
 
@@ -280,7 +283,10 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
         if record is None or grid is None:
             print("note: --views needs a distributed run; skipped for --monolithic", file=sys.stderr)
         else:
-            _save_png(render_views(image, worker_views(record, grid)), args.views)
+            hidden = any(record.positions_hidden.values())
+            caption = ("workers received their windows shuffled and without positions; placed here by the edge's map"
+                       if hidden else "")
+            _save_png(render_views(image, worker_views(record, grid), caption=caption), args.views)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
