@@ -19,7 +19,6 @@ import argparse
 import json
 import pathlib
 
-import cv2
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -30,25 +29,20 @@ from pedvit.eval.privacy_eval import DETERMINISTIC_SCHEMES
 from pedvit.partition import Constraints, WindowGrid, assign
 from pedvit.privacy.jigsaw import cut_pieces, place, placed_view, slots_for
 from pedvit.privacy.reconstruction import ATTACKS, UNSEEN_MARGIN, masked_view, reconstruction_attack
+from pedvit.privacy.report import downscale
 
 SIDE = 256
-
-
-def _small(image: np.ndarray) -> np.ndarray:
-    s = SIDE / max(image.shape[:2])
-    return cv2.resize(image, (round(image.shape[1] * s), round(image.shape[0] * s)), interpolation=cv2.INTER_AREA)
 
 
 def _view(name: str, scheme: str, n: int, members: list[str], positions: str):
     """(small image, true mask, placed view or None, placement accuracy) of one worker / coalition."""
     image = photo(name).image
-    small = _small(image)
     grid = WindowGrid(image.shape[:2])
     a = assign(grid, n, scheme, constraints=Constraints(), seed=0)
     windows = {str(w): ids for w, ids in a.worker_windows.items()}
     ids = [i for m in members for i in windows[m]]
-    mask = cv2.resize(grid.original_mask(ids, 0).astype(np.uint8), small.shape[1::-1],
-                      interpolation=cv2.INTER_NEAREST).astype(bool)
+    small, masks = downscale(image, {"view": grid.original_mask(ids, 0)}, SIDE)  # the evaluation's geometry
+    mask = masks["view"]
     if positions == "known":
         return small, mask, None, None
     slots = slots_for(grid, small.shape[:2])

@@ -340,8 +340,9 @@ def reconstruction_attack(
         raise ValueError("at least one attack method is required")
     m = np.asarray(mask, dtype=bool)
     luma = _luma(image) if original_luma is None else original_luma
+    own = masked_view(image, m)  # unseen pixels are destroyed before any attack runs
     if placed is None:
-        view, view_mask = masked_view(image, m), m  # unseen pixels are destroyed before any attack runs
+        view, view_mask = own, m
     else:
         view, view_mask = np.asarray(placed[0], np.uint8), np.asarray(placed[1], dtype=bool)
         if view.shape != np.shape(image) or view_mask.shape != m.shape:
@@ -356,7 +357,7 @@ def reconstruction_attack(
         if keep_images:
             images[name] = rec
     grey = grey_baseline(image, m, original_luma=luma)
-    mean_colour = score(image, _mean_fill(masked_view(image, m), m, work_side), m, original_luma=luma)
+    mean_colour = score(image, _mean_fill(own, m, work_side), m, original_luma=luma)
     best_method = max(per, key=lambda k: per[k].ssim)
     best = per[best_method]
     best_unseen = max(per, key=lambda k: -np.inf if np.isnan(per[k].ssim_unseen) else per[k].ssim_unseen)

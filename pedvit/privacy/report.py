@@ -55,6 +55,7 @@ from pedvit.privacy.reconstruction import (
 )
 
 __all__ = [
+    "downscale",
     "evaluate_views",
     "cloud_only_views",
     "evaluate_cloud_only",
@@ -76,8 +77,10 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _downscale(image: np.ndarray, views: Mapping[str, np.ndarray], max_side: int | None
-               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def downscale(image: np.ndarray, views: Mapping[str, np.ndarray], max_side: int | None
+              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The attacks' working copy: ``image`` (area-averaged) and the ``views`` (nearest neighbour) with the long
+    side at most ``max_side``; every tool that must reproduce the evaluation's geometry uses this."""
     h, w = image.shape[:2]
     if max_side is None or max(h, w) <= max_side:
         return image, dict(views)
@@ -182,7 +185,7 @@ def evaluate_views(
             coalition_views[label] = union
         coalition_info[str(k)] = {"members": list(members), "selection": how, "_view": label}
 
-    small_img, small_views = _downscale(img, {**vs, **coalition_views}, max_side)
+    small_img, small_views = downscale(img, {**vs, **coalition_views}, max_side)
     luma = _luma(small_img)
     baseline = grey_baseline(small_img, original_luma=luma)
     slots = slots_for(grid, small_img.shape[:2]) if positions == "hidden" else []

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from pedvit.partition import WindowGrid, assign
 from pedvit.privacy.inpainter import WEIGHTS, InpaintUNet
 from pedvit.privacy.reconstruction import reconstruct, score
+from pedvit.privacy.report import downscale
 
 WORK_SIDE = 256
 CROP = 128
@@ -44,9 +45,8 @@ def load_photos(directory: pathlib.Path) -> list[tuple[str, np.ndarray]]:
         bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
         if bgr is None:
             continue
-        s = WORK_SIDE / max(bgr.shape[:2])
-        small = cv2.resize(bgr, (round(bgr.shape[1] * s), round(bgr.shape[0] * s)), interpolation=cv2.INTER_AREA)
-        out.append((f.stem, np.ascontiguousarray(small[..., ::-1])))
+        small, _ = downscale(np.ascontiguousarray(bgr[..., ::-1]), {}, WORK_SIDE)
+        out.append((f.stem, small))
     if not out:
         raise SystemExit(f"no readable photos in {directory}")
     return out
