@@ -138,3 +138,48 @@ def test_mask_decoder_accepts_one_embedding_per_prompt(mobile_sam) -> None:
             decoder.predict_masks(embedding.expand(2, -1, -1, -1), prompts.get_dense_pe(), sparse, dense)
     for a, b in zip(shared, per_prompt):
         torch.testing.assert_close(a, b)
+
+
+def test_tinyvit_folded_batchnorm_follows_weight_changes() -> None:
+    """Eval mode folds BatchNorm into the convolutions; the cached fold must track in-place weight changes
+    (a window adapter copies values in) and give the unfolded result."""
+    from pedvit.models.tiny_vit import Conv2dBN
+
+    torch.manual_seed(0)
+    layer = Conv2dBN(8, 16, 3, 1, 1).eval()
+    with torch.no_grad():
+        layer.bn.running_mean.normal_()
+        layer.bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 8, 12, 12)
+
+    def unfolded() -> torch.Tensor:
+        return layer.bn(layer.c(x))
+
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), unfolded(), atol=1e-5, rtol=1e-5)
+        layer.bn.running_var.copy_(layer.bn.running_var * 3)  # as WindowAdapter.apply_ does
+        layer.c.weight.mul_(0.5)
+        torch.testing.assert_close(layer(x), unfolded(), atol=1e-5, rtol=1e-5)
+    layer.train()  # training mode: batch statistics, never the fold
+    torch.testing.assert_close(layer(x), layer.bn(layer.c(x)))
+    layer.eval()
+    out = layer(x)  # gradients wanted: the unfolded path, so the weights receive them
+    out.sum().backward()
+    assert layer.c.weight.grad is not None and layer.bn.weight.grad is not None
+
+
+def test_vit_attention_chunks_match_one_pass(monkeypatch) -> None:
+    """Global attention runs in chunks of query rows; the result equals the single pass."""
+    from pedvit.models import image_encoder_vit
+
+    torch.manual_seed(0)
+    attn = image_encoder_vit.Attention(64, 4, input_size=(12, 10)).eval()
+    with torch.no_grad():
+        attn.rel_pos_h.normal_()
+        attn.rel_pos_w.normal_()
+    x = torch.randn(2, 12, 10, 64)
+    with torch.no_grad():
+        whole = attn(x)
+        monkeypatch.setattr(image_encoder_vit, "ATTENTION_CHUNK_ELEMENTS", 2 * 4 * 10 * 120 * 5)  # 5 rows a chunk
+        chunked = attn(x)
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
