@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 PHOTO="$(.venv/bin/python -c 'import os, skimage.data as d; print(os.path.join(os.path.dirname(d.__file__), "astronaut.png"))')"
 mkdir -p out
+# one ledger per demo run; an earlier run's is kept beside it, not appended to
+[ -f out/ledger.jsonl ] && mv out/ledger.jsonl "out/ledger.$(date +%Y%m%d-%H%M%S).jsonl"
 .venv/bin/pedvit segment "$PHOTO" --local 4 --scheme semantic --point 250,120 \
   --out out/mask.png --overlay out/overlay.png --views out/views.png --json out/result.json --ledger out/ledger.jsonl "$@"
 .venv/bin/pedvit ledger check out/ledger.jsonl
