@@ -62,6 +62,18 @@ def pedvit_version() -> str:
         return str(getattr(pedvit, "__version__", "unknown"))
 
 
+#: Default budget of one request: windows x h x w, four full 1024 x 1024 canvases.
+DEFAULT_MAX_REQUEST_PIXELS = 4 * 1024 * 1024
+
+
+class _Refusal(Exception):
+    """A request answered with a gRPC status other than OK (raised before or between compute)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
 class WorkerServicer(pb_grpc.WindowWorkerServicer):
     """Serves `pedvit.v1.WindowWorker` for a fixed set of stages.
 
@@ -69,8 +81,14 @@ class WorkerServicer(pb_grpc.WindowWorkerServicer):
         stages: stage name -> object with `.spec: StageSpec` and `.run(batch, meta) -> np.ndarray`.
         model_name: reported by `Info`.
         worker_id: reported in every answer (default: the host name).
-        max_message_bytes: answers larger than this are refused with RESOURCE_EXCEEDED (the client then
-            sends fewer windows per request).
+        max_message_bytes: answers larger than this are refused with RESOURCE_EXHAUSTED (the client then
+            sends fewer windows per request), before any compute when the stage's spec gives its output size.
+        max_request_pixels: budget of one request: windows x h x w (pixels or tokens), else
+            RESOURCE_EXHAUSTED before any compute.
+        max_concurrent: requests computing at once; more wait up to `queue_timeout_s` (never past their
+            deadline), then get RESOURCE_EXHAUSTED.
+        chunk_windows: a batch runs in chunks of this many windows; between chunks the call's deadline and
+            cancellation are honoured (DEADLINE_EXCEEDED / CANCELLED instead of finishing late).
         delay_per_window_s: TEST ONLY. Sleep this long per window of each batch to emulate a slow worker.
     """
 
@@ -81,8 +99,14 @@ class WorkerServicer(pb_grpc.WindowWorkerServicer):
         worker_id: str | None = None,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
+        max_concurrent: int = 2,
+        queue_timeout_s: float = 30.0,
+        chunk_windows: int = 8,
         delay_per_window_s: float = 0.0,
     ) -> None:
+        if min(max_request_pixels, max_concurrent, chunk_windows) < 1 or queue_timeout_s < 0:
+            raise ValueError("max_request_pixels, max_concurrent and chunk_windows must be >= 1, queue_timeout_s >= 0")
         for name, stage in stages.items():
             if stage.spec.name != name:
                 raise ValueError(f"stage registered as {name!r} but its spec is named {stage.spec.name!r}")
@@ -93,53 +117,96 @@ class WorkerServicer(pb_grpc.WindowWorkerServicer):
         self.worker_id = worker_id if worker_id is not None else socket.gethostname()
         self.max_message_bytes = int(max_message_bytes)
         self.delay_per_window_s = float(delay_per_window_s)
+        self.max_request_pixels = int(max_request_pixels)
+        self.max_concurrent, self.queue_timeout_s = int(max_concurrent), float(queue_timeout_s)
+        self.chunk_windows = int(chunk_windows)
+        self._slots = threading.BoundedSemaphore(self.max_concurrent)
 
     # -- request handling ---------------------------------------------------------------------------
 
     def _parse(self, request: pb.StageRequest) -> tuple[Stage, np.ndarray, np.ndarray, str]:
-        """Decode and validate a request. Raises ValueError with a message fit for the client."""
+        """Decode and validate a request against its stage and this worker's budgets, before any compute.
+        Raises `_Refusal` with the status and a message fit for the client."""
         stage = self.stages.get(request.stage)
         if stage is None:
-            raise ValueError(f"unknown stage {request.stage!r}; this worker serves {sorted(self.stages)}")
+            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"unknown stage {request.stage!r}; this worker serves {sorted(self.stages)}")
         out_dtype = request.out_dtype or OUT_DTYPES[0]
-        if out_dtype not in OUT_DTYPES:
-            raise ValueError(f"out_dtype must be one of {list(OUT_DTYPES)}, got {out_dtype!r}")
-        if not request.HasField("batch"):
-            raise ValueError("request has no batch tensor")
-        if not request.HasField("meta"):
-            raise ValueError("request has no meta tensor")
-        spec = stage.spec
-        batch = decode_tensor(request.batch, allowed_dtypes=spec.input_dtypes)
-        meta = decode_tensor(request.meta, allowed_dtypes=("int32",), max_rank=2)
-        spec.validate(batch.dtype.name, batch.shape, meta.shape)
-        _, h, w, _ = batch.shape
-        if (meta < 0).any():
-            raise ValueError("meta values must be non-negative")
-        if (meta[:, 2] > h).any() or (meta[:, 3] > w).any():
-            raise ValueError(f"meta valid_h/valid_w must not exceed the window size {h} x {w}")
+        try:
+            if out_dtype not in OUT_DTYPES:
+                raise ValueError(f"out_dtype must be one of {list(OUT_DTYPES)}, got {out_dtype!r}")
+            if not request.HasField("batch"):
+                raise ValueError("request has no batch tensor")
+            if not request.HasField("meta"):
+                raise ValueError("request has no meta tensor")
+            spec = stage.spec
+            batch = decode_tensor(request.batch, allowed_dtypes=spec.input_dtypes)
+            meta = decode_tensor(request.meta, allowed_dtypes=("int32",), max_rank=2)
+            spec.validate(batch.dtype.name, batch.shape, meta.shape)
+            b, h, w, _ = batch.shape
+            spec.validate_meta(meta, h, w)
+            if batch.dtype.kind == "f" and not np.isfinite(batch).all():
+                raise ValueError("batch holds NaN or infinite values")
+        except ValueError as exc:
+            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        if b * h * w > self.max_request_pixels:
+            raise _Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"{b} windows of {h} x {w} ({b * h * w} px) exceed this worker's budget of "
+                           f"{self.max_request_pixels} px per request; send fewer windows per request")
+        elements = spec.output_elements(batch.shape)
+        if elements is not None:
+            size = elements * np.dtype(out_dtype).itemsize + len(self.worker_id) + 256
+            if size > self.max_message_bytes:
+                raise _Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"answer of {size} bytes for {b} windows would exceed the message limit of "
+                               f"{self.max_message_bytes}; send fewer windows per request")
         return stage, batch, meta, out_dtype
+
+    def _compute(self, stage: Stage, batch: np.ndarray, meta: np.ndarray, context: grpc.ServicerContext) -> np.ndarray:
+        """Run `stage` chunk by chunk, stopping at the call's deadline or cancellation."""
+        n, parts = batch.shape[0], []
+        for start in range(0, n, self.chunk_windows):
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                raise _Refusal(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"deadline passed after {start} of {n} windows")
+            if not context.is_active():
+                raise _Refusal(grpc.StatusCode.CANCELLED, "call cancelled")
+            chunk = slice(start, start + self.chunk_windows)
+            if self.delay_per_window_s:
+                time.sleep(self.delay_per_window_s * len(batch[chunk]))  # test-only slowdown
+            parts.append(np.asarray(stage.run(batch[chunk], meta[chunk])))
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if out.ndim < 1 or out.shape[0] != n:
+            raise ValueError(f"stage returned shape {list(out.shape)} for {n} windows")
+        return out
+
+    def _acquire_slot(self, context: grpc.ServicerContext) -> None:
+        remaining = context.time_remaining()
+        wait = self.queue_timeout_s if remaining is None else max(0.0, min(self.queue_timeout_s, remaining))
+        if not self._slots.acquire(timeout=wait):
+            raise _Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"worker busy: {self.max_concurrent} requests computing, waited {wait:.1f} s")
 
     def _run_one(self, request: pb.StageRequest, context: grpc.ServicerContext) -> pb.StageResponse:
         try:
             stage, batch, meta, out_dtype = self._parse(request)
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            if not context.is_active():  # cancelled while queued (e.g. the losing half of a hedge): skip the work
+                raise _Refusal(grpc.StatusCode.CANCELLED, "call cancelled before it ran")
+            self._acquire_slot(context)
+        except _Refusal as refusal:
+            context.abort(refusal.code, refusal.message)
         n = batch.shape[0]
-        if not context.is_active():  # cancelled while queued (e.g. the losing half of a hedge): skip the work
-            context.abort(grpc.StatusCode.CANCELLED, "call cancelled before it ran")
         started = time.perf_counter()
         try:
-            if self.delay_per_window_s:
-                time.sleep(self.delay_per_window_s * n)  # test-only slowdown
-            out = np.asarray(stage.run(batch, meta))
-            if out.ndim < 1 or out.shape[0] != n:
-                raise ValueError(f"stage returned shape {list(out.shape)} for {n} windows")
-            out = out.astype(out_dtype, copy=False)
+            out = self._compute(stage, batch, meta, context).astype(out_dtype, copy=False)
             response = pb.StageResponse(
                 output=encode_tensor(out),
                 compute_seconds=time.perf_counter() - started,
                 worker_id=self.worker_id,
             )
+        except _Refusal as refusal:
+            context.abort(refusal.code, refusal.message)
         except Exception as exc:  # any stage failure: answer, never crash; no message text (may hold data)
             logger.error(
                 "stage %r failed on request %r: %s",
@@ -147,6 +214,8 @@ class WorkerServicer(pb_grpc.WindowWorkerServicer):
                 exc_info=logger.isEnabledFor(logging.DEBUG),
             )
             context.abort(grpc.StatusCode.INTERNAL, f"stage {request.stage!r} failed ({type(exc).__name__})")
+        finally:
+            self._slots.release()
         # Tensor bytes plus a framing allowance; ByteSize() would serialize the whole message once more.
         size = len(response.output.data) + len(self.worker_id) + 256
         if size > self.max_message_bytes:
@@ -236,6 +305,8 @@ def serve(
     token: str | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_workers: int = 4,
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
+    max_concurrent: int = 2,
     delay_per_window_s: float = 0.0,
 ) -> WorkerServer:
     """Start a worker serving `stages` on `host:port` (port 0 picks a free port) and return it.
@@ -244,14 +315,17 @@ def serve(
         tls: serve mutual TLS (client certificates required); None serves plaintext.
         token: require `authorization: Bearer <token>` on every call except health checks.
         max_message_bytes: gRPC receive and send limit.
-        max_workers: threads handling calls concurrently.
+        max_workers: threads handling calls concurrently (at most 4x as many calls are queued; beyond that
+            gRPC answers RESOURCE_EXHAUSTED at once).
+        max_request_pixels, max_concurrent: see `WorkerServicer`.
         delay_per_window_s: TEST ONLY, see `WorkerServicer`.
 
     Raises:
         OSError: if the address cannot be bound.
     """
     servicer = WorkerServicer(
-        stages, model_name, worker_id, max_message_bytes=max_message_bytes, delay_per_window_s=delay_per_window_s
+        stages, model_name, worker_id, max_message_bytes=max_message_bytes, max_request_pixels=max_request_pixels,
+        max_concurrent=max_concurrent, delay_per_window_s=delay_per_window_s,
     )
     options = [
         ("grpc.max_receive_message_length", int(max_message_bytes)),
@@ -263,6 +337,7 @@ def serve(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pedvit-worker"),
         options=options,
         interceptors=interceptors,
+        maximum_concurrent_rpcs=4 * max_workers,
     )
     pb_grpc.add_WindowWorkerServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
@@ -303,6 +378,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20,
                    help="gRPC message size limit in MiB (default 64)")
     p.add_argument("--threads", type=int, default=4, help="concurrent calls (default 4)")
+    p.add_argument("--max-concurrent", type=int, default=2,
+                   help="requests computing at once; the others wait, then get RESOURCE_EXHAUSTED (default 2)")
+    p.add_argument("--max-request-mpx", type=float, default=DEFAULT_MAX_REQUEST_PIXELS / 2**20,
+                   help="budget of one request in megapixels, windows x h x w (default 4)")
     p.add_argument("--device", default="cpu", help="torch device of the stages: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--serve-full-encoder", action="store_true",
                    help="BENCHMARK BASELINE: also serve the whole image encoder (cloud-only); keeps every block in memory")
@@ -365,6 +444,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         token=token,
         max_message_bytes=int(args.max_message_mb * 2**20),
         max_workers=args.threads,
+        max_request_pixels=int(args.max_request_mpx * 2**20),
+        max_concurrent=args.max_concurrent,
         delay_per_window_s=args.slowdown_per_window,
     )
 

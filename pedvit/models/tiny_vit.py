@@ -277,6 +277,7 @@ class TinyViT(nn.Module):
     ) -> None:
         super().__init__()
         self.img_size = img_size
+        self._trunk_channels = embed_dims[-1]  # kept apart from the neck, which workers strip
         #: how padded convolutions treat a crop's seam sides (`SEAM_PADDINGS`); set on adapted copies.
         self.seam_padding = "zeros"
         self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
@@ -317,7 +318,7 @@ class TinyViT(nn.Module):
 
     @property
     def trunk_channels(self) -> int:
-        return self.neck[0].in_channels
+        return self._trunk_channels
 
     def run_trunk(self, x: torch.Tensor, origin_px: tuple[int, int] = (0, 0), seams: torch.Tensor | None = None) -> torch.Tensor:
         """Everything before the neck.

@@ -23,6 +23,11 @@ class StageSpec:
         max_side: largest allowed h or w of one window crop (pixels or tokens).
         multiple_of: h and w must be multiples of this (16 for pixel crops, 1 for tokens).
         max_batch: largest allowed number of windows in one request.
+        canvas: side of the input the origins index (pixels or tokens): a window must lie inside it
+            (None: not checked).
+        out_stride, out_channels: an h x w window gives an h/out_stride x w/out_stride x out_channels
+            answer, so a worker can refuse an answer too large to send before computing it (out_channels
+            None: unknown, checked after compute).
     """
 
     name: str
@@ -31,6 +36,16 @@ class StageSpec:
     max_side: int
     multiple_of: int = 1
     max_batch: int = 64
+    canvas: int | None = None
+    out_stride: int = 1
+    out_channels: int | None = None
+
+    def output_elements(self, shape: tuple[int, ...]) -> int | None:
+        """Elements of the answer to a B x h x w x C batch (None when the spec does not say)."""
+        if self.out_channels is None:
+            return None
+        b, h, w, _ = shape
+        return b * (h // self.out_stride) * (w // self.out_stride) * self.out_channels
 
     def validate(self, dtype: str, shape: tuple[int, ...], meta_shape: tuple[int, ...]) -> None:
         """Raise ValueError with a readable message if a request does not fit this stage.
@@ -56,6 +71,17 @@ class StageSpec:
                 raise ValueError(f"stage {self.name!r}: window {side_name} must be a multiple of {self.multiple_of}, got {side}")
         if tuple(meta_shape) != (b, 4):
             raise ValueError(f"stage {self.name!r}: meta must be {b} x 4 (origin_y, origin_x, valid_h, valid_w), got {list(meta_shape)}")
+
+    def validate_meta(self, meta: np.ndarray, h: int, w: int) -> None:
+        """Raise ValueError unless every B x 4 meta row (origin_y, origin_x, valid_h, valid_w) fits an h x w
+        window placed inside the canvas."""
+        if (meta < 0).any():
+            raise ValueError("meta values must be non-negative")
+        if (meta[:, 2] > h).any() or (meta[:, 3] > w).any():
+            raise ValueError(f"meta valid_h/valid_w must not exceed the window size {h} x {w}")
+        if self.canvas is not None and ((meta[:, 0] + h > self.canvas).any() or (meta[:, 1] + w > self.canvas).any()):
+            raise ValueError(f"stage {self.name!r}: a {h} x {w} window must lie inside the {self.canvas} x "
+                             f"{self.canvas} canvas; origins up to {meta[:, :2].max(0).tolist()} do not")
 
 
 class Stage(Protocol):

@@ -86,7 +86,8 @@ class TinyViTTrunkStage:
         self.encoder = adapted_encoder(encoder, adapter)
         self.mean, self.std = pixel_mean, pixel_std
         name = adapter.stage_name if adapter is not None else TINYVIT_TRUNK
-        self.spec = StageSpec(name, ("uint8",), 3, max_side=encoder.img_size, multiple_of=16)
+        self.spec = StageSpec(name, ("uint8",), 3, max_side=encoder.img_size, multiple_of=16, canvas=encoder.img_size,
+                              out_stride=encoder.out_stride, out_channels=encoder.trunk_channels)
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray, meta: np.ndarray) -> np.ndarray:
@@ -111,7 +112,9 @@ class ViTEmbedStage:
     def __init__(self, encoder: ImageEncoderViT, end: int, pixel_mean: torch.Tensor, pixel_std: torch.Tensor) -> None:
         self.encoder, self.end = encoder, end
         self.mean, self.std = pixel_mean, pixel_std
-        self.spec = StageSpec(vit_embed_stage_name(end), ("uint8",), 3, max_side=encoder.window_size * encoder.patch_size, multiple_of=encoder.patch_size)
+        self.spec = StageSpec(vit_embed_stage_name(end), ("uint8",), 3, max_side=encoder.window_size * encoder.patch_size,
+                              multiple_of=encoder.patch_size, canvas=encoder.img_size, out_stride=encoder.patch_size,
+                              out_channels=encoder.pos_embed.shape[-1])
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray, meta: np.ndarray) -> np.ndarray:
@@ -127,7 +130,8 @@ class ViTBlocksStage:
     def __init__(self, encoder: ImageEncoderViT, start: int, end: int) -> None:
         self.encoder, self.start, self.end = encoder, start, end
         dim = encoder.pos_embed.shape[-1]
-        self.spec = StageSpec(vit_blocks_stage_name(start, end), ("float16", "float32"), dim, max_side=encoder.window_size)
+        self.spec = StageSpec(vit_blocks_stage_name(start, end), ("float16", "float32"), dim, max_side=encoder.window_size,
+                              canvas=encoder.img_size // encoder.patch_size, out_channels=dim)
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray, meta: np.ndarray) -> np.ndarray:
@@ -145,7 +149,8 @@ class FullEncoderStage:
     def __init__(self, model: Sam) -> None:
         self.model = model
         size = model.img_size
-        self.spec = StageSpec(FULL_ENCODER, ("uint8",), 3, max_side=size, multiple_of=size, max_batch=1)
+        self.spec = StageSpec(FULL_ENCODER, ("uint8",), 3, max_side=size, multiple_of=size, max_batch=1, canvas=size,
+                              out_stride=16, out_channels=256)  # every SAM neck gives 256 channels
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray, meta: np.ndarray) -> np.ndarray:

@@ -466,8 +466,9 @@ class RemoteExecutor:
                         done += windows
                 except grpc.RpcError as exc:
                     if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and chunk > 1 and not call.cancelled():
-                        # An answer (or request) was too large: go on with smaller chunks.
-                        chunk = max(1, chunk // 2)
+                        # An answer or request was too large (or the worker was busy): go on with smaller
+                        # chunks than the one just refused.
+                        chunk = max(1, min(chunk, total - done) // 2)
                         logger.info("%s: %s; retrying the remaining windows %d at a time",
                                     self.address, exc.details(), chunk)
                         continue
