@@ -133,3 +133,79 @@ def test_plaintext_client_is_refused(tls_worker: WorkerServer) -> None:
         assert _health_over(ch) == grpc.StatusCode.UNAVAILABLE
     with RemoteExecutor(tls_worker.address, token="tok") as ex:
         assert not ex.health(timeout=5)
+
+
+def test_dev_certificates_have_one_usage_each(pki: Path) -> None:
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    def usages(name: str) -> list:
+        cert = x509.load_pem_x509_certificate((pki / f"{name}.pem").read_bytes())
+        return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+    assert usages("edge") == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert usages("worker1") == usages("worker2") == [ExtendedKeyUsageOID.SERVER_AUTH]
+
+
+def test_worker_certificate_cannot_act_as_edge(pki: Path, tls_worker: WorkerServer) -> None:
+    """worker2's certificate (same CA, server usage) does not authenticate it as an edge to worker1."""
+    batch = np.ones((1, 8, 8, 3), np.float32)
+    meta = np.array([[0, 0, 8, 8]], np.int32)
+    as_worker = ClientTLS(pki / "ca.pem", pki / "worker2.pem", pki / "worker2.key")
+    with RemoteExecutor(tls_worker.address, tls=as_worker, token="tok") as ex:
+        with pytest.raises(WorkerError) as err:
+            ex.run("neg", batch, meta)
+        # refused in the handshake (BoringSSL checks the usage: "unsupported certificate purpose"), else by
+        # the worker's certificate check
+        assert err.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.PERMISSION_DENIED)
+    as_edge = ClientTLS(pki / "ca.pem", pki / "edge.pem", pki / "edge.key")
+    with RemoteExecutor(tls_worker.address, tls=as_edge, token="tok") as ex:
+        np.testing.assert_array_equal(ex.run("neg", batch, meta, out_dtype="float32"), -batch)
+
+
+def test_pinned_edge_identity(pki: Path, tmp_path: Path) -> None:
+    from pedvit.transport.tls import _make_leaf, _write_cert, _write_key  # a second edge of the same CA
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    key, cert = _make_leaf("intruder", ["intruder"], 1, ca_key, ca_cert, ExtendedKeyUsageOID.CLIENT_AUTH)
+    _write_cert(tmp_path / "intruder.pem", cert)
+    _write_key(tmp_path / "intruder.key", key)
+    tls = ServerTLS(pki / "worker1.pem", pki / "worker1.key", pki / "ca.pem", edge_names=("edge",))
+    worker = serve(0, {"neg": NegateStage()}, tls=tls)
+    try:
+        batch, meta = np.ones((1, 8, 8, 3), np.float32), np.array([[0, 0, 8, 8]], np.int32)
+        intruder = ClientTLS(pki / "ca.pem", tmp_path / "intruder.pem", tmp_path / "intruder.key")
+        with RemoteExecutor(worker.address, tls=intruder) as ex:
+            with pytest.raises(WorkerError) as err:
+                ex.run("neg", batch, meta)
+            assert err.value.code == grpc.StatusCode.PERMISSION_DENIED and "pinned" in str(err.value)
+        with RemoteExecutor(worker.address, tls=ClientTLS(pki / "ca.pem", pki / "edge.pem", pki / "edge.key")) as ex:
+            assert ex.run("neg", batch, meta).shape == (1, 8, 8, 3)
+    finally:
+        worker.stop(None)
+
+
+def test_certificate_without_client_usage_is_refused_by_the_worker_check() -> None:
+    """The application-level check, for PKIs whose certificates state no usage at all."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    from pedvit.transport.tls import ClientCertificateInterceptor, certificate_identity
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(Encoding.PEM)
+    assert certificate_identity(pem) == (False, {"edge"})
+
+    class Context:
+        def auth_context(self) -> dict:
+            return {"x509_pem_cert": [pem]}
+
+    assert "not for TLS client use" in ClientCertificateInterceptor().refusal(Context())

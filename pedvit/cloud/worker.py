@@ -332,7 +332,9 @@ def serve(
         ("grpc.max_send_message_length", int(max_message_bytes)),
         ("grpc.so_reuseport", 0),  # never share a port with another process
     ]
-    interceptors = [BearerTokenInterceptor(token)] if token else []
+    interceptors: list[grpc.ServerInterceptor] = [tls.interceptor()] if tls else []
+    if token:
+        interceptors.append(BearerTokenInterceptor(token))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pedvit-worker"),
         options=options,
@@ -374,6 +376,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", default=None, help="worker certificate (PEM); enables mutual TLS")
     p.add_argument("--tls-key", default=None, help="worker private key (PEM)")
     p.add_argument("--tls-client-ca", default=None, help="CA that signs accepted edge certificates (PEM)")
+    p.add_argument("--tls-edge-name", action="append", default=[], metavar="NAME",
+                   help="accept only edge certificates with this common name or DNS name (repeatable; "
+                        "default: any client certificate of the CA)")
     p.add_argument("--token-file", default=None, help="file holding the bearer token clients must send")
     p.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20,
                    help="gRPC message size limit in MiB (default 64)")
@@ -421,7 +426,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if any(tls_files) and not all(tls_files):
         print("error: --tls-cert, --tls-key and --tls-client-ca go together", file=sys.stderr)
         return 2
-    tls = ServerTLS(*tls_files) if all(tls_files) else None
+    tls = ServerTLS(*tls_files, edge_names=tuple(getattr(args, "tls_edge_name", []) or ())) if all(tls_files) else None
     token = read_token_file(args.token_file) if args.token_file else None
     # Imported lazily: loading a model pulls in torch, which the rest of the CLI does not need.
     factory = _load_factory(args.stages_factory)

@@ -1,9 +1,12 @@
 """Mutual TLS for edge <-> worker channels, and a development PKI generator.
 
 `generate_dev_pki` writes a throw-away CA plus worker and edge certificates (EC P-256, SAN for
-localhost/127.0.0.1/::1 and the given names). Workers serve with `ServerTLS` and *require* a client
-certificate signed by the CA, so plaintext clients and clients with certificates from any other CA are
-refused during the handshake. The edge connects with `ClientTLS`.
+localhost/127.0.0.1/::1 and the given names). A worker certificate carries only the server usage, the edge's
+only the client usage. Workers serve with `ServerTLS` and *require* a client certificate signed by the CA, so
+plaintext clients and clients with certificates from any other CA are refused during the handshake; then
+`ClientCertificateInterceptor` refuses (PERMISSION_DENIED) a certificate without the client usage, such as
+another worker's, and, when `ServerTLS.edge_names` pins them, any other identity than the edge's. The edge
+connects with `ClientTLS`.
 
 For production use certificates from your own PKI; the generated CA key is only as safe as the directory
 it was written to.
@@ -15,9 +18,10 @@ import argparse
 import datetime as dt
 import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -35,11 +39,18 @@ def _read(path: str | os.PathLike[str]) -> bytes:
 
 @dataclass(frozen=True)
 class ServerTLS:
-    """Worker-side TLS material (PEM file paths). Client certificates are always required."""
+    """Worker-side TLS material (PEM file paths). Client certificates are always required, and must carry the
+    client usage; `edge_names` (common names or DNS SANs) pins which identities may call (empty: any edge
+    certificate of the CA)."""
 
     cert: str | os.PathLike[str]
     key: str | os.PathLike[str]
     client_ca: str | os.PathLike[str]
+    edge_names: tuple[str, ...] = ()
+
+    def interceptor(self) -> ClientCertificateInterceptor:
+        """The check of each caller's certificate that goes with these credentials."""
+        return ClientCertificateInterceptor(self.edge_names)
 
     def credentials(self) -> grpc.ServerCredentials:
         """gRPC server credentials that require and verify a client certificate signed by `client_ca`."""
@@ -77,6 +88,82 @@ class ClientTLS:
     def channel_options(self) -> list[tuple[str, str]]:
         """Extra channel options (the target-name override, if any)."""
         return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
+def certificate_identity(pem: bytes) -> tuple[bool, set[str]]:
+    """(whether the certificate may act as a TLS client, its common names and DNS SANs)."""
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        client = ExtendedKeyUsageOID.CLIENT_AUTH in usages
+    except x509.ExtensionNotFound:
+        client = False  # a certificate that states no usage is not taken for an edge
+    names = {a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME) if isinstance(a.value, str)}
+    try:
+        names |= set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        pass
+    return client, names
+
+
+class ClientCertificateInterceptor(grpc.ServerInterceptor):
+    """Refuses (PERMISSION_DENIED) every call but health checks whose TLS client certificate lacks the client
+    usage (a worker's certificate, say) or, with `edge_names`, names none of them."""
+
+    def __init__(self, edge_names: Sequence[str] = ()) -> None:
+        self.edge_names = frozenset(edge_names)
+
+    def refusal(self, context: grpc.ServicerContext) -> str | None:
+        """Why this caller may not call, or None."""
+        pems = context.auth_context().get("x509_pem_cert") or []
+        if not pems:
+            return "a client certificate is required"
+        client, names = certificate_identity(pems[0])
+        if not client:
+            return "the client certificate is not for TLS client use (an edge certificate is required)"
+        if self.edge_names and not names & self.edge_names:
+            return f"client certificate {sorted(names)} is not a pinned edge identity"
+        return None
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+            return handler
+        return _guarded(handler, self.refusal)
+
+
+def _guarded(handler: grpc.RpcMethodHandler, refusal: Callable[[grpc.ServicerContext], str | None]) -> grpc.RpcMethodHandler:
+    """`handler` with `refusal` checked before its behaviour runs (same streaming kind and serializers)."""
+
+    def check(context: grpc.ServicerContext) -> None:
+        reason = refusal(context)
+        if reason is not None:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+
+    def unary(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(request: Any, context: grpc.ServicerContext) -> Any:
+            check(context)
+            return fn(request, context)
+        return run
+
+    def streaming(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            check(context)
+            yield from fn(request, context)
+        return run
+
+    kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kw)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kw)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kw)
+    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,6 +238,7 @@ def _make_leaf(
     days: int,
     ca_key: ec.EllipticCurvePrivateKey,
     ca_cert: x509.Certificate,
+    usage: x509.ObjectIdentifier,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = _new_key()
     not_before, not_after = _validity(days)
@@ -166,11 +254,8 @@ def _make_leaf(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        # Both usages: the same dev material may serve either end of a channel.
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
+        # One usage each: a worker's certificate cannot authenticate it as an edge to the other workers.
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
@@ -188,8 +273,9 @@ def generate_dev_pki(
 ) -> dict[str, Path]:
     """Write a development CA and certificates into `out_dir`.
 
-    Files: ca.pem, ca.key, edge.pem, edge.key, and worker.pem/worker.key when `names` is empty, otherwise
-    <name>.pem/<name>.key per worker name (each name is also a DNS SAN of its certificate).
+    Files: ca.pem, ca.key, edge.pem, edge.key (client usage only), and worker.pem/worker.key when `names`
+    is empty, otherwise <name>.pem/<name>.key per worker name (server usage only; each name is also a DNS
+    SAN of its certificate).
     Private keys are created with mode 0600.
 
     Returns:
@@ -221,8 +307,8 @@ def generate_dev_pki(
     ca_key, ca_cert = _make_ca(days)
     save("ca", ca_key, ca_cert)
     for n in worker_names:
-        save(n, *_make_leaf(n, [n], days, ca_key, ca_cert))
-    save("edge", *_make_leaf("edge", ["edge"], days, ca_key, ca_cert))
+        save(n, *_make_leaf(n, [n], days, ca_key, ca_cert, ExtendedKeyUsageOID.SERVER_AUTH))
+    save("edge", *_make_leaf("edge", ["edge"], days, ca_key, ca_cert, ExtendedKeyUsageOID.CLIENT_AUTH))
     return paths
 
 
