@@ -1,8 +1,8 @@
-"""The edge side of the wire: `RemoteExecutor`, a `WindowExecutor` backed by one gRPC worker.
+"""The edge side of the wire: `RemoteExecutor`, an executor (`pedvit.edge.executor.Executor`) backed by one gRPC worker.
 
     ex = RemoteExecutor("10.0.0.5:50051", tls=ClientTLS(ca, cert, key), token=token)
     feats = ex.run("tinyvit.trunk", batch, meta, timeout=10.0)   # blocking
-    print(ex.last_call)                                          # CallStats of the call that just ended
+    print(ex.stats())                                            # CallStats of the call that just ended
     call = ex.run_future("tinyvit.trunk", batch, meta)           # cancellable, for hedged requests
     feats = call.result(); call.stats
 
@@ -15,8 +15,8 @@ Design:
   half the chunk size, down to one window. A batch is never refused for its size; only a single window
   larger than the limit raises ValueError.
 * Stats: every call produces a `CallStats`. It is on the future (`StageCall.stats`, exact per call) and,
-  for convenience, on `RemoteExecutor.last_call` (the most recently finished call; under concurrent use of
-  one executor read the future's stats instead).
+  for convenience, `RemoteExecutor.stats()` returns the most recently finished call's (under concurrent use
+  of one executor read the future's stats instead).
 * Errors: every gRPC failure becomes `WorkerError(address, code, message)`; an expired timeout is
   `WorkerError` with code DEADLINE_EXCEEDED. Bad local arguments raise ValueError before anything is sent.
 """
@@ -235,7 +235,7 @@ class _Job:
 
 
 class RemoteExecutor:
-    """A `WindowExecutor` that runs stages on one remote worker.
+    """An `Executor` that runs stages on one remote worker.
 
     Args:
         address: "host:port" of the worker.
@@ -257,7 +257,7 @@ class RemoteExecutor:
         self.address = address
         self.name = name or address
         self.max_message_bytes = int(max_message_bytes)
-        self.last_call: CallStats | None = None
+        self._last_stats: CallStats | None = None
         self._metadata = bearer_metadata(token) if token else ()
         options: list[tuple[str, int | str]] = [
             ("grpc.max_send_message_length", self.max_message_bytes),
@@ -300,7 +300,7 @@ class RemoteExecutor:
     ) -> np.ndarray:
         """Run `stage` on `batch` (B x h x w x C) with `meta` (B x 4 int32); return B x ... outputs.
 
-        Blocks in the calling thread. Stats of the call are in `last_call` afterwards.
+        Blocks in the calling thread. Stats of the call are in `stats()` afterwards.
 
         Raises:
             ValueError: bad local arguments (nothing sent).
@@ -341,6 +341,10 @@ class RemoteExecutor:
                     raise WorkerError.from_rpc_error(self.address, exc) from None
                 self._info = _info_from_pb(resp)
             return self._info
+
+    def stats(self) -> CallStats | None:
+        """The cost of the most recently finished call (None before the first)."""
+        return self._last_stats
 
     def health(self, timeout: float = 2.0) -> bool:
         """True if the worker answers the standard health check with SERVING within `timeout`."""
@@ -483,7 +487,7 @@ class RemoteExecutor:
             result, error = None, exc
         job.stats.wall_seconds = time.perf_counter() - job.started
         call.stats = job.stats
-        self.last_call = job.stats
+        self._last_stats = job.stats
         call._finish(result, error)
 
 
