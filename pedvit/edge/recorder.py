@@ -116,7 +116,7 @@ class RunRecorder:
     def __init__(self, identity: RunIdentity, plan: RequestPlan, grid: WindowGrid, image_size: tuple[int, int],
                  assign_s: float) -> None:
         self.grid = grid
-        self.lock = threading.Lock()
+        self._lock = threading.Lock()
         #: wall seconds of each dispatch round, in order (failover passes of a round included)
         self.round_seconds: list[float] = []
         names = list(plan.members)
@@ -142,7 +142,7 @@ class RunRecorder:
     @contextmanager
     def round(self, stage: str, positions_hidden: bool) -> Iterator[None]:
         """Time one dispatch round of `stage` (its wall seconds go to `round_seconds`)."""
-        with self.lock:
+        with self._lock:
             self.record.rounds += 1
             self.record.positions_hidden[stage] = positions_hidden
         started = time.perf_counter()
@@ -150,23 +150,23 @@ class RunRecorder:
             yield
         finally:
             elapsed = time.perf_counter() - started
-            with self.lock:
+            with self._lock:
                 self.round_seconds.append(elapsed)
 
     # ------------------------------------------------------------------------------ windows and workers
     def is_local(self, window_id: int) -> bool:
         """Whether the edge computes `window_id` (keep-local, leftover, or failed over to the edge)."""
-        with self.lock:
+        with self._lock:
             return window_id in self.record.local_windows
 
     def n_local(self) -> int:
-        with self.lock:
+        with self._lock:
             return len(self.record.local_windows)
 
     def sent(self, worker: str, batches: list[list[int]]) -> None:
         """`worker` is about to receive these windows, one call per batch, rows in this order. Recorded before
         sending: a worker that fails mid-request may still have seen them."""
-        with self.lock:
+        with self._lock:
             record = self.record.workers[worker]
             for wid in (w for batch in batches for w in batch):
                 record.windows.add(wid)
@@ -177,12 +177,12 @@ class RunRecorder:
 
     def sent_windows(self) -> dict[str, set[int]]:
         """Worker -> windows it was sent so far in this request (hedges and earlier rounds included)."""
-        with self.lock:
+        with self._lock:
             return {name: set(w.windows) for name, w in self.record.workers.items()}
 
     def call_cost(self, worker: str, wall_s: float, compute_s: float, bytes_sent: int, bytes_received: int) -> None:
         """One finished call of `worker` (all batches of one submission)."""
-        with self.lock:
+        with self._lock:
             record = self.record.workers[worker]
             record.calls += 1
             record.wall_s += wall_s
@@ -191,24 +191,24 @@ class RunRecorder:
             record.bytes_sent += bytes_sent
 
     def edge_compute(self, seconds: float) -> None:
-        with self.lock:
+        with self._lock:
             self.record.edge_compute_s += seconds
 
     def worker_failed(self, worker: str, error: BaseException) -> None:
-        with self.lock:
+        with self._lock:
             record = self.record.workers[worker]
             record.failed = True
             record.errors.append(f"{type(error).__name__}: {error}"[:500])
 
     def last_errors(self, workers: set[str]) -> str:
         """"name: last error" of each of `workers` that reported one (for a clear failure message)."""
-        with self.lock:
+        with self._lock:
             return "; ".join(f"{n}: {self.record.workers[n].errors[-1]}" for n in sorted(workers)
                              if n in self.record.workers and self.record.workers[n].errors)
 
     # ------------------------------------------------------------------------------ failovers, hedges, notes
     def failover(self, window_id: int, stage: str, source: str, target: str, reason: str, *, to_edge: bool) -> None:
-        with self.lock:
+        with self._lock:
             self.record.failovers.append({"window": window_id, "stage": stage, "from": source, "to": target,
                                           "reason": reason})
             if to_edge:
@@ -216,23 +216,23 @@ class RunRecorder:
 
     def hedge(self, row: dict[str, Any]) -> None:
         """A hedge row (window, stage, original, hedge, winner, after_s); its ``winner`` is filled in later."""
-        with self.lock:
+        with self._lock:
             self.record.hedges.append(row)
 
     def hedge_won(self, row: dict[str, Any], winner: str) -> None:
         """The first answer for a hedged window came from `winner` (the original worker or the hedge)."""
-        with self.lock:
+        with self._lock:
             row["winner"] = winner
 
     def note(self, text: str) -> None:
-        with self.lock:
+        with self._lock:
             self.record.notes.append(text)
 
     # ------------------------------------------------------------------------------ end of the request
     def finish(self, encode_s: float, outgoing_params: Callable[[], Mapping[str, Any]] | None) -> RunRecord:
         """Close the record: total encode time, and the noise hook's parameters per worker that received
         windows (the DP mechanism describes itself)."""
-        with self.lock:
+        with self._lock:
             self.record.timings["encode_s"] = encode_s
             if outgoing_params is not None:
                 params = outgoing_params()
@@ -242,5 +242,5 @@ class RunRecorder:
 
     def append_to(self, ledger: Ledger) -> None:
         """Write the record as one ledger line."""
-        with self.lock:
+        with self._lock:
             ledger.append(self.record.to_dict(self.grid))
