@@ -22,6 +22,7 @@ import torch
 from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
 from pedvit.edge.engine import EDGE
 from pedvit.edge.estimates import PerfTable
+from pedvit.edge.executor import BlockingExecutor
 from pedvit.edge.executors import ExecutorFailure, InProcessStats
 from pedvit.edge.ledger import check_ledger, read_ledger
 from pedvit.partition import Constraints
@@ -31,7 +32,7 @@ _COMPUTE = threading.Lock()
 _MEMO: dict[tuple[str, str, bytes], np.ndarray] = {}
 
 
-class SlowExecutor:
+class SlowExecutor(BlockingExecutor):
     """TEST ONLY: an executor that sleeps ``delay_per_window`` s per window; with ``stall`` set it blocks until
     ``release`` is set (a straggler)."""
 
@@ -41,10 +42,9 @@ class SlowExecutor:
         self.delay_per_window = delay_per_window
         self.stall = False
         self.release = threading.Event()
-        self.last_call: Any = None
         self.calls = 0
 
-    def run(self, stage: str, batch: np.ndarray, meta: np.ndarray, **kwargs: Any) -> np.ndarray:
+    def compute(self, stage: str, batch: np.ndarray, meta: np.ndarray, out_dtype: str) -> tuple[np.ndarray, InProcessStats]:
         self.calls += 1
         if self.inner.fail:
             raise ExecutorFailure(f"executor {self.name} is marked as failed")
@@ -52,17 +52,15 @@ class SlowExecutor:
         if self.stall:
             self.release.wait(timeout=60)
         time.sleep(self.delay_per_window * len(batch))
-        dtype = kwargs.get("out_dtype", "float16")
-        keys = [(stage, dtype, hashlib.blake2b(batch[i].tobytes() + meta[i].tobytes()).digest()) for i in range(len(batch))]
+        keys = [(stage, out_dtype, hashlib.blake2b(batch[i].tobytes() + meta[i].tobytes()).digest()) for i in range(len(batch))]
         if not all(k in _MEMO for k in keys):
             with _COMPUTE:
-                out = self.inner.run(stage, batch, meta, **kwargs)
+                out = self.inner.run(stage, batch, meta, out_dtype=out_dtype)
             for k, o in zip(keys, out):
                 _MEMO[k] = o
         out = np.stack([_MEMO[k] for k in keys])
         elapsed = time.perf_counter() - started
-        self.last_call = InProcessStats(len(batch), batch.nbytes + meta.nbytes, out.nbytes, elapsed, elapsed)
-        return out
+        return out, InProcessStats(len(batch), batch.nbytes + meta.nbytes, out.nbytes, elapsed, elapsed)
 
     def health(self, timeout: float = 1.0) -> bool:
         return self.inner.health(timeout)

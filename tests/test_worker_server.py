@@ -101,7 +101,7 @@ def test_round_trip_and_stats(client: RemoteExecutor) -> None:
     np.testing.assert_array_equal(out, batch.astype(np.float16) * 2)
     out32 = client.run("double", batch.astype(np.float32), meta, out_dtype="float32")
     assert out32.dtype == np.float32
-    s = client.last_call
+    s = client.stats()
     assert s is not None and s.stage == "double" and s.windows == 5 and s.requests == 1
     assert s.bytes_sent == batch.nbytes * 4 + meta.nbytes and s.bytes_received == out32.nbytes
     assert s.worker_id == "w-test" and s.wall_seconds >= s.compute_seconds >= 0
@@ -235,7 +235,7 @@ def test_oversize_batch_is_split_and_streamed() -> None:
         with RemoteExecutor(w.address, max_message_bytes=limit) as ex:
             out = ex.run("double", batch, meta, out_dtype="float32")
             np.testing.assert_array_equal(out, batch * 2)
-            assert ex.last_call is not None and ex.last_call.requests > 1
+            assert (s := ex.stats()) is not None and s.requests > 1
         # A client with a larger limit learns the worker's from Info and splits all the same.
         with RemoteExecutor(w.address) as ex:
             np.testing.assert_array_equal(ex.run("double", batch, meta, out_dtype="float32"), batch * 2)
@@ -243,7 +243,7 @@ def test_oversize_batch_is_split_and_streamed() -> None:
             small, small_meta = windows(12, side=64)
             out = ex.run("expand", small, small_meta, out_dtype="float32")
             np.testing.assert_array_equal(out, np.repeat(small.astype(np.float32), 4, axis=-1))
-            assert ex.last_call is not None and ex.last_call.requests > 12
+            assert (s := ex.stats()) is not None and s.requests > 12
     finally:
         w.stop(None)
 
@@ -252,7 +252,7 @@ def test_batch_over_stage_max_batch_is_split(client: RemoteExecutor) -> None:
     batch, meta = windows(70, side=4)
     out = client.run("double", batch, meta, out_dtype="float32")
     np.testing.assert_array_equal(out, batch * 2.0)
-    assert client.last_call is not None and client.last_call.requests == 2
+    assert (s := client.stats()) is not None and s.requests == 2
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +266,7 @@ def test_delay_option_slows_the_worker(slow_worker: WorkerServer) -> None:
     batch, meta = windows(3)
     with RemoteExecutor(slow_worker.address) as ex:
         ex.run("double", batch, meta)
-        s = ex.last_call
+        s = ex.stats()
         assert s is not None and s.compute_seconds >= 0.3 and s.wall_seconds >= 0.3
 
 

@@ -1,4 +1,4 @@
-"""In-process executors: the `WindowExecutor` interface without a network (tests, debugging, the edge)."""
+"""In-process executors: the `Executor` protocol without a network (tests, debugging, the edge)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Mapping
 import numpy as np
 
 from pedvit.plans.stage import Stage
+
+from .executor import BlockingExecutor
 
 
 @dataclass
@@ -26,7 +28,7 @@ class ExecutorFailure(RuntimeError):
     """Raised by an in-process executor told to fail (failover tests without processes)."""
 
 
-class InProcessExecutor:
+class InProcessExecutor(BlockingExecutor):
     """Runs stages in this process. With `record_inputs`, keeps a copy of every tensor it receives, so
     isolation tests can check exactly what a worker saw."""
 
@@ -36,9 +38,8 @@ class InProcessExecutor:
         self.record_inputs = record_inputs
         self.received: list[tuple[str, np.ndarray, np.ndarray]] = []
         self.fail = False
-        self.last_call: InProcessStats | None = None
 
-    def run(self, stage: str, batch: np.ndarray, meta: np.ndarray, *, out_dtype: str = "float16", timeout: float | None = None, request_id: str = "") -> np.ndarray:
+    def compute(self, stage: str, batch: np.ndarray, meta: np.ndarray, out_dtype: str) -> tuple[np.ndarray, InProcessStats]:
         started = time.perf_counter()
         if self.fail:
             raise ExecutorFailure(f"executor {self.name} is marked as failed")
@@ -51,11 +52,7 @@ class InProcessExecutor:
         compute_started = time.perf_counter()
         out = np.ascontiguousarray(self.stages[stage].run(batch, meta), dtype=np.dtype(out_dtype))
         now = time.perf_counter()
-        self.last_call = InProcessStats(len(batch), batch.nbytes + meta.nbytes, out.nbytes, now - started, now - compute_started)
-        return out
+        return out, InProcessStats(len(batch), batch.nbytes + meta.nbytes, out.nbytes, now - started, now - compute_started)
 
     def health(self, timeout: float = 1.0) -> bool:
         return not self.fail
-
-    def close(self) -> None:
-        pass

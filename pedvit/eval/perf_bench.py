@@ -272,7 +272,7 @@ def measure_cloud_only(model: Any, image: np.ndarray, executor: Any, codec: Code
     encode_wall = time.perf_counter() - started
     cpu_s = time.process_time() - cpu
     decode_s = _decode_once(predictor)
-    stats = executor.last_call
+    stats = executor.stats()
     pre = predictor.timings["preprocess_s"]
     return Sample(
         encode_wall + decode_s, pre, encode_wall - pre, decode_s, cpu_s,
@@ -283,28 +283,15 @@ def measure_cloud_only(model: Any, image: np.ndarray, executor: Any, codec: Code
 
 
 def measure_split(predictor: Any, image: np.ndarray, codec: CodecSpeed) -> Sample:
-    """One pedvit request through a `DistributedSamPredictor` (its engine's fan-out rounds are timed)."""
-    engine = predictor.engine
-    rounds: list[float] = []
-    if not hasattr(engine, "_bench_dispatch"):
-        engine._bench_dispatch = engine._dispatch
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return engine._bench_dispatch(*args, **kwargs)
-            finally:
-                engine._bench_rounds.append(time.perf_counter() - started)
-
-        engine._dispatch = timed
-    engine._bench_rounds = rounds
+    """One pedvit request through a `DistributedSamPredictor` (its engine's recorder times the fan-out rounds)."""
     cpu, started = time.process_time(), time.perf_counter()
     predictor.set_image(image)
     _sync(predictor.model.device)
     encode_wall = time.perf_counter() - started
     cpu_s = time.process_time() - cpu
     decode_s = _decode_once(predictor)
-    run = predictor.last_run
+    recorder = predictor.engine.last_recorder
+    run = recorder.record
     workers = list(run.workers.values())
     critical = max(workers, key=lambda w: w.wall_s) if workers else None
     sent = sum(w.bytes_sent for w in workers)
@@ -312,7 +299,7 @@ def measure_split(predictor: Any, image: np.ndarray, codec: CodecSpeed) -> Sampl
     pre = predictor.timings["preprocess_s"]
     return Sample(
         encode_wall + decode_s, pre, encode_wall - pre, decode_s, cpu_s,
-        dispatch_s=sum(rounds),
+        dispatch_s=sum(recorder.round_seconds),
         worker_wall_s=critical.wall_s if critical else 0.0,
         worker_compute_s=critical.compute_s if critical else 0.0,
         serialise_s=codec.seconds_per_byte * (critical.bytes_sent + critical.bytes_received) if critical else 0.0,

@@ -1,8 +1,8 @@
-"""The edge side of the wire: `RemoteExecutor`, a `WindowExecutor` backed by one gRPC worker.
+"""The edge side of the wire: `RemoteExecutor`, an executor (`pedvit.edge.executor.Executor`) backed by one gRPC worker.
 
     ex = RemoteExecutor("10.0.0.5:50051", tls=ClientTLS(ca, cert, key), token=token)
     feats = ex.run("tinyvit.trunk", batch, meta, timeout=10.0)   # blocking
-    print(ex.last_call)                                          # CallStats of the call that just ended
+    print(ex.stats())                                            # CallStats of the call that just ended
     call = ex.run_future("tinyvit.trunk", batch, meta)           # cancellable, for hedged requests
     feats = call.result(); call.stats
 
@@ -15,8 +15,8 @@ Design:
   half the chunk size, down to one window. A batch is never refused for its size; only a single window
   larger than the limit raises ValueError.
 * Stats: every call produces a `CallStats`. It is on the future (`StageCall.stats`, exact per call) and,
-  for convenience, on `RemoteExecutor.last_call` (the most recently finished call; under concurrent use of
-  one executor read the future's stats instead).
+  for convenience, `RemoteExecutor.stats()` returns the most recently finished call's (under concurrent use
+  of one executor read the future's stats instead).
 * Errors: every gRPC failure becomes `WorkerError(address, code, message)`; an expired timeout is
   `WorkerError` with code DEADLINE_EXCEEDED. Bad local arguments raise ValueError before anything is sent.
 """
@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 
@@ -37,6 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pedvit.transport import pedvit_pb2 as pb
 from pedvit.transport import pedvit_pb2_grpc as pb_grpc
 from pedvit.transport.auth import bearer_metadata
+from pedvit.transport.calls import CallStats, StageCall, WorkerError, WorkerInfo, info_from_pb
 from pedvit.transport.codec import (
     ALLOWED_DTYPES,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -54,172 +55,6 @@ SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["WindowWorker"].full_name
 _REQUEST_OVERHEAD = 64 * 1024
 
 
-class WorkerError(RuntimeError):
-    """A call to a worker failed.
-
-    Attributes:
-        address: the worker dialed.
-        code: the gRPC status code (DEADLINE_EXCEEDED for timeouts, UNAVAILABLE when unreachable, ...).
-        message: the worker's (or gRPC's) readable explanation.
-    """
-
-    def __init__(self, address: str, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(f"worker {address}: {code.name}: {message}")
-        self.address = address
-        self.code = code
-        self.message = message
-
-    @classmethod
-    def from_rpc_error(cls, address: str, error: grpc.RpcError) -> WorkerError:
-        """Wrap a grpc.RpcError (which, for calls, is also a grpc.Call)."""
-        code = error.code() if hasattr(error, "code") else None
-        details = error.details() if hasattr(error, "details") else None
-        return cls(address, code or grpc.StatusCode.UNKNOWN, details or str(error))
-
-
-@dataclass
-class CallStats:
-    """What one `run` cost.
-
-    Attributes:
-        bytes_sent / bytes_received: tensor payload bytes (batch+meta out, outputs back), excluding
-            protobuf/gRPC framing (well under 1 KiB per request).
-        wall_seconds: from the call to its end, as seen by the edge.
-        compute_seconds: the sum of the worker-reported stage times.
-        requests: gRPC messages sent (more than 1 when the batch was split).
-        worker_id: as reported by the worker ("" if it never answered).
-    """
-
-    address: str
-    stage: str
-    windows: int
-    requests: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    wall_seconds: float = 0.0
-    compute_seconds: float = 0.0
-    worker_id: str = ""
-
-
-@dataclass(frozen=True)
-class StageInfo:
-    """A stage as the worker describes it (same fields as `pedvit.plans.stage.StageSpec`)."""
-
-    name: str
-    input_dtypes: tuple[str, ...]
-    channels: int
-    max_side: int
-    multiple_of: int
-    max_batch: int
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """The answer of `Info`."""
-
-    model_name: str
-    stages: dict[str, StageInfo]
-    pedvit_version: str
-    worker_id: str
-    max_message_bytes: int
-
-
-class StageCall:
-    """A future-like handle of one in-flight `run` (see `RemoteExecutor.run_future`).
-
-    `cancel()` cancels the gRPC call in flight and ends the handle at once (`result()` then raises
-    `concurrent.futures.CancelledError`); it returns False if the call had already finished.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._done = False
-        self._cancelled = False
-        self._result: np.ndarray | None = None
-        self._exception: BaseException | None = None
-        self._rpc: grpc.Future | None = None
-        self._callbacks: list[Callable[[StageCall], None]] = []
-        #: Filled in when the work ends (also after errors/cancellation, with what was spent so far).
-        self.stats: CallStats | None = None
-
-    # -- consumer side --------------------------------------------------------------------------------
-
-    def cancel(self) -> bool:
-        """Cancel the call; True unless it had already finished."""
-        with self._cond:
-            if self._done:
-                return False
-            self._cancelled = True
-            rpc = self._rpc
-        if rpc is not None:
-            rpc.cancel()
-        self._finish(None, CancelledError())
-        return True
-
-    def cancelled(self) -> bool:
-        """True if `cancel()` ended the call."""
-        with self._cond:
-            return self._cancelled
-
-    def done(self) -> bool:
-        """True once a result, an error or a cancellation is in."""
-        with self._cond:
-            return self._done
-
-    def result(self, timeout: float | None = None) -> np.ndarray:
-        """Wait for and return the output; re-raises the call's error.
-
-        Raises:
-            TimeoutError: if `timeout` passes first (the call keeps running).
-            WorkerError, ValueError, concurrent.futures.CancelledError.
-        """
-        exc = self.exception(timeout)
-        if exc is not None:
-            raise exc
-        assert self._result is not None
-        return self._result
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """Wait for the call; return its error, or None on success."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._done, timeout):
-                raise TimeoutError("stage call still running")
-            return self._exception
-
-    def add_done_callback(self, fn: Callable[[StageCall], None]) -> None:
-        """Call `fn(self)` when done (at once if already done), on the thread that finishes the call."""
-        with self._cond:
-            if not self._done:
-                self._callbacks.append(fn)
-                return
-        fn(self)
-
-    # -- producer side ----------------------------------------------------------------------------------
-
-    def _attach(self, rpc: grpc.Future) -> None:
-        """Record the gRPC call in flight so that cancel() can reach it."""
-        with self._cond:
-            self._rpc = rpc
-            cancelled = self._cancelled
-        if cancelled:
-            rpc.cancel()
-
-    def _finish(self, result: np.ndarray | None, exception: BaseException | None) -> None:
-        with self._cond:
-            if self._done:  # e.g. the work ended after a cancel
-                return
-            self._done = True
-            self._result, self._exception = result, exception
-            self._rpc = None
-            callbacks, self._callbacks = self._callbacks, []
-            self._cond.notify_all()
-        for fn in callbacks:
-            try:
-                fn(self)
-            except Exception:
-                logger.exception("StageCall done-callback failed")
-
-
 @dataclass
 class _Job:
     """One run: validated inputs plus bookkeeping shared by the chunk loop."""
@@ -235,7 +70,7 @@ class _Job:
 
 
 class RemoteExecutor:
-    """A `WindowExecutor` that runs stages on one remote worker.
+    """An `Executor` that runs stages on one remote worker.
 
     Args:
         address: "host:port" of the worker.
@@ -257,7 +92,7 @@ class RemoteExecutor:
         self.address = address
         self.name = name or address
         self.max_message_bytes = int(max_message_bytes)
-        self.last_call: CallStats | None = None
+        self._last_stats: CallStats | None = None
         self._metadata = bearer_metadata(token) if token else ()
         options: list[tuple[str, int | str]] = [
             ("grpc.max_send_message_length", self.max_message_bytes),
@@ -300,7 +135,7 @@ class RemoteExecutor:
     ) -> np.ndarray:
         """Run `stage` on `batch` (B x h x w x C) with `meta` (B x 4 int32); return B x ... outputs.
 
-        Blocks in the calling thread. Stats of the call are in `last_call` afterwards.
+        Blocks in the calling thread. Stats of the call are in `stats()` afterwards.
 
         Raises:
             ValueError: bad local arguments (nothing sent).
@@ -339,8 +174,12 @@ class RemoteExecutor:
                     resp = self._stub.Info(pb.InfoRequest(), timeout=timeout, metadata=self._metadata)
                 except grpc.RpcError as exc:
                     raise WorkerError.from_rpc_error(self.address, exc) from None
-                self._info = _info_from_pb(resp)
+                self._info = info_from_pb(resp)
             return self._info
+
+    def stats(self) -> CallStats | None:
+        """The cost of the most recently finished call (None before the first)."""
+        return self._last_stats
 
     def health(self, timeout: float = 2.0) -> bool:
         """True if the worker answers the standard health check with SERVING within `timeout`."""
@@ -484,13 +323,5 @@ class RemoteExecutor:
             result, error = None, exc
         job.stats.wall_seconds = time.perf_counter() - job.started
         call.stats = job.stats
-        self.last_call = job.stats
+        self._last_stats = job.stats
         call._finish(result, error)
-
-
-def _info_from_pb(resp: pb.InfoResponse) -> WorkerInfo:
-    stages = {
-        s.name: StageInfo(s.name, tuple(s.input_dtypes), s.channels, s.max_side, s.multiple_of, s.max_batch)
-        for s in resp.stages
-    }
-    return WorkerInfo(resp.model_name, stages, resp.pedvit_version, resp.worker_id, resp.max_message_bytes)
