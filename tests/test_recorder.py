@@ -62,6 +62,7 @@ def test_reports_build_a_clean_ledger_line(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.jsonl")
     rec.append_to(ledger)
     [line] = list(read_ledger(tmp_path / "ledger.jsonl"))
+    assert line.pop("chain") == {"seq": 0, "prev": "0" * 64}  # the first line of a hash-chained ledger
     assert line == json.loads(json.dumps(rec.record.to_dict(rec.grid)))
     assert check_record(line) == []
     a, b = line["workers"]["a"], line["workers"]["b"]
