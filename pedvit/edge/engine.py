@@ -32,6 +32,7 @@ from .planner import Planner
 from .recorder import RunIdentity, RunRecord, RunRecorder, WorkerRecord
 from .rounds import DispatchSettings, OutgoingHook, RoundRunner
 from .routing import EDGE, PrivacyConstraintError
+from .verify import AnswerCheck
 
 __all__ = ["EDGE", "PrivacyConstraintError", "RunRecord", "SplitEngine", "WorkerRecord"]
 
@@ -71,6 +72,12 @@ class SplitEngine:
             each origin modulo that period, so they do not learn where their pieces sit; the edge keeps the map
             (`WorkerRecord.sent_order`). Outputs are bit-identical either way. Stages that need absolute
             positions (ViT plans) always get them; the run record says which stages hid them.
+        spot_check: probability that a worker answer gets one window recomputed on the edge and compared
+            (`pedvit.edge.verify`); every answer is checked for shape, dtype, finite values and plausible
+            feature norms regardless. A rejected answer fails the worker for the request (windows re-dispatched
+            under the same constraints; the ledger records why).
+        stall_unknown_s: how long a worker call may go unanswered, while nothing predicts its time, before the
+            worker's health is checked; a frozen worker is failed then, not after ``timeout_s``.
     """
 
     def __init__(
@@ -93,9 +100,12 @@ class SplitEngine:
         hedge_min_s: float = 0.05,
         perf: PerfTable | None = None,
         hide_positions: bool = True,
+        spot_check: float = 0.0,
+        stall_unknown_s: float = 5.0,
     ) -> None:
         self.settings = DispatchSettings(wire_dtype, timeout_s, allow_local, scheduling == "adaptive", hedge_factor,
-                                         hedge_min_s, outgoing)
+                                         hedge_min_s, outgoing, stall_unknown_s=stall_unknown_s,
+                                         spot_check=spot_check)
         self.perf = perf if perf is not None else PerfTable()  # (an empty table is falsy)
         self.planner = Planner(plan, scheme=scheme, base_constraints=constraints or Constraints(allow_local=allow_local),
                                keep_local_classes=keep_local_classes, scheduling=scheduling, allow_local=allow_local,
@@ -112,6 +122,8 @@ class SplitEngine:
             self.perf.add(name)
         self._members_lock = threading.RLock()
         self.edge = InProcessExecutor(plan.edge_stages(model), EDGE)
+        #: every worker answer is checked before use (shape, dtype, finite, plausible norms, spot checks)
+        self.checker = AnswerCheck(InProcessExecutor(plan.edge_stages(model), "edge-check"), spot_check)
         # Threads are created lazily; the bound only has to cover workers added later plus hedges.
         self._pool = ThreadPoolExecutor(max_workers=max(64, 4 * len(self.executors)), thread_name_prefix="pedvit-fanout")
         #: the recorder of the last finished request: its `record` (`last_run`) and `round_seconds`
@@ -179,7 +191,7 @@ class SplitEngine:
         grid = WindowGrid(original.shape[:2], input_size=self.model.img_size, window_tokens=self.plan.window_tokens)
         request = self.planner.plan_request(original, grid, self.available_workers())
         recorder = RunRecorder(self.identity, request, grid, original.shape[:2], time.perf_counter() - started)
-        runner = RoundRunner(self.settings, self._pool, self.perf, self.edge, request, grid, recorder)
+        runner = RoundRunner(self.settings, self._pool, self.perf, self.edge, request, grid, recorder, self.checker)
         embedding = self.plan.encode(self.model, resized, grid, runner.run_round)
         recorder.finish(time.perf_counter() - started, self.outgoing.params if self.outgoing is not None else None)
         self.last_recorder = recorder

@@ -26,6 +26,7 @@ from .executor import CallHandle, Executor
 from .planner import RequestPlan
 from .recorder import RunRecorder
 from .routing import EDGE, Routing
+from .verify import AnswerCheck
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,12 @@ class DispatchSettings:
             ``hedge_min_s``) is hedged; None disables hedging.
         hedge_min_s: smallest wait before a call is hedged (predictions of tiny calls are noisy).
         outgoing: hook applied to every window sent to a worker (never to the edge's own windows).
+        stall_factor, stall_slack_s, stall_unknown_s: a worker call still unanswered after ``stall_factor`` x
+            its predicted time + ``stall_slack_s`` (``stall_unknown_s`` while nothing predicts it) gets a health
+            check; a worker that does not answer it (frozen, unreachable) is failed for the request and its
+            windows move on at once, instead of waiting for ``timeout_s``. A live but slow worker is given
+            another period.
+        spot_check: probability that a worker answer gets one window recomputed on the edge (`AnswerCheck`).
     """
 
     wire_dtype: str = "float16"
@@ -61,6 +68,10 @@ class DispatchSettings:
     hedge_factor: float | None = 3.0
     hedge_min_s: float = 0.05
     outgoing: OutgoingHook | None = None
+    stall_factor: float = 3.0
+    stall_slack_s: float = 1.0
+    stall_unknown_s: float = 5.0
+    spot_check: float = 0.0
 
     def __post_init__(self) -> None:
         if self.wire_dtype not in ("float16", "float32"):
@@ -103,6 +114,7 @@ class _Call:
     probe: bool = False
     deadline: float | None = None  # monotonic time after which the call is hedged (None: never)
     hedged: bool = False
+    stall_at: float | None = None  # monotonic time after which the worker's health is checked (None: never)
 
 
 @dataclass
@@ -130,11 +142,13 @@ class RoundRunner:
         plan: the request's plan.
         grid: the request's window grid.
         recorder: the request's recorder.
+        checker: verifies every worker answer before it is used (None: no checks).
     """
 
     def __init__(self, settings: DispatchSettings, pool: ThreadPoolExecutor, perf: PerfTable, edge: Executor,
-                 plan: RequestPlan, grid: WindowGrid, recorder: RunRecorder) -> None:
+                 plan: RequestPlan, grid: WindowGrid, recorder: RunRecorder, checker: AnswerCheck | None = None) -> None:
         self.settings = settings
+        self.checker = checker
         self.pool = pool
         self.perf = perf
         self.edge = edge
@@ -174,6 +188,8 @@ class RoundRunner:
             est = self.perf.get(target) if target in self.perf else None
             if est is not None and est.seeded:  # an unmeasured worker's prediction is a guess: never hedged
                 call.deadline = call.started + max(settings.hedge_min_s, settings.hedge_factor * est.predict(len(wids)))
+        if target != EDGE and not probe:
+            call.stall_at = call.started + self._stall_period(target, len(wids))
         if target == EDGE:
             future = self.pool.submit(self._call_edge, rnd.stage, call.wids, rnd.jobs)
         else:
@@ -184,6 +200,16 @@ class RoundRunner:
             future = self.pool.submit(self._call_worker, target, rnd.stage, batches, rnd.jobs, call.token)
         return {future: call}
 
+    def _stall_period(self, target: str, n_windows: int) -> float:
+        """How long a call of `n_windows` on `target` may run before the worker's health is checked: from its
+        own estimate, else the edge's (workers are rarely slower than the edge), else `stall_unknown_s`."""
+        settings = self.settings
+        for name in (target, EDGE_ID):
+            est = self.perf.get(name) if name in self.perf else None
+            if est is not None and est.seeded:
+                return settings.stall_factor * est.predict(n_windows) + settings.stall_slack_s
+        return settings.stall_unknown_s
+
     # ------------------------------------------------------------------------------ collecting
     def _await(self, rnd: _Round) -> None:
         """Collect the round's answers (first answer per window wins); hedge calls past their deadline;
@@ -193,6 +219,7 @@ class RoundRunner:
         while rnd.unresolved:
             deadlines = [c.deadline for f, c in rnd.calls.items()
                          if f in rnd.active and c.deadline is not None and not c.hedged]
+            deadlines += [c.stall_at for f, c in rnd.calls.items() if f in rnd.active and c.stall_at is not None]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             done, _ = wait(rnd.active, timeout=timeout, return_when=FIRST_COMPLETED)
             lost: list[tuple[int, str, str]] = []
@@ -206,6 +233,7 @@ class RoundRunner:
                     continue
                 if not call.probe:
                     self._answered(rnd, call, out)
+            lost.extend(self._stalled(rnd))
             if not rnd.active and rnd.unresolved:
                 # Safety net: nothing in flight can answer these any more; move them like failed windows.
                 already = {w for w, _, _ in lost}
@@ -226,13 +254,32 @@ class RoundRunner:
         if call.target == EDGE:
             raise error
         missing = [w for w in call.wids if w in rnd.unresolved]
-        if not missing or call.token.cancelled:
+        if not missing or (call.token.cancelled and not isinstance(error, TimeoutError)):
             return []  # the losing side of a hedge
         log.warning("worker %s failed on %s: %s", call.target, rnd.stage, error)
         self.recorder.worker_failed(call.target, error)
         self.routing.mark_failed(call.target)
         covered = {w for f in rnd.active if not rnd.calls[f].probe for w in rnd.calls[f].wids}
         return [(wid, call.target, type(error).__name__) for wid in missing if wid not in covered]
+
+    def _stalled(self, rnd: _Round) -> list[tuple[int, str, str]]:
+        """Worker calls past their stall time: a worker that fails a health check is failed (its call
+        cancelled, its windows lost, as in `_failed`); a live one gets another period."""
+        lost: list[tuple[int, str, str]] = []
+        now = time.monotonic()
+        for future in list(rnd.active):
+            call = rnd.calls[future]
+            if call.stall_at is None or now < call.stall_at or call.token.cancelled:
+                continue
+            executor = self.plan.members[call.target]
+            if executor.health(timeout=1.0):
+                call.stall_at = time.monotonic() + self._stall_period(call.target, len(call.wids))
+                continue
+            rnd.active.discard(future)
+            call.token.cancel()
+            error = TimeoutError(f"no answer after {now - call.started:.1f} s and no answer to a health check")
+            lost.extend(self._failed(rnd, call, error))
+        return lost
 
     def _answered(self, rnd: _Round, call: _Call, out: dict[int, np.ndarray]) -> None:
         """The first answer per window wins; calls whose windows are all answered (the slower side of a hedge)
@@ -313,6 +360,8 @@ class RoundRunner:
                                          timeout=self.settings.timeout_s, request_id=self.recorder.record.request_id)
             token.attach(handle)  # the losing side of a hedge stops on the worker too
             result = handle.result()
+            if self.checker is not None:
+                self.checker.verify(stage, batch, meta, result, self.settings.wire_dtype)
             wall += time.perf_counter() - started
             if handle.stats is not None:
                 bytes_sent += int(handle.stats.bytes_sent)
