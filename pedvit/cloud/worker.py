@@ -11,8 +11,8 @@ serving either way.
     worker = serve(0, {"double": DoubleStage()})     # port 0: pick a free port
     print(worker.port); ...; worker.stop(grace=1.0)
 
-CLI: `pedvit worker --port P ...` (see `register_cli`), or `python -m pedvit.cloud.worker ...`. When it is
-serving, the CLI prints one line `PEDVIT_WORKER_READY port=<p>` so a parent process can wait for it.
+CLI: `pedvit worker --port P ...` (see `register_cli`). When it is serving, the CLI prints one line
+`PEDVIT_WORKER_READY port=<p>` (`pedvit.cloud.launch.ready_line`) so a parent process can wait for it.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from pedvit.transport.auth import BearerTokenInterceptor, read_token_file
 from pedvit.transport.codec import DEFAULT_MAX_MESSAGE_BYTES, OUT_DTYPES, decode_tensor, encode_tensor
 from pedvit.transport.tls import ServerTLS
 
+from .launch import ready_line
+
 logger = logging.getLogger(__name__)
 
 #: Full gRPC service name, as used by the health service.
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["WindowWorker"].full_name
-#: Machine-readable line printed by the CLI once the server is serving.
-READY_PREFIX = "PEDVIT_WORKER_READY"
 #: Default `--stages-factory`: the lead's stage registry.
 DEFAULT_STAGES_FACTORY = "pedvit.plans.stages:build_worker_stages"
 
@@ -374,7 +374,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _shutdown)
     signal.signal(signal.SIGINT, _shutdown)
-    print(f"{READY_PREFIX} port={worker.port}", flush=True)
+    print(ready_line(worker.port), flush=True)
     worker.wait_for_termination()
     return 0
 

@@ -23,9 +23,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import threading
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +33,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pedvit.cloud.launch import WorkerProcess, start_worker, stop_workers, worker_argv
+
 #: Plans benchmarked per model by default.
 DEFAULT_PLANS: dict[str, tuple[str, ...]] = {
     "mobile_sam": ("tinyvit-isolated",),
@@ -41,93 +42,12 @@ DEFAULT_PLANS: dict[str, tuple[str, ...]] = {
     "vit_l": ("vit-exact", "vit-isolated"),
     "vit_h": ("vit-exact", "vit-isolated"),
 }
-READY_PREFIX = "PEDVIT_WORKER_READY port="
 
 
 # ------------------------------------------------------------------------------------------ workers
-@dataclass
-class WorkerProcess:
-    """One worker process started by the benchmark."""
-
-    process: subprocess.Popen
-    address: str
-    cpus: tuple[int, ...] | None = None
-
-
-def worker_argv(model: str, *, host: str = "127.0.0.1", device: str = "cpu", threads: int = 2) -> list[str]:
-    """The command line of one benchmark worker (port 0: it picks a free port and prints it)."""
-    return [sys.executable, "-m", "pedvit.cloud.worker", "--port", "0", "--host", host, "--model", model, "--device", device, "--threads", str(threads), "--serve-full-encoder"]
-
-
-def start_worker(
-    argv: Sequence[str],
-    *,
-    host: str = "127.0.0.1",
-    cpus: Sequence[int] | None = None,
-    torch_threads: int | None = None,
-    timeout_s: float = 300.0,
-) -> WorkerProcess:
-    """Start one worker process and wait for its `PEDVIT_WORKER_READY port=<p>` line.
-
-    Args:
-        argv: the command (possibly prefixed, e.g. by `ip netns exec NS`).
-        cpus: pin the process to these cores (`os.sched_setaffinity` in the child before exec).
-        torch_threads: intra-op threads of the worker (OMP_NUM_THREADS); None: torch's default.
-    """
-    env = dict(os.environ)
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    if torch_threads is not None:
-        env["OMP_NUM_THREADS"] = str(torch_threads)
-    pinned = tuple(cpus) if cpus else None
-
-    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
-        os.setsid()  # its own process group: we can stop it (and an `ip netns exec` wrapper) together
-        if pinned:
-            os.sched_setaffinity(0, pinned)
-
-    process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, preexec_fn=preexec)
-    found: list[str] = []
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith(READY_PREFIX):
-                found.append(line[len(READY_PREFIX):].strip())
-                break
-        # Keep draining so the child never blocks on a full pipe.
-        for _ in process.stdout:
-            pass
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout_s
-    while not found and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not found:
-        stop_workers([WorkerProcess(process, "")])
-        raise RuntimeError(f"worker {' '.join(argv)} did not become ready (exit code {process.poll()})")
-    return WorkerProcess(process, f"{host}:{int(found[0])}", pinned)
-
-
-def stop_workers(workers: Sequence[WorkerProcess], timeout_s: float = 5.0) -> None:
-    """SIGTERM each worker's process group, then SIGKILL what is left."""
-    import signal
-
-    for worker in workers:
-        if worker.process.poll() is None:
-            try:
-                os.killpg(worker.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for worker in workers:
-        try:
-            worker.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(worker.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            worker.process.wait(timeout_s)
+def bench_worker_argv(model: str, *, host: str = "127.0.0.1", device: str = "cpu", threads: int = 2) -> list[str]:
+    """The command line of one benchmark worker: it also serves the whole encoder (the cloud-only baseline)."""
+    return worker_argv(model, host=host, device=device, threads=threads, extra_args=["--serve-full-encoder"])
 
 
 def core_layout(n_workers: int, pin: bool) -> tuple[tuple[int, ...] | None, list[tuple[int, ...] | None]]:
@@ -404,6 +324,7 @@ def run_model(model_name: str, options: BenchOptions, image: np.ndarray, codec: 
     n_max = max(options.workers)
     started: list[WorkerProcess] = []
     edge_cpus = None
+    logs = tempfile.TemporaryDirectory(prefix="pedvit-bench-workers-")
     if options.addresses:
         addresses = list(options.addresses)
         if len(addresses) < n_max:
@@ -413,11 +334,13 @@ def run_model(model_name: str, options: BenchOptions, image: np.ndarray, codec: 
         threads = options.worker_threads or max(1, (len(os.sched_getaffinity(0)) // n_max) if not options.pin_workers else len(layout[0] or (1,)))
         bar = _progress(n_max, options.progress, f"{model_name}: starting workers")
         try:
-            for cpus in layout:
-                started.append(start_worker(worker_argv(model_name, device=options.device), cpus=cpus, torch_threads=threads))
+            for i, cpus in enumerate(layout):
+                started.append(start_worker(bench_worker_argv(model_name, device=options.device), Path(logs.name) / f"w{i}.log",
+                                            name=f"w{i}", own_session=True, cpus=cpus, env={"OMP_NUM_THREADS": str(threads)}))
                 bar.update()
         except BaseException:
             stop_workers(started)
+            logs.cleanup()
             raise
         finally:
             bar.close()
@@ -453,6 +376,7 @@ def run_model(model_name: str, options: BenchOptions, image: np.ndarray, codec: 
         bar.close()
         os.sched_setaffinity(0, previous_affinity)
         stop_workers(started)
+        logs.cleanup()
     for row in rows:
         add_ratios(row, mono, cloud_only)
     return rows
