@@ -133,3 +133,24 @@ def test_plaintext_client_is_refused(tls_worker: WorkerServer) -> None:
         assert _health_over(ch) == grpc.StatusCode.UNAVAILABLE
     with RemoteExecutor(tls_worker.address, token="tok") as ex:
         assert not ex.health(timeout=5)
+
+
+def test_resolve_executors_dials_addresses_with_the_credentials_of_cli_files(pki: Path, tls_worker: WorkerServer,
+                                                                              tmp_path: Path) -> None:
+    """What `pedvit segment`, `pedvit demo` and `DistributedSamPredictor` do with `--workers` and `--tls-*`/`--token-file`."""
+    from pedvit.edge.build import client_credentials, resolve_executors
+
+    token_file = tmp_path / "token"
+    token_file.write_text("tok\n")
+    batch = np.ones((1, 4, 4, 3), dtype=np.float32)
+    meta = np.array([[0, 0, 4, 4]], np.int32)
+    tls, token = client_credentials(str(pki / "ca.pem"), str(pki / "edge.pem"), str(pki / "edge.key"), str(token_file))
+    (ex,) = resolve_executors([tls_worker.address], tls, token)
+    with ex:
+        assert ex.name == tls_worker.address
+        np.testing.assert_array_equal(ex.run("neg", batch, meta, out_dtype="float32", timeout=10), -batch)
+    (plain,) = resolve_executors([tls_worker.address])  # no credentials: the TLS worker refuses
+    with plain:
+        assert not plain.health(timeout=5)
+    with pytest.raises(ValueError, match="go together"):
+        client_credentials(str(pki / "ca.pem"), None, str(pki / "edge.key"))

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from .build import resolve_executors
 from .engine import SplitEngine
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,7 @@ STATUS_ENV = "PEDVIT_ENGINE_STATUS"
 
 def _remote_executors(path: Path) -> dict[str, Any]:
     """Name -> `RemoteExecutor` for every worker of a cluster file."""
-    from pedvit.edge.cluster import load_cluster
-
-    cluster = load_cluster(path)
-    return {w.name: ex for w, ex in zip(cluster.workers, cluster.executors())}
+    return {ex.name: ex for ex in resolve_executors(path)}
 
 
 def _worker_names(path: Path) -> dict[str, str]:

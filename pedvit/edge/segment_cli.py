@@ -81,19 +81,9 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ predictor
-def _client_tls(args: argparse.Namespace) -> Any:
-    files = (args.tls_ca, args.tls_cert, args.tls_key)
-    if not any(files):
-        return None
-    if not all(files):
-        raise InputError("--tls-ca, --tls-cert and --tls-key go together")
-    from pedvit.transport.tls import ClientTLS
-
-    return ClientTLS(*files)
-
-
 def build_predictor(args: argparse.Namespace, model: Any) -> tuple[Any, Any, str]:
     """(predictor, local cluster to stop or None, mode name) for the parsed arguments."""
+    from pedvit.edge.build import client_credentials, resolve_executors
     from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
 
     if args.monolithic:
@@ -109,15 +99,10 @@ def build_predictor(args: argparse.Namespace, model: Any) -> tuple[Any, Any, str
     )
     if args.in_process:
         return DistributedSamPredictor(model, in_process_workers(model, args.local), **options), None, "in-process"
-    tls = _client_tls(args)
-    token = None
-    if args.token_file:
-        from pedvit.transport.auth import read_token_file
-
-        token = read_token_file(args.token_file)
+    tls, token = client_credentials(args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
     if args.workers:
         addresses = [a.strip() for a in args.workers.split(",") if a.strip()]
-        return DistributedSamPredictor(model, addresses, tls=tls, token=token, **options), None, "workers"
+        return DistributedSamPredictor(model, resolve_executors(addresses, tls, token), **options), None, "workers"
     if args.cluster:
         return DistributedSamPredictor(model, args.cluster, **options), None, "cluster"
     from pedvit.edge.cluster import start_local_workers

@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from pedvit.edge.build import client_credentials, resolve_executors
 from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
 from pedvit.edge.engine import PrivacyConstraintError
 from pedvit.edge.predictor import SamPredictor
@@ -607,23 +608,21 @@ class DemoServer(ThreadingHTTPServer):
 
 # -------------------------------------------------------------------------------------------------- CLI
 def build_app(args: argparse.Namespace) -> DemoApp:
-    """Model + workers from the CLI options (`--local N` default, `--workers`, `--cluster`, `--in-process N`)."""
+    """Model + workers from the CLI options (`--local N` default, `--workers`, `--cluster`, `--in-process N`;
+    `--tls-*` and `--token-file` for running workers, the token also for local ones)."""
     model = build_model(args.model, args.checkpoint)
     if args.in_process:
         return DemoApp(model, in_process_workers(model, args.in_process))
+    tls, token = client_credentials(args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
     if args.workers:
-        from pedvit.transport.client import RemoteExecutor
-
         addresses = [a.strip() for a in args.workers.split(",") if a.strip()]
-        return DemoApp(model, [RemoteExecutor(a, name=a) for a in addresses])
+        return DemoApp(model, resolve_executors(addresses, tls, token))
     if args.cluster:
-        from pedvit.edge.cluster import load_cluster
-
-        return DemoApp(model, load_cluster(args.cluster).executors())
+        return DemoApp(model, resolve_executors(args.cluster))
     from pedvit.edge.cluster import start_local_workers
 
     print(f"starting {args.local} local workers ...", flush=True)
-    cluster = start_local_workers(args.local, model=args.model, checkpoint=args.checkpoint)
+    cluster = start_local_workers(args.local, model=args.model, checkpoint=args.checkpoint, token_file=args.token_file)
     return DemoApp(model, cluster.executors(), on_close=cluster.stop)
 
 
@@ -632,7 +631,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     try:
         app = build_app(args)
-    except (ClusterError, ValueError) as error:
+    except (ClusterError, ValueError, FileNotFoundError) as error:
         print(f"pedvit demo: cannot start the workers: {error}")
         return 1
     try:
@@ -655,7 +654,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="web page: segment photos over split workers and see what each worker received")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--local", type=int, default=4, metavar="N", help="start N gRPC workers on loopback (default 4)")
-    where.add_argument("--workers", metavar="HOST:PORT,...", help="use running workers (comma-separated addresses, no TLS)")
+    where.add_argument("--workers", metavar="HOST:PORT,...", help="use running workers (comma-separated addresses)")
     where.add_argument("--cluster", metavar="FILE", help="use the workers of a cluster file (pedvit cluster up)")
     where.add_argument("--in-process", type=int, nargs="?", const=4, default=0, metavar="N",
                        help="N workers inside this process (no network; default 4)")
@@ -663,4 +662,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", default="mobile_sam")
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--tls-ca", default=None, help="CA of the workers' certificates (PEM; with --tls-cert/--tls-key: mutual TLS)")
+    parser.add_argument("--tls-cert", default=None, help="the edge's client certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, help="the edge's private key (PEM)")
+    parser.add_argument("--token-file", default=None, help="bearer token the workers require (local workers get it too)")
     parser.set_defaults(func=run_demo)
