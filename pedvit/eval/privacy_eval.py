@@ -35,6 +35,7 @@ from pedvit.partition import Constraints, WindowGrid, assign, constraints_for_im
 from pedvit.privacy.detection import DEFAULT_KINDS
 from pedvit.privacy.reconstruction import ATTACKS
 from pedvit.privacy.report import PrivacyReport, _clean
+from pedvit.privacy.views import view_masks
 
 __all__ = [
     "SCHEMES",
@@ -126,7 +127,7 @@ def scheme_views(image: np.ndarray, grid: WindowGrid, n_workers: int, scheme: st
     if constraints is None:
         constraints = constraints_for_image(image, grid, Constraints()) if scheme == "semantic" else Constraints()
     a = assign(grid, n_workers, scheme, constraints=constraints, seed=seed)
-    return {str(w): grid.original_mask(ids, halo_px) for w, ids in a.worker_windows.items()}, a
+    return view_masks(grid, a.worker_windows, halo_px), a
 
 
 # --- pixel-level evaluation ---------------------------------------------------------------------------

@@ -243,7 +243,8 @@ def detection_attack(
     Returns:
         kind -> :class:`KindResult` (the objects of the full image and which each view re-found).
     """
-    from pedvit.privacy.reconstruction import masked_view, reconstruct
+    from pedvit.privacy.reconstruction import reconstruct
+    from pedvit.privacy.views import masked_view
 
     full = dict(full_detections) if full_detections is not None else detect(image, kinds, max_side=max_side)
     results = {k: KindResult(full=list(full[k])) for k in kinds}

@@ -3,7 +3,7 @@ aggregated into a table (Markdown + JSON) with figures (PNG, matplotlib Agg, no 
 
 Input is plain data so any caller (the ``pedvit eval privacy`` CLI, notebooks, tests) can use it::
 
-    views = {str(w): grid.original_mask(ids, halo_px) for w, ids in assignment.worker_windows.items()}
+    views = view_masks(grid, assignment.worker_windows, halo_px)       # pedvit.privacy.views
     result = evaluate_views(photo.image, views, scheme="checker", name=photo.name, colluders=(1, 2, 3))
     rows = aggregate([result, ...])
 
@@ -50,9 +50,9 @@ from pedvit.privacy.reconstruction import (
     UNSEEN_MARGIN,
     _luma,
     grey_baseline,
-    masked_view,
     reconstruction_attack,
 )
+from pedvit.privacy.views import masked_view
 
 __all__ = [
     "downscale",

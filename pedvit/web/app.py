@@ -49,6 +49,7 @@ from pedvit.models import Sam, build_model
 from pedvit.partition import ConstraintError, WindowGrid
 from pedvit.partition.schemes import SCHEMES
 from pedvit.plans.plans import DEFAULT_PLAN_FOR_MODEL, PLANS, make_plan
+from pedvit.privacy.views import view_tile
 
 log = logging.getLogger(__name__)
 
@@ -135,57 +136,6 @@ def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int], alpha: int = 140) 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def render_tile(
-    image: np.ndarray,
-    grid: WindowGrid,
-    windows: Sequence[int],
-    halo_px: int,
-    colour: tuple[int, int, int],
-    marked: Sequence[int] = (),
-    side: int = TILE_SIDE,
-) -> tuple[np.ndarray, float]:
-    """What one worker received, as a thumbnail.
-
-    Args:
-        image: H x W x 3 uint8 original. windows: the worker's window ids. halo_px: context it also got.
-        marked: edge-local windows to outline with a cross (no pixels: the worker never saw them).
-
-    Returns:
-        (h x w x 4 uint8 RGBA tile: the original where `grid.original_mask(windows, halo_px)` holds, transparent
-        elsewhere, window boxes outlined in `colour`; fraction of the original's pixels the worker received).
-    """
-    from PIL import Image, ImageDraw
-
-    received = grid.original_mask(windows, halo_px)
-    h, w = received.shape
-    rgba = np.zeros((h, w, 4), dtype=np.uint8)
-    rgba[received, :3] = image[received]
-    rgba[received, 3] = 255
-    scale = min(1.0, side / max(h, w))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    tile = Image.fromarray(rgba).resize(size, Image.NEAREST)  # nearest: never smear pixels into blank space
-    draw = ImageDraw.Draw(tile)
-
-    def box_of(wid: int) -> tuple[float, float, float, float] | None:
-        ob = grid.window(wid).original_box
-        if ob is None:
-            return None
-        y0, x0, y1, x1 = ob
-        return (x0 * scale, y0 * scale, max(x0 * scale, x1 * scale - 1), max(y0 * scale, y1 * scale - 1))
-
-    for wid in windows:
-        box = box_of(wid)
-        if box is not None:
-            draw.rectangle(box, outline=(*colour, 255), width=2)
-    for wid in marked:
-        box = box_of(wid)
-        if box is not None:
-            draw.rectangle(box, outline=(*EDGE_COLOUR, 255), width=2)
-            draw.line(box, fill=(*EDGE_COLOUR, 200), width=1)
-            draw.line((box[0], box[3], box[2], box[1]), fill=(*EDGE_COLOUR, 200), width=1)
-    return np.asarray(tile), float(received.mean())
 
 
 # ---------------------------------------------------------------------------------------------- the app
@@ -410,14 +360,14 @@ class DemoApp:
         for i, (name, worker) in enumerate(run.workers.items()):
             windows = sorted(worker.windows)
             colour = WORKER_COLOURS[i % len(WORKER_COLOURS)]
-            rgba, coverage = render_tile(image, grid, windows, halo, colour, marked=local)
+            rgba, coverage = view_tile(image, grid, windows, halo, colour, marked=local, marked_colour=EDGE_COLOUR, side=TILE_SIDE)
             tiles.append({
                 "name": name, "kind": "worker", "colour": "#%02x%02x%02x" % colour, "windows": windows, "coverage": coverage,
                 "bytes_sent": worker.bytes_sent, "bytes_received": worker.bytes_received, "wall_s": worker.wall_s,
                 "compute_s": worker.compute_s, "failed": worker.failed, "errors": worker.errors, "png": data_url(png_bytes(rgba)),
             })
         # The edge's own windows (sensitive keep-local windows, failovers, leftovers) never leave this machine.
-        rgba, coverage = render_tile(image, grid, local, 0, EDGE_COLOUR)
+        rgba, coverage = view_tile(image, grid, local, 0, EDGE_COLOUR, side=TILE_SIDE)
         tiles.append({
             "name": "edge (local)", "kind": "edge", "colour": "#%02x%02x%02x" % EDGE_COLOUR, "windows": local, "coverage": coverage,
             "keep_local": sorted(run.keep_local), "bytes_sent": 0, "bytes_received": 0, "wall_s": run.edge_compute_s,
