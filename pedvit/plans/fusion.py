@@ -37,6 +37,7 @@ from torch import nn
 from pedvit.models import Sam
 from pedvit.models.common import LayerNorm2d
 
+from .stitch import stitch_windows
 from .window_adapter import WindowAdapter, adapted_encoder
 
 __all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "fusion_flops", "stitched_fast", "monolithic_trunk",
@@ -227,14 +228,14 @@ def stitch_isolated(encoder: nn.Module, x: torch.Tensor, window_px: int = 224) -
     for y0 in starts:
         for x0 in starts:
             by_shape.setdefault((min(window_px, side - y0), min(window_px, side - x0)), []).append((y0, x0))
-    out = x.new_zeros(b, encoder.trunk_channels, side // stride, side // stride)
+    out = x.new_zeros(b, side // stride, side // stride, encoder.trunk_channels)
     for (h, w), origins in by_shape.items():
         crops = torch.cat([x[:, :, y0:y0 + h, x0:x0 + w] for y0, x0 in origins])  # (origins * B) x 3 x h x w
         seams = encoder.crop_seams([(y0, x0, h, w) for y0, x0 in origins], side).repeat_interleave(b, dim=0)
         feats = encoder.run_trunk(crops, seams=seams).view(len(origins), b, -1, h // stride, w // stride)
-        for f, (y0, x0) in zip(feats, origins):
-            out[:, :, y0 // stride:(y0 + h) // stride, x0 // stride:(x0 + w) // stride] = f
-    return out
+        stitch_windows(out, (((y0 // stride, x0 // stride, (y0 + h) // stride, (x0 + w) // stride), f.permute(0, 2, 3, 1))
+                             for f, (y0, x0) in zip(feats, origins)))
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def _single_canvas(model: Sam, resized: np.ndarray) -> torch.Tensor:
