@@ -368,10 +368,10 @@ def test_servicer_rejects_misnamed_stage() -> None:
 def test_register_cli() -> None:
     import argparse
 
-    from pedvit.cloud.worker import DEFAULT_STAGES_FACTORY, register_cli
+    from pedvit.cli.worker import DEFAULT_STAGES_FACTORY, register
 
     parser = argparse.ArgumentParser(prog="pedvit")
-    sub = register_cli(parser.add_subparsers(dest="command", required=True))
+    sub = register(parser.add_subparsers(dest="command", required=True))
     assert "TEST ONLY" in sub.format_help()
     args = parser.parse_args(["worker", "--port", "7", "--max-message-mb", "8", "--slowdown-per-window", "0.5"])
     assert callable(args.func) and args.port == 7 and args.model == "mobile_sam"

@@ -1,4 +1,5 @@
-"""Clusters of workers: the cluster file, local worker subprocesses, and `pedvit cluster up/down/status`.
+"""Clusters of workers: the cluster file, local worker subprocesses and their status (for `pedvit cluster
+up/down/status`, `pedvit.cli.cluster`).
 
 Cluster file (JSON; relative paths are relative to the file's directory)::
 
@@ -14,21 +15,20 @@ Cluster file (JSON; relative paths are relative to the file's directory)::
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import json
 import os
 import signal
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pedvit.cloud.launch import LaunchError, WorkerProcess, pid_alive, spawn_worker, stop_pids, stop_workers, wait_ready, worker_argv
+from pedvit.cloud.launch import LaunchError, WorkerProcess, pid_alive, spawn_worker, stop_workers, wait_ready, worker_argv
 from pedvit.transport.tls import ClientTLS, ServerTLS
 
+#: Where `pedvit cluster up` writes the cluster file by default.
 DEFAULT_CLUSTER_FILE = ".pedvit/cluster.json"
 
 
@@ -287,17 +287,17 @@ class WorkerStatus:
     pid: int | None = None
     pid_alive: bool | None = None
     error: str = ""
-    #: Filled by `STATUS_HOOKS` (e.g. the scheduler's throughput estimates).
+    #: Filled by the caller's status extras (e.g. the scheduler's throughput estimates).
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: Functions `(cluster, statuses) -> None` that add fields to each `WorkerStatus.extra` (and so to the
-#: `cluster status` table/JSON); the scheduler registers its per-worker estimates here.
-STATUS_HOOKS: list[Callable[[Cluster, list[WorkerStatus]], None]] = []
+#: A function `(cluster, statuses) -> None` that adds fields to each `WorkerStatus.extra` (and so to the
+#: `cluster status` table/JSON), e.g. `pedvit.edge.membership.scheduler_estimates`.
+StatusExtra = Callable[[Cluster, list[WorkerStatus]], None]
 
 
-def cluster_status(cluster: Cluster, timeout: float = 3.0) -> list[WorkerStatus]:
-    """Health, model and stages of every worker (queried in parallel)."""
+def cluster_status(cluster: Cluster, timeout: float = 3.0, extras: Sequence[StatusExtra] = ()) -> list[WorkerStatus]:
+    """Health, model and stages of every worker (queried in parallel), then each of `extras` in turn."""
     executors = cluster.executors()
     out: list[WorkerStatus | None] = [None] * len(executors)
 
@@ -321,100 +321,6 @@ def cluster_status(cluster: Cluster, timeout: float = 3.0) -> list[WorkerStatus]
     for ex in executors:
         ex.close()
     statuses = [s for s in out if s is not None]
-    for hook in STATUS_HOOKS:
-        hook(cluster, statuses)
+    for add_extra in extras:
+        add_extra(cluster, statuses)
     return statuses
-
-
-# --------------------------------------------------------------------------------------------------- CLI
-def _cmd_up(args: argparse.Namespace) -> int:
-    path = Path(args.cluster_file)
-    if path.exists():
-        try:
-            old = load_cluster(path)
-            if any(w.pid and pid_alive(w.pid) for w in old.workers):
-                print(f"error: {path} lists running workers; run `pedvit cluster down` first", file=sys.stderr)
-                return 2
-        except ClusterError:
-            pass
-    log_dir = path.parent / "logs"
-    extra = ["--slowdown-per-window", str(args.slowdown_per_window)] if args.slowdown_per_window else []
-    try:
-        local = start_local_workers(
-            args.n, args.model, args.checkpoint, tls=args.tls_dir, token_file=args.token_file, extra_args=extra,
-            log_dir=log_dir, detached=True, timeout_s=args.timeout,
-        )
-    except ClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    cluster = local.cluster()
-    cluster.save(path)
-    for w in local.workers:
-        print(f"{w.name}\t{w.address}\tpid={w.pid}")
-    print(f"cluster file: {path} (logs in {log_dir}); stop with `pedvit cluster down --cluster-file {path}`")
-    return 0
-
-
-def _cmd_down(args: argparse.Namespace) -> int:
-    try:
-        cluster = load_cluster(args.cluster_file)
-    except ClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    pids = [w.pid for w in cluster.workers if w.pid]
-    alive = stop_pids(pids, args.timeout)
-    print(f"stopped {len(pids)} worker(s)" + (f" ({len(alive)} killed after {args.timeout:.0f} s)" if alive else ""))
-    Path(args.cluster_file).unlink(missing_ok=True)
-    return 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    import pedvit.edge.membership  # noqa: F401 - registers the scheduler-estimates status hook
-
-    try:
-        cluster = load_cluster(args.cluster_file)
-    except ClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    statuses = cluster_status(cluster)
-    if args.json:
-        from dataclasses import asdict
-
-        print(json.dumps([asdict(s) for s in statuses], indent=2))
-    else:
-        for s in statuses:
-            state = "SERVING" if s.healthy else "DOWN"
-            line = f"{s.name}\t{s.address}\t{state}\t{s.model or '-'}\t{','.join(s.stages) or '-'}"
-            if s.pid:
-                line += f"\tpid={s.pid}{'' if s.pid_alive else ' (gone)'}"
-            if s.extra:
-                line += "\t" + " ".join(f"{k}={v}" for k, v in s.extra.items())
-            if s.error:
-                line += f"\t{s.error}"
-            print(line)
-    return 0 if all(s.healthy for s in statuses) else 1
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `pedvit cluster up|down|status`."""
-    p = subparsers.add_parser("cluster", help="start, stop and inspect local worker clusters")
-    sub = p.add_subparsers(dest="cluster_command", metavar="ACTION")
-    up = sub.add_parser("up", help="start N detached workers on loopback and write a cluster file")
-    up.add_argument("-n", type=int, default=4, help="number of workers (default 4)")
-    up.add_argument("--model", default="mobile_sam")
-    up.add_argument("--checkpoint", default=None)
-    up.add_argument("--tls-dir", default=None, help="dev-PKI directory (created if empty); workers serve mutual TLS")
-    up.add_argument("--token-file", default=None, help="bearer token the workers require")
-    up.add_argument("--slowdown-per-window", type=float, default=0.0, help="TEST ONLY: slow workers down")
-    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the workers (default 180)")
-    down = sub.add_parser("down", help="stop the workers of a cluster file")
-    down.add_argument("--timeout", type=float, default=10.0)
-    status = sub.add_parser("status", help="health, model and stages per worker")
-    status.add_argument("--json", action="store_true")
-    for q in (up, down, status):
-        q.add_argument("--cluster-file", default=DEFAULT_CLUSTER_FILE, help=f"default {DEFAULT_CLUSTER_FILE}")
-    up.set_defaults(func=_cmd_up)
-    down.set_defaults(func=_cmd_down)
-    status.set_defaults(func=_cmd_status)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
-    return p

@@ -11,7 +11,7 @@ Profiles (per worker i, cycling): "wifi" 20 ms RTT / 100 Mbit/s, "lte" 60 ms RTT
 (heterogeneous: wifi, lte, wifi, lte, ...).
 
 Workers run inside their namespaces (`ip netns exec`); the edge part of the benchmark runs as a child
-process inside the edge namespace (`ip netns exec <edge> python -m pedvit.eval.perf_bench --addresses ...`)
+process inside the edge namespace (`ip netns exec <edge> python -m pedvit bench --addresses ...`)
 because a Python 3.11 process cannot move all its threads into another namespace. Namespaces are removed in
 `finally`, at exit (`atexit`), and by `pedvit bench --netem-cleanup`.
 """
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pedvit.cloud.launch import WorkerProcess, ready_line, start_worker, stop_workers
+from pedvit.eval import perf_bench
 
 NAME_ROOT = "pvb"
 PROXY_PORT = 50051
@@ -250,8 +251,6 @@ def ping_rtt_ms(topology: Topology, i: int) -> float | None:
 def run_netem_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """For each profile and model: build the namespaces, start the workers inside them, run the edge part of
     the benchmark inside the edge namespace, tear everything down. Returns (rows, targets)."""
-    from pedvit.eval import perf_bench
-
     profiles = [p.strip() for p in str(args.netem).split(",") if p.strip()]
     n_max = max(int(n) for n in args.workers.split(","))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -285,7 +284,7 @@ def run_netem_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], lis
                     with tempfile.TemporaryDirectory() as tmp:
                         out = os.path.join(tmp, "rows.json")
                         child = topology.exec_prefix(topology.edge_ns) + [
-                            sys.executable, "-m", "pedvit.eval.perf_bench", "--models", model, "--workers", args.workers,
+                            sys.executable, "-m", "pedvit", "bench", "--models", model, "--workers", args.workers,
                             "--repeats", str(args.repeats), "--device", args.device, "--json", out,
                             "--addresses", ",".join(edge_addresses), "--network-label", f"netem-{profile}",
                         ] + (["--image", args.image] if args.image else []) + (["--plans", args.plans] if args.plans else []) \

@@ -19,8 +19,6 @@ network namespaces behind emulated links (`--netem`, see `pedvit.eval.netem`).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -516,93 +514,3 @@ def run_bench(options: BenchOptions) -> tuple[list[dict[str, Any]], list[dict[st
     for model in options.models:
         rows += run_model(model, options, image, codec)
     return rows, targets(rows)
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
-
-
-def options_from_args(args: argparse.Namespace) -> BenchOptions:
-    plans = dict(DEFAULT_PLANS)
-    if args.plans:
-        wanted = _csv(args.plans)
-        plans = {m: tuple(p for p in DEFAULT_PLANS[m] if p in wanted) for m in DEFAULT_PLANS}
-    return BenchOptions(
-        models=_csv(args.models), workers=tuple(int(n) for n in _csv(args.workers)), repeats=args.repeats,
-        device=args.device, image=args.image, plans=plans, addresses=_csv(args.addresses or ""),
-        pin_workers=args.pin_workers, worker_threads=args.worker_threads, edge_threads=args.edge_threads, network=args.network_label,
-        progress=not args.no_progress, fusion=args.fusion,
-    )
-
-
-def write_outputs(args: argparse.Namespace, rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> None:
-    text = markdown(rows, checks)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "targets": checks, "command": sys.argv}, indent=1))
-    if args.markdown:
-        Path(args.markdown).write_text(text)
-    if args.plot:
-        plot(rows, args.plot)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    if getattr(args, "bench_command", None):  # a sub-benchmark (e.g. `schedule`) has its own func
-        return 2
-    from pedvit.eval import netem
-
-    if args.netem_cleanup:
-        removed = netem.cleanup_leftovers()
-        print(f"removed {len(removed)} leftover pedvit network namespaces: {' '.join(removed) or '-'}")
-        return 0
-    if args.netem:
-        problem = netem.unavailable_reason()
-        if problem:
-            print(f"--netem skipped: {problem}", file=sys.stderr)
-            return 0
-        rows, checks = netem.run_netem_bench(args)
-        write_outputs(args, rows, checks)
-        return 0
-    rows, checks = run_bench(options_from_args(args))
-    write_outputs(args, rows, checks)
-    return 0
-
-
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", default=None, metavar="OUT", help="write rows + targets as JSON")
-    p.add_argument("--markdown", default=None, metavar="OUT", help="write the table as markdown")
-    p.add_argument("--plot", default=None, metavar="OUT.png", help="write a latency-breakdown plot")
-    p.add_argument("--models", default="mobile_sam,vit_b", help="comma-separated models (default mobile_sam,vit_b)")
-    p.add_argument("--plans", default=None, help="comma-separated plans (default: tinyvit-isolated; vit-exact,vit-isolated)")
-    p.add_argument("--workers", default="1,2,4,8", help="worker counts (default 1,2,4,8)")
-    p.add_argument("--repeats", type=int, default=3, help="requests per configuration; medians are reported (default 3)")
-    p.add_argument("--device", default="cpu", help="torch device of edge and workers (cpu, cuda)")
-    p.add_argument("--image", default=None, metavar="PATH", help="image to use (default: the first bundled photo)")
-    p.add_argument("--addresses", default=None, help="use these running workers (host:port,...) instead of starting them")
-    p.add_argument("--pin-workers", action="store_true", help="pin workers to cores the edge does not use")
-    p.add_argument("--worker-threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
-    p.add_argument("--edge-threads", type=int, default=None, help="torch threads of the edge and the monolithic baseline (default: torch's)")
-    p.add_argument("--fusion", choices=("auto", "off"), default="auto",
-                   help="tinyvit-isolated's learned edge fusion: auto (default, on when its weights ship) or off")
-    p.add_argument("--network-label", default="loopback", help=argparse.SUPPRESS)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--netem", nargs="?", const="wifi,lte", default=None, metavar="PROFILES",
-                   help="run in network namespaces behind emulated links (root; profiles wifi,lte,mixed; default wifi,lte)")
-    p.add_argument("--netem-cleanup", action="store_true", help="remove leftover pedvit network namespaces and exit")
-
-
-def configure_bench_parser(bench_parser: argparse.ArgumentParser) -> None:
-    """Add the options of `pedvit bench` and set its func."""
-    add_common_arguments(bench_parser)
-    bench_parser.set_defaults(func=_cmd_bench)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pedvit.eval.perf_bench")
-    configure_bench_parser(parser)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

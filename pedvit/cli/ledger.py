@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .ledger import check_ledger
+from pedvit.edge.ledger import check_ledger
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `pedvit ledger check FILE` (exit 0 clean, 1 violations, 2 unreadable)."""
     p = subparsers.add_parser("ledger", help="audit ledgers")
     sub = p.add_subparsers(dest="ledger_command", metavar="ACTION")

@@ -263,7 +263,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `pedvit segment`."""
     p = subparsers.add_parser("segment", help="segment an image (distributed over workers by default)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
