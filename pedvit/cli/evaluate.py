@@ -25,7 +25,7 @@ from pedvit.eval.privacy_eval import (DEFAULT_WORKERS, SCHEMES, evaluate_photos,
 from pedvit.models import build_model
 from pedvit.plans.plans import make_plan
 from pedvit.privacy.detection import DEFAULT_KINDS
-from pedvit.privacy.modern_attack import Attacker
+from pedvit.privacy.detection import Attacker
 from pedvit.privacy.reconstruction import ATTACKS
 from pedvit.privacy.report import PrivacyReport
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from importlib.metadata import PackageNotFoundError, version
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -43,15 +44,11 @@ SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["WindowWorker"].full_name
 
 
 def pedvit_version() -> str:
-    """The installed pedvit version (package metadata, else `pedvit.__version__`, else "unknown")."""
+    """The installed pedvit version (package metadata; `pedvit.__version__`'s value when not installed)."""
     try:
-        from importlib.metadata import version
-
         return version("pedvit")
-    except Exception:  # not installed (e.g. running from a checkout)
-        import pedvit
-
-        return str(getattr(pedvit, "__version__", "unknown"))
+    except PackageNotFoundError:  # running from a source tree
+        return "0.0.0+local"
 
 
 class WorkerServicer(pb_grpc.WindowWorkerServicer):

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pedvit.models import Sam, build_model
+from pedvit.models import Sam
 from pedvit.partition import Constraints
 from pedvit.plans.plans import DEFAULT_PLAN_FOR_MODEL, SplitPlan, make_plan
 from pedvit.plans.stages import stages_for_model

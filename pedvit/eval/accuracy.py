@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from pedvit.data import DATASETS, GTInstance, Photo, gt_instances, mask_box_xyxy, real_photos
 from pedvit.edge.predictor import SamPredictor
-from pedvit.models import Sam, build_model
+from pedvit.models import Sam
 from pedvit.plans.plans import SplitPlan, make_plan
 
 __all__ = [

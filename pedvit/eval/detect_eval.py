@@ -30,7 +30,7 @@ from pedvit.eval.composite import CLEAN_PHOTOS, AnnotatedImage, GTRegion
 from pedvit.partition import Constraints, WindowGrid, assign, constraints_for_image
 from pedvit.partition.sensitivity import Region, sensitive_windows
 from pedvit.privacy.detection import match_boxes
-from pedvit.privacy.modern_attack import Attacker
+from pedvit.privacy.detection import Attacker
 
 __all__ = ["BUCKETS", "evaluate_image", "evaluate_set", "clean_photo_share", "timing",
            "summarize_detect_eval", "format_detect_eval"]
@@ -161,7 +161,7 @@ def timing(images: Sequence[np.ndarray], classes: Sequence[str] = ("faces", "tex
     """
     import torch
 
-    from pedvit import SamPredictor
+    from pedvit.edge.predictor import SamPredictor
     from pedvit.models import build_model
     from pedvit.partition.detectors import load_detectors, run_detectors
 

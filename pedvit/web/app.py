@@ -32,7 +32,6 @@ import uuid
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Sequence
