@@ -5,7 +5,7 @@ from typing import Any
 
 try:
     __version__ = version("pedvit")
-except PackageNotFoundError:  # running from a source tree
+except PackageNotFoundError:  # running from a source tree (the worker reports the same, pedvit.cloud.worker)
     __version__ = "0.0.0+local"
 
 __all__ = ["SamPredictor", "DistributedSamPredictor", "build_model", "__version__"]

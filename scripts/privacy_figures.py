@@ -28,7 +28,8 @@ from pedvit.data import photo
 from pedvit.eval.privacy_eval import DETERMINISTIC_SCHEMES
 from pedvit.partition import Constraints, WindowGrid, assign
 from pedvit.privacy.jigsaw import cut_pieces, place, placed_view, slots_for
-from pedvit.privacy.reconstruction import ATTACKS, UNSEEN_MARGIN, masked_view, reconstruction_attack
+from pedvit.privacy.reconstruction import ATTACKS, UNSEEN_MARGIN, reconstruction_attack
+from pedvit.privacy.views import masked_view
 from pedvit.privacy.report import downscale
 
 SIDE = 256

@@ -49,8 +49,9 @@ from torch import nn
 
 from pedvit.edge.predictor import SamPredictor
 from pedvit.eval.accuracy import mask_iou
-from pedvit.plans.fusion import (DEFAULT_WEIGHTS, SeamFusion, apply_fusion, canvas_input, context_flops, context_trunk,
-                                 adapter_blob, fusion_flops, load_default_fusion, load_window_adapter, monolithic_trunk, save_fusion,
+from pedvit.plans.flops import context_flops, fusion_flops
+from pedvit.plans.fusion import (DEFAULT_WEIGHTS, SeamFusion, apply_fusion, canvas_input, context_trunk,
+                                 adapter_blob, load_default_fusion, load_window_adapter, monolithic_trunk, save_fusion,
                                  stitch_isolated, stitched_fast)
 from pedvit.plans.window_adapter import WindowAdapter, adaptable_parameters, adapted_encoder
 

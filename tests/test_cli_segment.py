@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pedvit.cli import main
-from pedvit.edge.segment_cli import load_image
+from pedvit.cli.segment import load_image
 
 pytestmark = pytest.mark.slow
 

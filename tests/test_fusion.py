@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from pedvit.plans.fusion import DEFAULT_WEIGHTS, SeamFusion, fusion_flops, load_default_fusion, save_fusion
+from pedvit.plans.flops import context_flops, fusion_flops
+from pedvit.plans.fusion import DEFAULT_WEIGHTS, SeamFusion, load_default_fusion, save_fusion
 
 
 def test_untrained_fusion_is_identity() -> None:
@@ -97,7 +98,6 @@ def test_context_fusion_roundtrip_and_flops(tmp_path) -> None:
     """context_px travels in the saved config (old configs without it load as context-free); FLOPs of the
     module and of its context pass are counted separately."""
     from pedvit.models import build_model
-    from pedvit.plans.fusion import context_flops
 
     module = SeamFusion(hidden=32, depth=1, context_px=224)
     for p in module.parameters():
@@ -154,8 +154,6 @@ def test_fusion_flops_share(mobile_sam) -> None:
         trunk_window = counter.get_total_flops()
         encoder.run_neck(torch.zeros(1, encoder.trunk_channels, 64, 64, device="meta"))
     encoder_lower_bound = 16 * trunk_window + (counter.get_total_flops() - trunk_window)
-    from pedvit.plans.fusion import context_flops
-
     module = load_default_fusion() or SeamFusion()
     share = (fusion_flops(module) + context_flops(mobile_sam, module)) / encoder_lower_bound
     assert 0 < share < 0.20

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -107,11 +106,11 @@ def test_netem_skips_clearly_without_root() -> None:
 
 
 def test_bench_parser_options() -> None:
-    parser = argparse.ArgumentParser()
-    perf_bench.configure_bench_parser(parser)
-    args = parser.parse_args(["--models", "mobile_sam", "--workers", "1,2", "--netem", "--device", "cpu"])
-    assert args.netem == "wifi,lte" and args.func is perf_bench._cmd_bench
-    options = perf_bench.options_from_args(args)
+    from pedvit.cli import bench, build_parser
+
+    args = build_parser().parse_args(["bench", "--models", "mobile_sam", "--workers", "1,2", "--netem", "--device", "cpu"])
+    assert args.netem == "wifi,lte" and args.func is bench._cmd_bench
+    options = bench.options_from_args(args)
     assert options.workers == (1, 2) and options.models == ("mobile_sam",)
 
 

@@ -7,10 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import argparse
-
-from pedvit.eval.schedule_bench import (add_schedule_bench_parser, content_ids, king_neighbours, main,
-                                        register_cli, run_bench)
+from pedvit.cli import build_parser, main
+from pedvit.eval.schedule_bench import content_ids, king_neighbours, run_bench
 
 REQUIRED = {"workers", "makespan_over_lower_bound", "equal_split_over_lower_bound",
             "makespan_over_lower_bound_p90", "equal_split_over_lower_bound_p90", "failure_rate", "cap"}
@@ -46,23 +44,19 @@ def test_scheduler_beats_equal_split_with_4x_spread() -> None:
 
 def test_cli_json(tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench.json"
-    assert main(["--workers", "4", "--requests", "8", "--json", str(out), "--no-progress"]) == 0
+    assert main(["bench", "schedule", "--workers", "4", "--requests", "8", "--json", str(out), "--no-progress"]) == 0
     rows = json.loads(out.read_text())
     assert isinstance(rows, list) and len(rows) == 2 and REQUIRED <= set(rows[0])
     assert "sched/LB" in capsys.readouterr().out
     # bench group wiring
-    top = argparse.ArgumentParser()
-    sub = top.add_subparsers(dest="cmd")
-    register_cli(sub)
-    args = top.parse_args(["bench", "schedule", "--workers", "4,8", "--requests", "3", "--caps", "auto"])
+    args = build_parser().parse_args(["bench", "schedule", "--workers", "4,8", "--requests", "3", "--caps", "auto"])
     assert args.workers == [4, 8] and args.caps == [None] and callable(args.func)
-    other = argparse.ArgumentParser().add_subparsers()
-    assert add_schedule_bench_parser(other).prog.endswith("schedule")
+    assert args.func is not build_parser().parse_args(["bench"]).func  # `bench` alone runs the performance benchmark
 
 
 def test_module_entry_point(tmp_path: Path) -> None:
     out = tmp_path / "b.json"
-    r = subprocess.run([sys.executable, "-m", "pedvit.eval.schedule_bench", "--workers", "4", "--caps", "2",
+    r = subprocess.run([sys.executable, "-m", "pedvit", "bench", "schedule", "--workers", "4", "--caps", "2",
                         "--requests", "4", "--json", str(out), "--no-progress"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr

@@ -231,7 +231,7 @@ def test_membership_watcher_follows_cluster_file(mobile_sam: Any, tmp_path: Path
     import json
     import os
 
-    from pedvit.edge.membership import MembershipWatcher, estimates_hook
+    from pedvit.edge.membership import MembershipWatcher, scheduler_estimates
     from pedvit.edge.cluster import WorkerStatus, load_cluster
 
     pool = {e.name: e for e in in_process_workers(mobile_sam, 3)}
@@ -262,6 +262,6 @@ def test_membership_watcher_follows_cluster_file(mobile_sam: Any, tmp_path: Path
         assert watcher.check_health() == {"inproc1": True}  # not probed again during its backoff
         watcher.step()
         statuses = [WorkerStatus("inproc1", "127.0.0.1:9000", True), WorkerStatus("inproc2", "127.0.0.1:9001", False)]
-        estimates_hook(load_cluster(cluster_file), statuses)  # what `pedvit cluster status` shows
+        scheduler_estimates(load_cluster(cluster_file), statuses)  # what `pedvit cluster status` adds
         assert statuses[1].extra["sched_state"] == "backoff"
         assert "s_per_window" in statuses[0].extra

@@ -121,3 +121,20 @@ def test_plan_dispatches_the_seam_padded_stage_and_says_so() -> None:
     plan = TinyViTIsolated(fusion=module)
     assert plan.trunk_stage == REPLICATE.stage_name
     assert "replicate seam padding" in plan.info().worker_receives
+
+
+def test_stitch_windows_places_pieces_in_numpy_and_torch_maps() -> None:
+    """The one stitcher: a piece without a batch axis fills every image of the batch; float16 casts in place."""
+    from pedvit.plans.stitch import own_tokens, stitch_windows
+
+    tokens = np.zeros((2, 4, 4, 3), dtype=np.float32)
+    piece = np.full((2, 2, 3), 1.5, dtype=np.float16)
+    assert stitch_windows(tokens, [((0, 2, 2, 4), piece)]) is tokens
+    assert (tokens[:, :2, 2:] == 1.5).all() and tokens.sum() == 2 * 4 * 3 * 1.5
+    batched = torch.zeros(2, 4, 4, 3)
+    per_image = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 2, 4, 3)
+    stitch_windows(batched, [((2, 0, 4, 4), per_image)])
+    assert batched[1, 2:].eq(1).all() and batched[0].eq(0).all() and batched[:, :2].eq(0).all()
+    # A crop with a 1-token halo starting at token (3, 5): the window's own 2 x 2 tokens sit at (1, 1).
+    crop = np.arange(4 * 4).reshape(4, 4, 1)
+    np.testing.assert_array_equal(own_tokens(crop, (4, 6, 6, 8), (3, 5)), crop[1:3, 1:3])

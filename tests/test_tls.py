@@ -18,7 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pedvit.cloud.worker import SERVICE_NAME, WorkerServer, serve
 from pedvit.plans.stage import StageSpec
 from pedvit.transport.client import RemoteExecutor, WorkerError
-from pedvit.transport.tls import ClientTLS, ServerTLS, generate_dev_pki, register_cli
+from pedvit.cli.certs import register
+from pedvit.transport.tls import ClientTLS, ServerTLS, generate_dev_pki
 
 
 class NegateStage:
@@ -30,7 +31,7 @@ class NegateStage:
 
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pedvit")
-    register_cli(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -209,3 +210,46 @@ def test_certificate_without_client_usage_is_refused_by_the_worker_check() -> No
             return {"x509_pem_cert": [pem]}
 
     assert "not for TLS client use" in ClientCertificateInterceptor().refusal(Context())
+
+
+def test_resolve_executors_dials_addresses_with_the_credentials_of_cli_files(pki: Path, tls_worker: WorkerServer,
+                                                                              tmp_path: Path) -> None:
+    """What `pedvit segment`, `pedvit demo` and `DistributedSamPredictor` do with `--workers` and `--tls-*`/`--token-file`."""
+    from pedvit.edge.build import client_credentials, resolve_executors
+
+    token_file = tmp_path / "token"
+    token_file.write_text("tok\n")
+    batch = np.ones((1, 4, 4, 3), dtype=np.float32)
+    meta = np.array([[0, 0, 4, 4]], np.int32)
+    tls, token = client_credentials(str(pki / "ca.pem"), str(pki / "edge.pem"), str(pki / "edge.key"), str(token_file))
+    (ex,) = resolve_executors([tls_worker.address], tls, token)
+    with ex:
+        assert ex.name == tls_worker.address
+        np.testing.assert_array_equal(ex.run("neg", batch, meta, out_dtype="float32", timeout=10), -batch)
+    (plain,) = resolve_executors([tls_worker.address])  # no credentials: the TLS worker refuses
+    with plain:
+        assert not plain.health(timeout=5)
+    with pytest.raises(ValueError, match="go together"):
+        client_credentials(str(pki / "ca.pem"), None, str(pki / "edge.key"))
+
+
+def test_demo_reaches_running_workers_over_tls_with_a_token(pki: Path, tls_worker: WorkerServer, tmp_path: Path) -> None:
+    """`pedvit demo --workers ... --tls-ca/--tls-cert/--tls-key --token-file`: the page's executors get through."""
+    from pedvit.cli import build_parser
+    from pedvit.cli.demo import build_app
+
+    token_file = tmp_path / "token"
+    token_file.write_text("tok\n")
+    args = build_parser().parse_args([
+        "demo", "--workers", tls_worker.address, "--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "edge.pem"),
+        "--tls-key", str(pki / "edge.key"), "--token-file", str(token_file)])
+    app = build_app(args)
+    try:
+        (ex,) = app.executors
+        batch = np.ones((1, 4, 4, 3), dtype=np.float32)
+        np.testing.assert_array_equal(ex.run("neg", batch, np.array([[0, 0, 4, 4]], np.int32), out_dtype="float32"), -batch)
+    finally:
+        app.close()
+    bad = build_parser().parse_args(["demo", "--workers", tls_worker.address, "--tls-ca", str(pki / "ca.pem")])
+    with pytest.raises(ValueError, match="go together"):
+        build_app(bad)

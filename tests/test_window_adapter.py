@@ -134,7 +134,7 @@ def test_plan_with_adapter_through_the_engine_equals_the_fast_path(mobile_sam) -
 def test_worker_stages_serve_the_given_adapters(tmp_path, mobile_sam) -> None:
     """A worker serves the plain trunk plus one adapted trunk per adapter (`pedvit worker --window-adapter F`);
     a file without an adapter is refused with a clear message."""
-    from pedvit.cloud.worker import _window_adapters
+    from pedvit.cli.worker import _window_adapters
     from pedvit.plans.fusion import SeamFusion, load_window_adapter, save_fusion
     from pedvit.plans.stages import TINYVIT_TRUNK, build_worker_stages
 

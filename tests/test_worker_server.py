@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pedvit.cloud.worker import READY_PREFIX, WorkerServer, serve
+from pedvit.cloud.launch import parse_ready_line
+from pedvit.cloud.worker import WorkerServer, serve
 from pedvit.plans.stage import StageSpec
 from pedvit.transport import pedvit_pb2 as pb
 from pedvit.transport import pedvit_pb2_grpc as pb_grpc
@@ -339,14 +340,14 @@ def test_cli_subprocess_ready_line_and_sigterm(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("cli-token\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-    cmd = [sys.executable, "-m", "pedvit.cloud.worker", "--port", "0", "--worker-id", "cli",
+    cmd = [sys.executable, "-m", "pedvit", "worker", "--port", "0", "--worker-id", "cli",
            "--token-file", str(token_file), "--stages-factory", "test_worker_server:make_test_stages"]
     with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline().strip()
-            assert line.startswith(READY_PREFIX + " port="), line
-            port = int(line.split("=", 1)[1])
+            port = parse_ready_line(line)
+            assert port is not None and line == f"PEDVIT_WORKER_READY port={port}", line
             with RemoteExecutor(f"127.0.0.1:{port}", token="cli-token") as ex:
                 assert ex.health(timeout=5)
                 assert ex.info().worker_id == "cli"
@@ -367,10 +368,10 @@ def test_servicer_rejects_misnamed_stage() -> None:
 def test_register_cli() -> None:
     import argparse
 
-    from pedvit.cloud.worker import DEFAULT_STAGES_FACTORY, register_cli
+    from pedvit.cli.worker import DEFAULT_STAGES_FACTORY, register
 
     parser = argparse.ArgumentParser(prog="pedvit")
-    sub = register_cli(parser.add_subparsers(dest="command", required=True))
+    sub = register(parser.add_subparsers(dest="command", required=True))
     assert "TEST ONLY" in sub.format_help()
     args = parser.parse_args(["worker", "--port", "7", "--max-message-mb", "8", "--slowdown-per-window", "0.5"])
     assert callable(args.func) and args.port == 7 and args.model == "mobile_sam"

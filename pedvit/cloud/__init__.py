@@ -1,5 +1,2 @@
-"""The cloud worker process: a gRPC server running plan stages (see `pedvit.cloud.worker`)."""
-
-from pedvit.cloud.worker import WorkerServer, WorkerServicer, serve
-
-__all__ = ["WorkerServer", "WorkerServicer", "serve"]
+"""The cloud side: the worker process (`pedvit.cloud.worker`, a gRPC server running plan stages) and the one way
+to launch worker processes (`pedvit.cloud.launch`). Importing the package loads neither."""

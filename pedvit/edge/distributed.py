@@ -8,11 +8,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pedvit.models import Sam, build_model
+from pedvit.models import Sam
 from pedvit.partition import Constraints
 from pedvit.plans.plans import DEFAULT_PLAN_FOR_MODEL, SplitPlan, make_plan
 from pedvit.plans.stages import stages_for_model
 
+from .build import resolve_executors
 from .engine import RunRecord, SplitEngine
 from .executors import InProcessExecutor
 from .ledger import Ledger
@@ -78,7 +79,7 @@ class DistributedSamPredictor(SamPredictor):
             plan_name = plan or DEFAULT_PLAN_FOR_MODEL[self.model.name]
             plan = make_plan(plan_name, halo_px=halo_px, window_tokens=window_tokens,
                              fusion=self._resolve_fusion(plan_name, fusion))
-        executors = self._executors(workers, tls, token)
+        executors = resolve_executors(workers, tls, token)
         if isinstance(ledger, (str, os.PathLike)):
             ledger = Ledger(ledger)
         self.dp_noise = None
@@ -101,22 +102,6 @@ class DistributedSamPredictor(SamPredictor):
         if isinstance(fusion, torch.nn.Module):
             return fusion
         raise ValueError(f"fusion must be 'auto', 'off' or a torch module, got {fusion!r}")
-
-    @staticmethod
-    def _executors(workers: Sequence[Any] | str | os.PathLike[str], tls: Any, token: str | None) -> list[Any]:
-        if isinstance(workers, (str, os.PathLike)):
-            from pedvit.edge.cluster import load_cluster
-
-            return load_cluster(workers).executors()
-        out = []
-        for worker in workers:
-            if isinstance(worker, str):
-                from pedvit.transport.client import RemoteExecutor
-
-                out.append(RemoteExecutor(worker, tls=tls, token=token, name=worker))
-            else:
-                out.append(worker)
-        return out
 
     @property
     def plan(self) -> SplitPlan:

@@ -5,7 +5,7 @@
   a worker that fails a check is marked failed in the engine's `PerfTable` (so the scheduler stops offering
   it work) and re-checked only when its backoff ends (1 s, 2 s, 4 s, ... capped); one good answer restores it.
 * `dump_status(engine, path)` writes `engine.status()` (estimates + health) as JSON; `pedvit cluster status`
-  reads it through `estimates_hook` (registered in `pedvit.edge.cluster.STATUS_HOOKS`) from
+  passes `scheduler_estimates` to `pedvit.edge.cluster.cluster_status`, which reads it from
   ``$PEDVIT_ENGINE_STATUS`` or ``engine-status.json`` next to the cluster file.
 
 The cluster file is the one of `pedvit.edge.cluster.load_cluster` (``{"workers": [{"address", "name"}], "tls",
@@ -21,6 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from .build import resolve_executors
+from .cluster import Cluster, WorkerStatus, load_cluster
 from .engine import SplitEngine
 
 log = logging.getLogger(__name__)
@@ -31,16 +33,11 @@ STATUS_ENV = "PEDVIT_ENGINE_STATUS"
 
 def _remote_executors(path: Path) -> dict[str, Any]:
     """Name -> `RemoteExecutor` for every worker of a cluster file."""
-    from pedvit.edge.cluster import load_cluster
-
-    cluster = load_cluster(path)
-    return {w.name: ex for w, ex in zip(cluster.workers, cluster.executors())}
+    return {ex.name: ex for ex in resolve_executors(path)}
 
 
 def _worker_names(path: Path) -> dict[str, str]:
     """Name -> address of a cluster file (no connections opened)."""
-    from pedvit.edge.cluster import load_cluster
-
     return {w.name: w.address for w in load_cluster(path).workers}
 
 
@@ -184,11 +181,12 @@ def dump_status(engine: SplitEngine, path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def estimates_hook(cluster: Any, statuses: list[Any]) -> None:
-    """`pedvit cluster status` hook: add each worker's scheduler state and estimates from the engine's status
-    file (``$PEDVIT_ENGINE_STATUS`` or ``engine-status.json`` next to the cluster file), when there is one."""
+def scheduler_estimates(cluster: Cluster, statuses: list[WorkerStatus]) -> None:
+    """A status extra of `pedvit cluster status`: add each worker's scheduler state and estimates from the
+    engine's status file (``$PEDVIT_ENGINE_STATUS`` or ``engine-status.json`` next to the cluster file), when
+    there is one."""
     path = os.environ.get(STATUS_ENV)
-    if not path and getattr(cluster, "path", None) is not None:
+    if not path and cluster.path is not None:
         path = str(Path(cluster.path).parent / STATUS_FILE)
     if not path or not Path(path).exists():
         return
@@ -205,13 +203,3 @@ def estimates_hook(cluster: Any, statuses: list[Any]) -> None:
                 "overhead_s": round(float(est.get("overhead_s", 0.0)), 4),
                 "observations": est.get("n_observations", 0),
             })
-
-
-def _register() -> None:
-    from pedvit.edge.cluster import STATUS_HOOKS
-
-    if estimates_hook not in STATUS_HOOKS:
-        STATUS_HOOKS.append(estimates_hook)
-
-
-_register()

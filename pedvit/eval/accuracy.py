@@ -18,22 +18,20 @@ fusion module) to get the same numbers.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import pathlib
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from pedvit.data import DATASETS, GTInstance, Photo, gt_instances, mask_box_xyxy, real_photos
 from pedvit.edge.predictor import SamPredictor
-from pedvit.models import Sam, build_model
+from pedvit.models import Sam
 from pedvit.plans.plans import SplitPlan, make_plan
 
 __all__ = [
@@ -51,7 +49,6 @@ __all__ = [
     "retention_gain_ci",
     "evaluate_plan",
     "run_accuracy",
-    "add_parser",
 ]
 
 GT_DATASETS: tuple[str, ...] = DATASETS
@@ -458,88 +455,7 @@ def format_table(rows: Sequence[AccuracyRow], header: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = set(names) - set(DATASETS)
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"GT datasets must be some of {', '.join(DATASETS)}, got {text!r}")
-    return names
-
-
-def _halos(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"halos must be comma-separated integers, got {text!r}") from None
-
-
 def fusion_held_out_photos() -> list[str]:
     """Photos the shipped fusion weights were not trained on (from their training metadata)."""
     meta = pathlib.Path(__file__).resolve().parents[1] / "plans" / "weights" / "fusion_mobile_sam.json"
     return list(json.loads(meta.read_text())["held_out"])
-
-
-def _photo_names(text: str) -> list[str] | None:
-    if text == "all":
-        return None
-    if text == "heldout":
-        return fusion_held_out_photos()
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def _main(args: argparse.Namespace) -> int:
-    torch.set_grad_enabled(False)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = build_model(args.model, args.checkpoint)
-    if args.plan != "tinyvit-isolated" and args.halos != [0]:
-        args.halos = [0]  # ViT plans take no halo
-    rows = run_accuracy(
-        model, plan=args.plan, halos=args.halos, fusion=args.fusion, limit_photos=args.limit_photos,
-        photo_names=_photo_names(args.photos),
-        n_points=args.points, seed=args.seed, n_workers=args.workers, wire_dtype=args.wire_dtype,
-        noise_floor_jpeg=args.noise_floor_jpeg, datasets=args.gt, window_tokens=args.window_tokens,
-        progress=not args.no_progress,
-    )
-    table = format_table(rows)
-    gains = fusion_gains(rows, rows[0])
-    if gains:
-        table += "\n\n" + "\n".join(f"* {line}" for line in gains)
-    print(table)
-    config = {k: v for k, v in vars(args).items() if k != "func"}
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({"config": config, "rows": [asdict(r) for r in rows]}, indent=2))
-    if args.markdown:
-        cmd = "pedvit eval accuracy " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "pedvit eval accuracy"
-        pathlib.Path(args.markdown).write_text(f"Command: `{cmd}`\n\n{table}\n")
-    return 0
-
-
-def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
-    """Register `pedvit eval accuracy`."""
-    parser = eval_sub.add_parser("accuracy", help="GT mIoU retention and agreement of a split plan vs the monolithic model")
-    parser.add_argument("--model", default="mobile_sam", help="model name (default mobile_sam)")
-    parser.add_argument("--checkpoint", default=None, help="weights path (default: bundled MobileSAM)")
-    parser.add_argument("--plan", default="tinyvit-isolated", help="split plan (default tinyvit-isolated)")
-    parser.add_argument("--halos", type=_halos, default=[0, 32, 64, 112], help="comma-separated halos in px (default 0,32,64,112)")
-    parser.add_argument("--fusion", choices=("auto", "off", "both"), default="off", help="learned fusion: auto (trained weights if present), off, both")
-    parser.add_argument("--limit-photos", type=int, default=None, help="use only the first N real photos")
-    parser.add_argument("--photos", default="all",
-                        help="agreement photos: all (default), heldout (not used to train the fusion weights) or NAME,NAME")
-    parser.add_argument("--points", type=int, default=3, help="point prompts per photo (default 3)")
-    parser.add_argument("--window-tokens", type=int, default=14, metavar="T",
-                        help="window side in tokens (tinyvit-isolated: 14 = 224 px, default, or a multiple such as 28)")
-    parser.add_argument("--gt", type=_names, default=list(GT_DATASETS),
-                        help=f"comma-separated GT datasets (default {','.join(GT_DATASETS)}; voc-labelme needs `pedvit data fetch` once)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=3, help="in-process workers (default 3)")
-    parser.add_argument("--wire-dtype", choices=("float16", "float32"), default="float16")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    parser.add_argument("--noise-floor-jpeg", type=int, default=None, metavar="Q",
-                        help="also evaluate the monolithic model on JPEG quality-Q copies of the images: how far an "
-                             "invisible input change moves the masks (the agreement metric's noise floor)")
-    parser.add_argument("--json", default=None, help="write rows as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the table as Markdown here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=_main)
-    return parser

@@ -30,7 +30,7 @@ from pedvit.eval.composite import CLEAN_PHOTOS, AnnotatedImage, GTRegion
 from pedvit.partition import Constraints, WindowGrid, assign, constraints_for_image
 from pedvit.partition.sensitivity import Region, sensitive_windows
 from pedvit.privacy.detection import match_boxes
-from pedvit.privacy.modern_attack import Attacker
+from pedvit.privacy.detection import Attacker
 
 __all__ = ["BUCKETS", "evaluate_image", "evaluate_set", "clean_photo_share", "timing",
            "summarize_detect_eval", "format_detect_eval"]
@@ -161,7 +161,7 @@ def timing(images: Sequence[np.ndarray], classes: Sequence[str] = ("faces", "tex
     """
     import torch
 
-    from pedvit import SamPredictor
+    from pedvit.edge.predictor import SamPredictor
     from pedvit.models import build_model
     from pedvit.partition.detectors import load_detectors, run_detectors
 
@@ -284,54 +284,3 @@ def format_detect_eval(summary: dict[str, Any]) -> str:
                      f"as the edge runs them (detectors {t['detect_s']:.3f} s concurrently, encoder {t['encoder_s']:.2f} s "
                      "on 2 threads; fastest of alternating runs).")
     return "\n".join(lines) + "\n"
-
-
-def run_detect_eval(args: Any) -> int:
-    """``pedvit eval privacy --detect-eval``: annotated photos + composite set (``--composite N``)."""
-    import json
-    import sys
-
-    from pedvit.eval.composite import annotated_photos, composite_set
-
-    classes = tuple(getattr(args, "keep_local", None) or ("faces", "text"))
-    if getattr(args, "timing_only", False):  # the detectors' cost alone: a minute or two, for a quiet machine
-        timings = timing([it.image for it in composite_set(getattr(args, "composite", 28), seed=args.seed)[:6]], classes)
-        for row in timings["per_image"]:
-            print(f"{row['shape']}: encoder {row['encoder_s']:.3f} s, detectors {row['detect_s']:.3f} s "
-                  f"(share {row['share']:.1%}; one thread each {row['share_1thread']:.1%})")
-        print(f"mean share of the monolithic encoder: wall-clock {timings['mean_share']:.1%}, process CPU "
-              f"{timings['mean_cpu_share']:.1%}, one thread each {timings['mean_share_1thread']:.1%}")
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"classes": list(classes), **timings}, indent=1))
-        return 0
-    n_workers = args.local if args.local is not None else 4
-    att = Attacker()
-    per: list[dict[str, Any]] = []
-    sets = [("annotated", annotated_photos()), ("composite", composite_set(getattr(args, "composite", 28), seed=args.seed))]
-    started = time.perf_counter()
-    for set_name, items in sets:
-        for it in items:
-            r = evaluate_image(it, classes=classes, n_workers=n_workers, colluders=args.colluders, halo_px=args.halo,
-                               attacker=att)
-            r["set"] = set_name
-            per.append(r)
-            if not args.no_progress:
-                print(f"{set_name} {it.name}: {sum(g['kept'] for g in r['regions'])}/{len(r['regions'])} kept, "
-                      f"{r['detect_s']:.2f} s", file=sys.stderr)
-    clean = clean_photo_share(classes)
-    timings = timing([it.image for it in sets[1][1][:getattr(args, "timing_images", 6)]], classes)
-    config = {"classes": list(classes), "n_workers": n_workers, "colluders": args.colluders, "halo_px": args.halo,
-              "seed": args.seed, "composite_images": len(sets[1][1]), "seconds": time.perf_counter() - started,
-              "command": "pedvit " + " ".join(sys.argv[1:])}
-    summary = summarize_detect_eval(per, clean=clean, timings=timings, config=config)
-    text = format_detect_eval(summary)
-    print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=1))
-    if args.report is not None:
-        args.report.mkdir(parents=True, exist_ok=True)
-        (args.report / "detect_eval.md").write_text(text)
-        (args.report / "detect_eval.json").write_text(json.dumps(summary, indent=1))
-    return 0

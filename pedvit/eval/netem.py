@@ -11,7 +11,7 @@ Profiles (per worker i, cycling): "wifi" 20 ms RTT / 100 Mbit/s, "lte" 60 ms RTT
 (heterogeneous: wifi, lte, wifi, lte, ...).
 
 Workers run inside their namespaces (`ip netns exec`); the edge part of the benchmark runs as a child
-process inside the edge namespace (`ip netns exec <edge> python -m pedvit.eval.perf_bench --addresses ...`)
+process inside the edge namespace (`ip netns exec <edge> python -m pedvit bench --addresses ...`)
 because a Python 3.11 process cannot move all its threads into another namespace. Namespaces are removed in
 `finally`, at exit (`atexit`), and by `pedvit bench --netem-cleanup`.
 """
@@ -22,6 +22,7 @@ import argparse
 import atexit
 import json
 import os
+import pathlib
 import secrets
 import shutil
 import subprocess
@@ -29,6 +30,9 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
+
+from pedvit.cloud.launch import WorkerProcess, ready_line, start_worker, stop_workers
+from pedvit.eval import perf_bench
 
 NAME_ROOT = "pvb"
 PROXY_PORT = 50051
@@ -225,7 +229,7 @@ class DelayProxy:
         import asyncio
 
         server = await asyncio.start_server(self._handle, *self.listen)
-        print(f"PEDVIT_WORKER_READY port={self.listen[1]}", flush=True)  # same line as a worker: same launcher
+        print(ready_line(self.listen[1]), flush=True)  # the line a worker prints: launched the same way
         async with server:
             await server.serve_forever()
 
@@ -247,8 +251,6 @@ def ping_rtt_ms(topology: Topology, i: int) -> float | None:
 def run_netem_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """For each profile and model: build the namespaces, start the workers inside them, run the edge part of
     the benchmark inside the edge namespace, tear everything down. Returns (rows, targets)."""
-    from pedvit.eval import perf_bench
-
     profiles = [p.strip() for p in str(args.netem).split(",") if p.strip()]
     n_max = max(int(n) for n in args.workers.split(","))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -259,26 +261,30 @@ def run_netem_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], lis
             with Topology(links) as topology:
                 rtts = [ping_rtt_ms(topology, i) for i in range(n_max)]
                 print(f"netem {profile}: {n_max} links, measured ping RTT ms {rtts}", file=sys.stderr)
-                workers = []
+                workers: list[WorkerProcess] = []
+                logs = tempfile.TemporaryDirectory(prefix="pedvit-netem-workers-")
+                threads = {"OMP_NUM_THREADS": str(args.worker_threads or 1)}
                 try:
                     for i in range(n_max):
                         ns = topology.exec_prefix(topology.worker_ns(i))
+                        log = pathlib.Path(logs.name) / f"w{i}.log"
                         if topology.kernel_delay:
-                            argv = ns + perf_bench.worker_argv(model, host=topology.worker_ip(i), device=args.device)
-                            workers.append(perf_bench.start_worker(argv, host=topology.worker_ip(i), torch_threads=args.worker_threads or 1))
+                            argv = ns + perf_bench.bench_worker_argv(model, host=topology.worker_ip(i), device=args.device)
+                            workers.append(start_worker(argv, log, name=f"w{i}", host=topology.worker_ip(i), own_session=True, env=threads))
                             continue
                         # No netem qdisc: the worker listens on the namespace's loopback, a delay proxy on the link.
-                        worker = perf_bench.start_worker(ns + perf_bench.worker_argv(model, host="127.0.0.1", device=args.device),
-                                                         torch_threads=args.worker_threads or 1)
+                        worker = start_worker(ns + perf_bench.bench_worker_argv(model, host="127.0.0.1", device=args.device), log,
+                                              name=f"w{i}", own_session=True, env=threads)
                         workers.append(worker)
                         proxy = ns + [sys.executable, "-m", "pedvit.eval.netem", "proxy", "--listen", f"{topology.worker_ip(i)}:{PROXY_PORT}",
                                       "--target", worker.address, "--delay-ms", str(links[i].rtt_ms / 2)]
-                        workers.append(perf_bench.start_worker(proxy, host=topology.worker_ip(i)))
+                        workers.append(start_worker(proxy, log.with_name(f"proxy{i}.log"), name=f"proxy{i}", host=topology.worker_ip(i),
+                                                    own_session=True))
                     edge_addresses = [w.address for w in workers if not w.address.startswith("127.")]
                     with tempfile.TemporaryDirectory() as tmp:
                         out = os.path.join(tmp, "rows.json")
                         child = topology.exec_prefix(topology.edge_ns) + [
-                            sys.executable, "-m", "pedvit.eval.perf_bench", "--models", model, "--workers", args.workers,
+                            sys.executable, "-m", "pedvit", "bench", "--models", model, "--workers", args.workers,
                             "--repeats", str(args.repeats), "--device", args.device, "--json", out,
                             "--addresses", ",".join(edge_addresses), "--network-label", f"netem-{profile}",
                         ] + (["--image", args.image] if args.image else []) + (["--plans", args.plans] if args.plans else []) \
@@ -294,7 +300,8 @@ def run_netem_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], lis
                         row["ping_rtt_ms"] = rtts
                     rows += got
                 finally:
-                    perf_bench.stop_workers(workers)
+                    stop_workers(workers)
+                    logs.cleanup()
     return rows, perf_bench.targets(rows)
 
 

@@ -19,13 +19,10 @@ network namespaces behind emulated links (`--netem`, see `pedvit.eval.netem`).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import threading
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +31,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pedvit.cloud.launch import WorkerProcess, start_worker, stop_workers, worker_argv
+
 #: Plans benchmarked per model by default.
 DEFAULT_PLANS: dict[str, tuple[str, ...]] = {
     "mobile_sam": ("tinyvit-isolated",),
@@ -41,93 +40,12 @@ DEFAULT_PLANS: dict[str, tuple[str, ...]] = {
     "vit_l": ("vit-exact", "vit-isolated"),
     "vit_h": ("vit-exact", "vit-isolated"),
 }
-READY_PREFIX = "PEDVIT_WORKER_READY port="
 
 
 # ------------------------------------------------------------------------------------------ workers
-@dataclass
-class WorkerProcess:
-    """One worker process started by the benchmark."""
-
-    process: subprocess.Popen
-    address: str
-    cpus: tuple[int, ...] | None = None
-
-
-def worker_argv(model: str, *, host: str = "127.0.0.1", device: str = "cpu", threads: int = 2) -> list[str]:
-    """The command line of one benchmark worker (port 0: it picks a free port and prints it)."""
-    return [sys.executable, "-m", "pedvit.cloud.worker", "--port", "0", "--host", host, "--model", model, "--device", device, "--threads", str(threads), "--serve-full-encoder"]
-
-
-def start_worker(
-    argv: Sequence[str],
-    *,
-    host: str = "127.0.0.1",
-    cpus: Sequence[int] | None = None,
-    torch_threads: int | None = None,
-    timeout_s: float = 300.0,
-) -> WorkerProcess:
-    """Start one worker process and wait for its `PEDVIT_WORKER_READY port=<p>` line.
-
-    Args:
-        argv: the command (possibly prefixed, e.g. by `ip netns exec NS`).
-        cpus: pin the process to these cores (`os.sched_setaffinity` in the child before exec).
-        torch_threads: intra-op threads of the worker (OMP_NUM_THREADS); None: torch's default.
-    """
-    env = dict(os.environ)
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    if torch_threads is not None:
-        env["OMP_NUM_THREADS"] = str(torch_threads)
-    pinned = tuple(cpus) if cpus else None
-
-    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
-        os.setsid()  # its own process group: we can stop it (and an `ip netns exec` wrapper) together
-        if pinned:
-            os.sched_setaffinity(0, pinned)
-
-    process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, preexec_fn=preexec)
-    found: list[str] = []
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith(READY_PREFIX):
-                found.append(line[len(READY_PREFIX):].strip())
-                break
-        # Keep draining so the child never blocks on a full pipe.
-        for _ in process.stdout:
-            pass
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout_s
-    while not found and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not found:
-        stop_workers([WorkerProcess(process, "")])
-        raise RuntimeError(f"worker {' '.join(argv)} did not become ready (exit code {process.poll()})")
-    return WorkerProcess(process, f"{host}:{int(found[0])}", pinned)
-
-
-def stop_workers(workers: Sequence[WorkerProcess], timeout_s: float = 5.0) -> None:
-    """SIGTERM each worker's process group, then SIGKILL what is left."""
-    import signal
-
-    for worker in workers:
-        if worker.process.poll() is None:
-            try:
-                os.killpg(worker.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for worker in workers:
-        try:
-            worker.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(worker.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            worker.process.wait(timeout_s)
+def bench_worker_argv(model: str, *, host: str = "127.0.0.1", device: str = "cpu", threads: int = 2) -> list[str]:
+    """The command line of one benchmark worker: it also serves the whole encoder (the cloud-only baseline)."""
+    return worker_argv(model, host=host, device=device, threads=threads, extra_args=["--serve-full-encoder"])
 
 
 def core_layout(n_workers: int, pin: bool) -> tuple[tuple[int, ...] | None, list[tuple[int, ...] | None]]:
@@ -391,6 +309,7 @@ def run_model(model_name: str, options: BenchOptions, image: np.ndarray, codec: 
     n_max = max(options.workers)
     started: list[WorkerProcess] = []
     edge_cpus = None
+    logs = tempfile.TemporaryDirectory(prefix="pedvit-bench-workers-")
     if options.addresses:
         addresses = list(options.addresses)
         if len(addresses) < n_max:
@@ -400,11 +319,13 @@ def run_model(model_name: str, options: BenchOptions, image: np.ndarray, codec: 
         threads = options.worker_threads or max(1, (len(os.sched_getaffinity(0)) // n_max) if not options.pin_workers else len(layout[0] or (1,)))
         bar = _progress(n_max, options.progress, f"{model_name}: starting workers")
         try:
-            for cpus in layout:
-                started.append(start_worker(worker_argv(model_name, device=options.device), cpus=cpus, torch_threads=threads))
+            for i, cpus in enumerate(layout):
+                started.append(start_worker(bench_worker_argv(model_name, device=options.device), Path(logs.name) / f"w{i}.log",
+                                            name=f"w{i}", own_session=True, cpus=cpus, env={"OMP_NUM_THREADS": str(threads)}))
                 bar.update()
         except BaseException:
             stop_workers(started)
+            logs.cleanup()
             raise
         finally:
             bar.close()
@@ -440,6 +361,7 @@ def run_model(model_name: str, options: BenchOptions, image: np.ndarray, codec: 
         bar.close()
         os.sched_setaffinity(0, previous_affinity)
         stop_workers(started)
+        logs.cleanup()
     for row in rows:
         add_ratios(row, mono, cloud_only)
     return rows
@@ -579,93 +501,3 @@ def run_bench(options: BenchOptions) -> tuple[list[dict[str, Any]], list[dict[st
     for model in options.models:
         rows += run_model(model, options, image, codec)
     return rows, targets(rows)
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
-
-
-def options_from_args(args: argparse.Namespace) -> BenchOptions:
-    plans = dict(DEFAULT_PLANS)
-    if args.plans:
-        wanted = _csv(args.plans)
-        plans = {m: tuple(p for p in DEFAULT_PLANS[m] if p in wanted) for m in DEFAULT_PLANS}
-    return BenchOptions(
-        models=_csv(args.models), workers=tuple(int(n) for n in _csv(args.workers)), repeats=args.repeats,
-        device=args.device, image=args.image, plans=plans, addresses=_csv(args.addresses or ""),
-        pin_workers=args.pin_workers, worker_threads=args.worker_threads, edge_threads=args.edge_threads, network=args.network_label,
-        progress=not args.no_progress, fusion=args.fusion,
-    )
-
-
-def write_outputs(args: argparse.Namespace, rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> None:
-    text = markdown(rows, checks)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "targets": checks, "command": sys.argv}, indent=1))
-    if args.markdown:
-        Path(args.markdown).write_text(text)
-    if args.plot:
-        plot(rows, args.plot)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    if getattr(args, "bench_command", None):  # a sub-benchmark (e.g. `schedule`) has its own func
-        return 2
-    from pedvit.eval import netem
-
-    if args.netem_cleanup:
-        removed = netem.cleanup_leftovers()
-        print(f"removed {len(removed)} leftover pedvit network namespaces: {' '.join(removed) or '-'}")
-        return 0
-    if args.netem:
-        problem = netem.unavailable_reason()
-        if problem:
-            print(f"--netem skipped: {problem}", file=sys.stderr)
-            return 0
-        rows, checks = netem.run_netem_bench(args)
-        write_outputs(args, rows, checks)
-        return 0
-    rows, checks = run_bench(options_from_args(args))
-    write_outputs(args, rows, checks)
-    return 0
-
-
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", default=None, metavar="OUT", help="write rows + targets as JSON")
-    p.add_argument("--markdown", default=None, metavar="OUT", help="write the table as markdown")
-    p.add_argument("--plot", default=None, metavar="OUT.png", help="write a latency-breakdown plot")
-    p.add_argument("--models", default="mobile_sam,vit_b", help="comma-separated models (default mobile_sam,vit_b)")
-    p.add_argument("--plans", default=None, help="comma-separated plans (default: tinyvit-isolated; vit-exact,vit-isolated)")
-    p.add_argument("--workers", default="1,2,4,8", help="worker counts (default 1,2,4,8)")
-    p.add_argument("--repeats", type=int, default=3, help="requests per configuration; medians are reported (default 3)")
-    p.add_argument("--device", default="cpu", help="torch device of edge and workers (cpu, cuda)")
-    p.add_argument("--image", default=None, metavar="PATH", help="image to use (default: the first bundled photo)")
-    p.add_argument("--addresses", default=None, help="use these running workers (host:port,...) instead of starting them")
-    p.add_argument("--pin-workers", action="store_true", help="pin workers to cores the edge does not use")
-    p.add_argument("--worker-threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
-    p.add_argument("--edge-threads", type=int, default=None, help="torch threads of the edge and the monolithic baseline (default: torch's)")
-    p.add_argument("--fusion", choices=("auto", "off"), default="auto",
-                   help="tinyvit-isolated's learned edge fusion: auto (default, on when its weights ship) or off")
-    p.add_argument("--network-label", default="loopback", help=argparse.SUPPRESS)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--netem", nargs="?", const="wifi,lte", default=None, metavar="PROFILES",
-                   help="run in network namespaces behind emulated links (root; profiles wifi,lte,mixed; default wifi,lte)")
-    p.add_argument("--netem-cleanup", action="store_true", help="remove leftover pedvit network namespaces and exit")
-
-
-def configure_bench_parser(bench_parser: argparse.ArgumentParser) -> None:
-    """Add the options of `pedvit bench` and set its func."""
-    add_common_arguments(bench_parser)
-    bench_parser.set_defaults(func=_cmd_bench)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pedvit.eval.perf_bench")
-    configure_bench_parser(parser)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

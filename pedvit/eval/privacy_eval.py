@@ -21,8 +21,6 @@ Python API::
 
 from __future__ import annotations
 
-import argparse
-import json
 import pathlib
 import sys
 import time
@@ -35,6 +33,7 @@ from pedvit.partition import Constraints, WindowGrid, assign, constraints_for_im
 from pedvit.privacy.detection import DEFAULT_KINDS
 from pedvit.privacy.reconstruction import ATTACKS
 from pedvit.privacy.report import PrivacyReport, _clean
+from pedvit.privacy.views import view_masks
 
 __all__ = [
     "SCHEMES",
@@ -47,8 +46,6 @@ __all__ = [
     "resize_boundary_leak",
     "resize_margin_px",
     "format_table",
-    "add_parser",
-    "run",
 ]
 
 SCHEMES: tuple[str, ...] = ("contiguous", "interleaved", "random", "semantic")
@@ -126,7 +123,7 @@ def scheme_views(image: np.ndarray, grid: WindowGrid, n_workers: int, scheme: st
     if constraints is None:
         constraints = constraints_for_image(image, grid, Constraints()) if scheme == "semantic" else Constraints()
     a = assign(grid, n_workers, scheme, constraints=constraints, seed=seed)
-    return {str(w): grid.original_mask(ids, halo_px) for w, ids in a.worker_windows.items()}, a
+    return view_masks(grid, a.worker_windows, halo_px), a
 
 
 # --- pixel-level evaluation ---------------------------------------------------------------------------
@@ -470,160 +467,3 @@ def leakage_check(image: np.ndarray, plan: str, *, n_workers: int = 4, model: An
                     for w, r in res.items()},
         "seconds": time.perf_counter() - t0,
     })
-
-
-# --- CLI ----------------------------------------------------------------------------------------------
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
-    if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"worker counts must be >= 1, got {text!r}")
-    return vals
-
-
-def _names(valid: Iterable[str]) -> Any:
-    valid = tuple(valid)
-
-    def parse(text: str) -> list[str]:
-        vals = [v.strip() for v in text.split(",") if v.strip()]
-        bad = [v for v in vals if v not in valid]
-        if bad:
-            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(valid)}")
-        return vals
-
-    return parse
-
-
-def add_parser(eval_sub: Any) -> argparse.ArgumentParser:
-    """Add ``pedvit eval privacy`` to the ``eval`` subparsers."""
-    p = eval_sub.add_parser(
-        "privacy", help="privacy attacks (exposure, reconstruction, face detection, feature leakage) on real photos",
-        description="Split real photos with the real partition schemes and attack every worker's view "
-                    "(and coalitions of colluders); cloud-only baseline in the same table.")
-    p.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR", help="image files or directories (default: built-in photos)")
-    p.add_argument("--photos", choices=["builtin"], default=None, help="add the built-in real photos (pedvit.data.real_photos)")
-    n = p.add_mutually_exclusive_group()
-    n.add_argument("--local", type=int, metavar="N", default=None,
-                   help="a single worker count N (in-process workers for --leakage)")
-    n.add_argument("--workers-list", type=_int_list, default=list(DEFAULT_WORKERS), metavar="2,4,8,16",
-                   help="worker counts to evaluate (default 2,4,8,16)")
-    p.add_argument("--scheme", default="all", choices=[*SCHEMES, "all"], help="partition scheme (default: all)")
-    p.add_argument("--plan", default="tinyvit-isolated", choices=["tinyvit-isolated", "vit-isolated", "vit-exact"],
-                   help="split plan (sets the halo rules; --leakage checks this plan and, by default, vit-exact too)")
-    p.add_argument("--halo", type=int, default=0, metavar="PX", help="halo pixels per window (tinyvit-isolated)")
-    p.add_argument("--window-tokens", type=int, default=14, metavar="T",
-                   help="window side in tokens (tinyvit-isolated: 14 = 224 px, default, or a multiple such as 28)")
-    p.add_argument("--colluders", type=int, default=3, metavar="K", help="coalitions of k = 1..K workers (default 3)")
-    p.add_argument("--threshold", type=float, default=0.5, help="SSIM of a successful reconstruction (default 0.5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random scheme")
-    p.add_argument("--max-side", type=int, default=512, help="attacks run on images downscaled to this side (speed)")
-    p.add_argument("--methods", type=_names(ATTACKS), default=None, help=f"reconstruction attacks ({','.join(ATTACKS)})")
-    p.add_argument("--detect", type=_names(DEFAULT_KINDS), default=None,
-                   help=f"attack detector kinds ({','.join(DEFAULT_KINDS)}; default all)")
-    p.add_argument("--positions", default="auto", choices=["auto", "hidden", "known", "both"],
-                   help="what a worker knows of where its windows sit: auto = the plan's default (tinyvit-isolated "
-                        "hides them, ViT plans send them), both = attack each way in one run")
-    p.add_argument("--keep-local", type=_names(("faces", "text", "people")), default=None, metavar="CLASSES",
-                   help="semantic scheme: sensitive classes kept on the edge (default faces,text)")
-    p.add_argument("--composite", type=int, default=28, metavar="M", help="--detect-eval: composite images (default 28)")
-    p.add_argument("--detect-eval", action="store_true",
-                   help="evaluate the edge's sensitive-content detectors on annotated faces and text instead "
-                        "(pedvit.eval.detect_eval); --json/--report receive its summary")
-    p.add_argument("--timing-only", action="store_true",
-                   help="with --detect-eval: only time the detectors against the monolithic encoder (6 composite images)")
-    p.add_argument("--no-cloud-only", action="store_true", help="skip the cloud-only baseline")
-    p.add_argument("--leakage", action="store_true", help="also run the feature-leakage check (slow: real engine)")
-    p.add_argument("--leakage-photos", type=int, default=2, metavar="M", help="photos for --leakage (default 2)")
-    p.add_argument("--report", type=pathlib.Path, default=None, metavar="DIR", help="write Markdown + JSON + PNG figures here")
-    p.add_argument("--json", type=pathlib.Path, default=None, metavar="OUT", help="write the summary JSON here")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``pedvit eval privacy``."""
-    if getattr(args, "detect_eval", False):
-        from pedvit.eval.detect_eval import run_detect_eval
-
-        return run_detect_eval(args)
-    images = load_images(args.images, args.photos)
-    workers = [args.local] if args.local is not None else list(args.workers_list)
-    schemes = list(SCHEMES) if args.scheme == "all" else [args.scheme]
-    from pedvit.plans.plans import make_plan
-
-    try:  # the plan's own rules for halo and window size
-        make_plan(args.plan, halo_px=args.halo, window_tokens=args.window_tokens)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    positions = {"auto": ["hidden" if args.plan == "tinyvit-isolated" else "known"], "both": ["hidden", "known"]}.get(
-        args.positions, [args.positions])
-    if "hidden" in positions and args.plan != "tinyvit-isolated":
-        print(f"error: plan {args.plan} sends window positions (absolute position embedding): --positions known",
-              file=sys.stderr)
-        return 2
-    config = {
-        "photos": [n for n, _ in images], "workers_list": workers, "schemes": schemes, "plan": args.plan,
-        "positions": positions,
-        "halo_px": args.halo, "window_tokens": args.window_tokens, "colluders": args.colluders,
-        "threshold": args.threshold, "seed": args.seed,
-        "max_side": args.max_side, "methods": args.methods or list(ATTACKS),
-        "detect": args.detect if args.detect is not None else list(DEFAULT_KINDS),
-        "command": "pedvit " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("pedvit") else None,
-    }
-    started = time.perf_counter()
-    report = evaluate_photos(
-        images, workers_list=workers, schemes=schemes, halo_px=args.halo, colluders=args.colluders,
-        threshold=args.threshold, cloud_only=not args.no_cloud_only, seed=args.seed, max_side=args.max_side,
-        methods=args.methods, detect_kinds=args.detect, figure_images=[images[0][0]] if images else (),
-        progress=not args.no_progress, window_tokens=args.window_tokens, positions=positions,
-        keep_local=args.keep_local)
-    config["seconds"] = time.perf_counter() - started
-    leakage: list[dict[str, Any]] | None = None
-    if args.leakage:
-        plans = [args.plan] + (["vit-exact"] if args.plan != "vit-exact" else [])
-        n_leak = args.local if args.local is not None else min(workers)
-        leakage = []
-        for plan in _tqdm(plans, desc="leakage", disable=args.no_progress, file=sys.stderr):
-            model = None
-            for name, img in images[: max(1, args.leakage_photos)]:
-                if model is None:
-                    from pedvit.models import build_model
-
-                    model = build_model("mobile_sam") if plan == "tinyvit-isolated" else small_random_vit(args.seed)
-                res = leakage_check(img, plan, n_workers=n_leak, model=model,
-                                    halo_px=args.halo if plan == "tinyvit-isolated" else 0)
-                res["image"] = name
-                leakage.append(res)
-    summary = summarize(report, config=config, leakage=leakage)
-    rows = summary["rows"]
-    print(format_table(rows))
-    if leakage:
-        print()
-        for r in leakage:
-            print(f"leakage {r['plan']:>16} {r['image']:>14}: isolated={r['isolated']} "
-                  f"max_abs_diff={r['max_abs_diff']:.3g} max_rel_change={r['max_rel_change']:.3g} "
-                  + " ".join(f"{s}:{v['max_rel_change']:.3g}" for s, v in r["per_stage"].items()))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=1))
-    if args.report is not None:
-        paths = report.write(args.report)
-        if leakage:
-            (args.report / "leakage.json").write_text(json.dumps(leakage, indent=1))
-            with open(paths["markdown"], "a") as f:
-                f.write("\n## Feature leakage (perturb pixels outside a worker's windows)\n\n")
-                f.write("| plan | image | isolated | max abs diff | max rel change | per round (rel change) |\n|---|---|---|---|---|---|\n")
-                for r in leakage:
-                    stages = ", ".join(f"{s}: {v['max_rel_change']:.3g}" for s, v in r["per_stage"].items())
-                    f.write(f"| {r['plan']} | {r['image']} | {r['isolated']} | {r['max_abs_diff']:.3g} | "
-                            f"{r['max_rel_change']:.3g} | {stages} |\n")
-        (args.report / "summary.json").write_text(json.dumps(summary, indent=1))
-        print(f"report: {args.report}", file=sys.stderr)
-    return 0
-

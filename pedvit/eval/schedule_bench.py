@@ -20,13 +20,11 @@ cap, never the whole image, the same edge). Placement constraints are relaxed in
 single-window time: the scheduler can only matter by choosing *which* workers to use. A larger cap (e.g. 3)
 lets it load fast workers more.
 
-Run: ``python -m pedvit.eval.schedule_bench --workers 16,32,64 --json out.json``.
+Run: ``pedvit bench schedule --workers 16,32,64 --json out.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
@@ -354,68 +352,3 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{r['equal_split_over_mean_lower_bound']:>12.3f} | {r['predicted_over_estimated_lower_bound']:>12.3f} | "
             f"{r['failure_rate']:>9.3f} | {r['schedule_ms_median']:>8.2f}")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-def _parse_ints(s: str) -> list[int]:
-    return [int(x) for x in s.split(",") if x.strip()]
-
-
-def _parse_caps(s: str) -> list[int | None]:
-    return [None if x.strip() in ("auto", "") else int(x) for x in s.split(",")]
-
-
-def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=_parse_ints, default=[16, 32, 64], help="worker counts, e.g. 16,32,64")
-    p.add_argument("--caps", type=_parse_caps, default=[None, 3],
-                   help="share caps per configuration: 'auto' = max(1, ceil(n/N)), or an integer (default auto,3)")
-    p.add_argument("--requests", type=int, default=200, help="requests per configuration")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--speed-spread", type=float, default=4.0, help="slowest/fastest seconds-per-window ratio")
-    p.add_argument("--noise", type=float, default=0.1, help="sigma of per-request log-normal noise")
-    p.add_argument("--probe-noise", type=float, default=0.3, help="sigma of the initial probe's log-normal error")
-    p.add_argument("--reprobe-every", type=int, default=10, help="requests between probes of idle workers (0: off)")
-    p.add_argument("--fail-rate", type=float, default=0.002, help="per-request probability a worker goes down")
-    p.add_argument("--adjacency", choices=("off", "prefer", "require"), default="prefer")
-    p.add_argument("--no-local", action="store_true", help="the edge computes no windows")
-    p.add_argument("--json", dest="json_out", default=None, help="write the result rows to this JSON file")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-
-
-def _run_from_args(args: argparse.Namespace) -> int:
-    rows = run_bench(args.workers, args.caps, progress=not args.no_progress, requests=args.requests,
-                     seed=args.seed, speed_spread=args.speed_spread, noise=args.noise, fail_rate=args.fail_rate,
-                     probe_noise=args.probe_noise, reprobe_every=args.reprobe_every,
-                     adjacency=args.adjacency, allow_local=not args.no_local)
-    print(format_table(rows))
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(rows, f, indent=2)
-    return 0
-
-
-def add_schedule_bench_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``schedule`` under an existing ``bench`` sub-command group (``pedvit bench schedule``)."""
-    p = bench_subparsers.add_parser("schedule", help="simulate the window scheduler against equal split",
-                                    description=__doc__.split("\n\n")[0])
-    _add_args(p)
-    p.set_defaults(func=_run_from_args)
-    return p
-
-
-def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add a ``bench`` group with ``schedule`` to a top-level subparsers object; return the bench parser."""
-    bench = subparsers.add_parser("bench", help="benchmarks")
-    add_schedule_bench_parser(bench.add_subparsers(dest="bench_command", required=True))
-    return bench
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pedvit.eval.schedule_bench``."""
-    p = argparse.ArgumentParser(prog="python -m pedvit.eval.schedule_bench", description=__doc__.split("\n\n")[0])
-    _add_args(p)
-    return _run_from_args(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,13 +3,14 @@
 ``sensitivity`` imports OpenCV lazily, so geometry and schemes work without it.
 """
 
-from .constraints import Assignment, ConstraintError, Constraints, check_assignment, max_share
-from .detectors import DEFAULT_KEEP_LOCAL, DetectorError, parse_keep_local
+from .check import check_assignment
+from .constraints import Assignment, ConstraintError, Constraints, max_share
+from .detectors import DEFAULT_KEEP_LOCAL, DetectorError, constraints_for_image, parse_keep_local
 from .geometry import Box, Window, WindowGrid, resized_shape
-from .schemes import SCHEMES, assign, spread_feasible
+from .schemes import SCHEMES, assign
+from .search import spread_feasible
 from .sensitivity import (
     Region,
-    constraints_for_image,
     detect_objects,
     detect_sensitive_regions,
     object_groups,

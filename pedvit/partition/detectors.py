@@ -19,7 +19,7 @@ windows on the edge (a false positive costs edge time, a miss costs privacy). Bo
 (``grow`` of their size per side) to cover hair, ears and the ink around a text line.
 
 Failure is closed: a detector that cannot load or raises is reported as :class:`DetectorError` naming it, and
-the caller (:func:`~pedvit.partition.sensitivity.constraints_for_image`, the edge engine) stops before any
+the caller (:func:`constraints_for_image`, the edge engine) stops before any
 window is sent.
 """
 
@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import replace
 from functools import lru_cache
 from typing import Protocol, Sequence
 
 import numpy as np
 
-from .sensitivity import Region
+from .constraints import Constraints
+from .geometry import WindowGrid
+from .sensitivity import Region, check_image, detect_objects, detect_sensitive_regions, object_groups, sensitive_windows
 
 __all__ = [
     "CLASSES",
@@ -247,8 +250,6 @@ class HaarFaceDetector:
     name, kind = "haar", "face"
 
     def detect(self, image: np.ndarray) -> list[Region]:
-        from .sensitivity import detect_sensitive_regions
-
         return detect_sensitive_regions(image)
 
 
@@ -330,3 +331,48 @@ def run_detectors(image: np.ndarray, classes: Sequence[str]) -> list[Region]:
     with ThreadPoolExecutor(max_workers=len(dets), thread_name_prefix="pedvit-detect") as pool:
         results = [pool.submit(one, det) for det in dets]
         return [r for fut in results for r in fut.result()]  # re-raises the first DetectorError in order
+
+
+def constraints_for_image(
+    image: np.ndarray,
+    grid: WindowGrid,
+    base: Constraints = Constraints(),
+    *,
+    faces: bool = True,
+    objects: bool = True,
+    margin_px: int = 16,
+    saliency_fallback: bool = False,
+    keep_local: Sequence[str] | None = None,
+    regions_out: list[Region] | None = None,
+    halo_px: int = 0,
+) -> Constraints:
+    """``base`` plus sensitive windows in ``keep_local`` and object windows as ``spread_groups``.
+
+    Sensitive content is found by the detectors of the classes ``keep_local`` (``faces``, ``text``,
+    ``people``; None: ``faces,text``; see :mod:`pedvit.partition.detectors`). Every window that a detection
+    grown by ``margin_px`` original pixels touches (with the plan's ``halo_px`` input-pixel halo around each window
+    crop) stays on the edge. A detector that fails raises
+    :class:`~pedvit.partition.detectors.DetectorError` naming it: the caller must send nothing (fail closed).
+    ``faces=False`` skips detection. ``regions_out`` (if given) receives the detections.
+
+    Object groups lose their keep-local windows (those are never sent anyway); groups left with fewer than
+    two windows are dropped.
+    """
+    img = check_image(image)
+    if img.shape[:2] != grid.original_size:
+        raise ValueError(f"image is {img.shape[:2]} but the grid was built for {grid.original_size}")
+    keep = set(base.keep_local)
+    if faces:
+        regions = run_detectors(img, DEFAULT_KEEP_LOCAL if keep_local is None else tuple(keep_local))
+        if regions_out is not None:
+            regions_out.extend(regions)
+        keep |= sensitive_windows(grid, regions, margin_px, halo_px)
+    groups = list(base.spread_groups)
+    if objects:
+        groups += object_groups(grid, detect_objects(img, saliency_fallback=saliency_fallback))
+    cleaned: list[frozenset[int]] = []
+    for g in groups:
+        g = frozenset(g - keep)
+        if len(g) >= 2 and g not in cleaned:
+            cleaned.append(g)
+    return replace(base, keep_local=frozenset(keep), spread_groups=tuple(cleaned))

@@ -17,7 +17,7 @@ Schemes (``assign(grid, n_workers, scheme, ...)``):
 * ``random``: seeded (``seed=None`` -> fresh randomness per call); a random balanced assignment that still
   prefers non-adjacent windows unless ``adjacency == "off"`` (random tie-breaking in the same search),
   with worker labels shuffled among workers of equal capacity.
-* ``semantic``: the interleaved assignment driven by detected content (``sensitivity.constraints_for_image``):
+* ``semantic``: the interleaved assignment driven by detected content (``detectors.constraints_for_image``):
   keep-local windows (faces) stay on the edge and each spread group (one object's windows) goes to different
   workers where feasible. Algorithmically the same search as ``interleaved``; since ``check_assignment``
   enforces spread groups for every scheme, ``interleaved`` honours them too when they are given.
@@ -38,219 +38,16 @@ import math
 import random as _random
 from typing import Sequence
 
-from .constraints import (
-    Assignment,
-    ConstraintError,
-    Constraints,
-    _adjacent_pairs,
-    check_assignment,
-    max_share,
-    share_cap,
-    spread_limit,
-)
+from .check import check_assignment
+from .constraints import Assignment, ConstraintError, Constraints, _adjacent_pairs, max_share, share_cap
 from .geometry import WindowGrid
+from .search import ColouringProblem, balanced_loads
 
-__all__ = ["SCHEMES", "assign", "spread_feasible"]
+__all__ = ["SCHEMES", "assign"]
 
 SCHEMES = ("contiguous", "interleaved", "random", "semantic")
 
-_DFS_BUDGET = 4000  # search nodes per attempt: enough for every 5x5 case, bounded for odd inputs
-_MIN_BUDGET = 800  # per improvement round when minimising an infeasible case
 _W_HI, _W_LO = 1000, 1  # lexicographic weights: spread-group excess before adjacent pairs
-
-
-class _Budget(Exception):
-    pass
-
-
-def _balanced(caps: Sequence[int], total: int) -> list[int]:
-    """Per-worker counts summing to ``total``, as equal as the caps allow (water filling, low index first)."""
-    t = [0] * len(caps)
-    left = total
-    while left:
-        moved = False
-        for i, c in enumerate(caps):
-            if left and t[i] < c:
-                t[i] += 1
-                left -= 1
-                moved = True
-        if not moved:
-            raise AssertionError("total exceeds capacity")  # callers check capacity first
-    return t
-
-
-class _Problem:
-    """Nodes (window ids in row-major order), their adjacency, spread groups and per-worker caps."""
-
-    def __init__(
-        self,
-        grid: WindowGrid,
-        nodes: Sequence[int],
-        n_workers: int,
-        groups: Sequence[frozenset[int]],
-    ) -> None:
-        self.nodes = list(nodes)
-        self.n = len(self.nodes)
-        self.n_workers = n_workers
-        idx = {w: i for i, w in enumerate(self.nodes)}
-        self.nbrs = [[idx[b] for b in grid.neighbours(w) if b in idx] for w in self.nodes]
-        self.prev_nbrs = [[j for j in nb if j < i] for i, nb in enumerate(self.nbrs)]
-        gs = [frozenset(idx[w] for w in g if w in idx) for g in groups]
-        gs = [g for g in gs if len(g) >= 2]
-        self.groups = gs
-        self.gq = [spread_limit(len(g), n_workers) for g in gs]
-        self.node_groups = [[k for k, g in enumerate(gs) if i in g] for i in range(self.n)]
-
-    # ----------------------------------------------------------------- search
-    def search(
-        self,
-        caps: Sequence[int],
-        exact: bool,
-        w_adj: int,
-        w_grp: int,
-        limit: float = 0,
-        rng: _random.Random | None = None,
-        budget: int = _DFS_BUDGET,
-        even: bool = True,
-    ) -> tuple[list[int] | None, bool]:
-        """Depth-first search for an assignment whose cost is at most ``limit``.
-
-        Cost = ``w_adj`` per adjacent pair on one worker + ``w_grp`` per window of a spread group beyond
-        ``ceil(s / n_workers)`` on one worker; ``limit=0`` with non-zero weights makes both hard.
-        ``caps`` are exact counts (``exact``) or upper bounds. Cheapest worker first; among equally cheap ones
-        ``even`` prefers the emptiest (finds balanced assignments fast), otherwise index order (better when
-        minimising: it builds the two-colour row patterns optimal solutions use); ``rng`` shuffles ties.
-        Returns ``(worker per node or None, proven)``: ``proven`` is False when the node
-        budget ran out before the search space was exhausted.
-        """
-        n, nw = self.n, self.n_workers
-        if sum(caps) < n or (exact and sum(caps) != n):
-            return None, True
-        col = [-1] * n
-        cnt = [0] * nw
-        gcnt = [[0] * nw for _ in self.groups]
-        # workers with equal caps are interchangeable: open only the lowest-index fresh one of each class
-        classes: dict[int, list[int]] = {}
-        for w in range(nw):
-            classes.setdefault(caps[w], []).append(w)
-        class_lists = [v for _, v in sorted(classes.items(), key=lambda kv: -kv[0])]
-        steps = [0]
-
-        def candidates(i: int, slack: float) -> list[tuple[int, int, int]]:
-            conf: dict[int, int] = {}
-            if w_adj:
-                for j in self.prev_nbrs[i]:
-                    conf[col[j]] = conf.get(col[j], 0) + w_adj
-            my_groups = self.node_groups[i] if w_grp else ()
-            out = []
-            for members in class_lists:
-                for w in members:
-                    c = cnt[w]
-                    if c < caps[w]:
-                        add = conf.get(w, 0)
-                        for k in my_groups:
-                            if gcnt[k][w] >= self.gq[k]:
-                                add += w_grp
-                        if add <= slack:
-                            out.append((add, c - caps[w], w))
-                    if c == 0:
-                        break  # opened workers form a prefix of each class: one fresh one is enough
-            if rng is not None:
-                rng.shuffle(out)
-            # cheapest first, then most room left (keeps exact targets reachable and loads even)
-            out.sort(key=(lambda t: (t[0], t[1])) if even else (lambda t: t[0]))
-            return out
-
-        def dfs(i: int, room: int, cost: float) -> bool:
-            steps[0] += 1
-            if steps[0] > budget:
-                raise _Budget
-            if i == n:
-                return True
-            if room < n - i:
-                return False
-            for add, _, w in candidates(i, limit - cost):
-                col[i] = w
-                cnt[w] += 1
-                for k in self.node_groups[i]:
-                    gcnt[k][w] += 1
-                if dfs(i + 1, room - 1, cost + add):
-                    return True
-                cnt[w] -= 1
-                for k in self.node_groups[i]:
-                    gcnt[k][w] -= 1
-                col[i] = -1
-            return False
-
-        try:
-            ok = dfs(0, sum(caps), 0)
-        except _Budget:
-            return None, False
-        return (list(col) if ok else None), True
-
-    def cost(self, col: list[int], w_adj: int, w_grp: int) -> int:
-        """Adjacent pairs on one worker times ``w_adj`` plus spread-group excess times ``w_grp``."""
-        c = 0
-        for i in range(self.n):
-            c += w_adj * sum(1 for j in self.nbrs[i] if j > i and col[j] == col[i])
-        for k, g in enumerate(self.groups):
-            for w in range(self.n_workers):
-                c += w_grp * max(0, sum(1 for j in g if col[j] == w) - self.gq[k])
-        return c
-
-    def minimise(
-        self,
-        caps: Sequence[int],
-        exact: bool,
-        w_adj: int,
-        w_grp: int,
-        rng: _random.Random | None = None,
-        first_limit: float = math.inf,
-    ) -> list[int]:
-        """Lowest-cost assignment found within budget (branch and bound with a descending cost limit).
-
-        ``first_limit`` (e.g. just below the primary weight) makes the first solution satisfy the primary
-        objective whenever the search can, before the descent minimises the rest.
-        """
-        col, _ = self.search(caps, exact, w_adj, w_grp, first_limit, rng, even=False)
-        if col is None:
-            col, _ = self.search(caps, exact, w_adj, w_grp, math.inf, rng, even=False)
-        assert col is not None  # with no cost limit every branch completes (room is checked)
-        best, c = col, self.cost(col, w_adj, w_grp)
-        while c > 0:
-            col, _ = self.search(caps, exact, w_adj, w_grp, c - 1, rng, budget=_MIN_BUDGET, even=False)
-            if col is None:
-                break
-            best, c = col, self.cost(col, w_adj, w_grp)
-        return best
-
-    def badness(self, col: list[int]) -> list[int]:
-        """Per node: adjacent windows on its worker + groups in which its worker holds too many windows."""
-        out = []
-        for i in range(self.n):
-            b = sum(1 for j in self.nbrs[i] if col[j] == col[i])
-            for k in self.node_groups[i]:
-                if sum(1 for j in self.groups[k] if col[j] == col[i]) > self.gq[k]:
-                    b += 1
-            out.append(b)
-        return out
-
-
-def spread_feasible(
-    grid: WindowGrid,
-    sent: Sequence[int],
-    loads: Sequence[int],
-    groups: Sequence[frozenset[int]],
-    budget: int = 20000,
-) -> bool:
-    """Can windows ``sent`` go to workers with exactly ``loads`` windows each and every group spread?
-
-    Spread = at most ``ceil(n_sent_of_group / n_workers)`` windows of a group per worker. Returns False when
-    the search budget runs out (feasibility not shown), so the checker never flags an unproven violation.
-    """
-    prob = _Problem(grid, sorted(sent), len(loads), groups)
-    col, _ = prob.search(loads, True, 0, 1, 0, budget=budget)
-    return col is not None
 
 
 def _caps(
@@ -361,7 +158,7 @@ def assign(
 
 
 def _contiguous(send: list[int], caps: list[int]) -> list[int]:
-    targets = _balanced(caps, len(send))
+    targets = balanced_loads(caps, len(send))
     col: list[int] = []
     for w, t in enumerate(targets):
         col += [w] * t
@@ -412,10 +209,10 @@ def _colouring(
     cap_txt = f"max {max(caps)} per worker" if caps else "no workers"
 
     while True:
-        prob = _Problem(grid, send, n_workers, c.spread_groups)
+        prob = ColouringProblem(grid, send, n_workers, c.spread_groups)
         wa = 1 if use_adj else 0
         wg = 1 if prob.groups else 0
-        targets = _balanced(caps, len(send))
+        targets = balanced_loads(caps, len(send))
         # 1. everything hard: balanced counts first, then any counts within the caps
         for cp, exact in ((targets, True), (caps, False)):
             col, _ = prob.search(cp, exact, wa, wg, 0, rng)

@@ -1,7 +1,8 @@
-"""Sensitive-region detection on the edge, and the constraints it implies.
+"""Sensitive regions and the windows they touch.
 
 Faces, text and (on request) people found by the edge detectors of :mod:`pedvit.partition.detectors` become
-``keep_local`` windows: they are computed on the edge and never sent (:func:`detect_sensitive_regions`, the
+``keep_local`` windows (:func:`sensitive_windows`; :func:`pedvit.partition.detectors.constraints_for_image`
+builds the constraints): they are computed on the edge and never sent (:func:`detect_sensitive_regions`, the
 Haar face cascades, is kept as the ``haar`` fallback detector). Detected objects (people: upper/full body cascades, optionally a saliency blob) become
 ``spread_groups``: their windows go to different workers so that no worker sees a whole object.
 
@@ -13,18 +14,16 @@ robust), and boxes are mapped back to original pixels. Overlapping detections ar
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from .constraints import Constraints
 from .geometry import Box, WindowGrid
 
 __all__ = [
     "Region",
-    "constraints_for_image",
     "detect_objects",
     "detect_sensitive_regions",
     "object_groups",
@@ -80,7 +79,8 @@ def _cascade(name: str):
     return clf
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
+def check_image(image: np.ndarray) -> np.ndarray:
+    """The H x W x 3 uint8 RGB image as an array; ValueError for anything else."""
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or min(img.shape[:2]) < 1:
         raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {img.dtype} {img.shape}")
@@ -189,7 +189,7 @@ def detect_sensitive_regions(
     kept when two detectors agree or its neighbour count reaches ``strong`` (single weak Haar hits are the
     usual false positives). Kept boxes grow by ``grow`` of their size per side to cover hair, ears and chin.
     """
-    img = _check_image(image_rgb_uint8)
+    img = check_image(image_rgb_uint8)
     unknown = set(kinds) - {"face"}
     if unknown:
         raise ValueError(f"unsupported sensitive kinds {sorted(unknown)}; supported: ('face',)")
@@ -242,7 +242,7 @@ def detect_objects(
     With ``saliency_fallback`` and no cascade hit, the largest spectral-residual saliency blob is returned
     instead (a cheap "main object" guess for spread groups).
     """
-    img = _check_image(image)
+    img = check_image(image)
     gray, s = _gray_scaled(img, detect_side)
     dets = _run("upperbody", gray, min_frac, min_neighbors) + _run("fullbody", gray, min_frac, min_neighbors)
     if not dets and saliency_fallback:
@@ -288,50 +288,3 @@ def object_groups(grid: WindowGrid, regions: Iterable[Region]) -> tuple[frozense
         if len(g) >= 2 and g not in groups:
             groups.append(g)
     return tuple(groups)
-
-
-def constraints_for_image(
-    image: np.ndarray,
-    grid: WindowGrid,
-    base: Constraints = Constraints(),
-    *,
-    faces: bool = True,
-    objects: bool = True,
-    margin_px: int = 16,
-    saliency_fallback: bool = False,
-    keep_local: Sequence[str] | None = None,
-    regions_out: list[Region] | None = None,
-    halo_px: int = 0,
-) -> Constraints:
-    """``base`` plus sensitive windows in ``keep_local`` and object windows as ``spread_groups``.
-
-    Sensitive content is found by the detectors of the classes ``keep_local`` (``faces``, ``text``,
-    ``people``; None: ``faces,text``; see :mod:`pedvit.partition.detectors`). Every window that a detection
-    grown by ``margin_px`` original pixels touches (with the plan's ``halo_px`` input-pixel halo around each window
-    crop) stays on the edge. A detector that fails raises
-    :class:`~pedvit.partition.detectors.DetectorError` naming it: the caller must send nothing (fail closed).
-    ``faces=False`` skips detection. ``regions_out`` (if given) receives the detections.
-
-    Object groups lose their keep-local windows (those are never sent anyway); groups left with fewer than
-    two windows are dropped.
-    """
-    from .detectors import DEFAULT_KEEP_LOCAL, run_detectors
-
-    img = _check_image(image)
-    if img.shape[:2] != grid.original_size:
-        raise ValueError(f"image is {img.shape[:2]} but the grid was built for {grid.original_size}")
-    keep = set(base.keep_local)
-    if faces:
-        regions = run_detectors(img, DEFAULT_KEEP_LOCAL if keep_local is None else tuple(keep_local))
-        if regions_out is not None:
-            regions_out.extend(regions)
-        keep |= sensitive_windows(grid, regions, margin_px, halo_px)
-    groups = list(base.spread_groups)
-    if objects:
-        groups += object_groups(grid, detect_objects(img, saliency_fallback=saliency_fallback))
-    cleaned: list[frozenset[int]] = []
-    for g in groups:
-        g = frozenset(g - keep)
-        if len(g) >= 2 and g not in cleaned:
-            cleaned.append(g)
-    return replace(base, keep_local=frozenset(keep), spread_groups=tuple(cleaned))

@@ -21,6 +21,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pedvit.models import Sam
@@ -31,7 +32,7 @@ from pedvit.partition import WindowGrid
 from .plans import SplitPlan, TinyViTIsolated, ViTExact, ViTIsolated
 from .stages import vit_window_stretches
 
-__all__ = ["PlanFlops", "plan_flops", "decoder_flops_per_prompt", "count_flops"]
+__all__ = ["PlanFlops", "plan_flops", "decoder_flops_per_prompt", "count_flops", "fusion_flops", "context_flops"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,27 @@ def count_flops(fn) -> int:  # noqa: ANN001 - any zero-argument callable
     return int(counter.get_total_flops())
 
 
+def fusion_flops(module: nn.Module, channels: int = 320, side: int = 64) -> int:
+    """FLOPs (2 per multiply-add, `torch.utils.flop_counter`) of one 1 x channels x side x side forward of
+    the module itself (the context pass it may need is `context_flops`)."""
+    device = next(module.parameters()).device  # "meta" when counting without computing
+    x = torch.zeros(1, channels, side, side, device=device)
+    context_px = getattr(module, "context_px", 0)
+    context = torch.zeros(1, channels, context_px // 16, context_px // 16, device=device) if context_px else None
+    with torch.no_grad():
+        return count_flops(lambda: module(x) if context is None else module(x, context))
+
+
+def context_flops(model: Sam, module: nn.Module) -> int:
+    """FLOPs of the edge's context pass for `module` (0 without one): the trunk on context_px x context_px."""
+    context_px = getattr(module, "context_px", 0)
+    if not context_px:
+        return 0
+    x = torch.zeros(1, 3, context_px, context_px, device=next(model.parameters()).device)
+    with torch.no_grad():
+        return count_flops(lambda: model.image_encoder.run_trunk(x))
+
+
 def _meta_copy(model: Sam) -> Sam:
     return copy.deepcopy(model).to("meta")
 
@@ -80,8 +102,6 @@ def plan_flops(plan: SplitPlan, model: Sam) -> PlanFlops:
             worker += count_flops(lambda: encoder.run_trunk(x, origin_px=(y0, x0)))
         features = torch.empty(1, encoder.trunk_channels, n // 16, n // 16, device="meta")
         if plan.fusion is not None:
-            from .fusion import context_flops, fusion_flops
-
             edge += fusion_flops(copy.deepcopy(plan.fusion).to("meta"), encoder.trunk_channels, n // 16)
             edge += context_flops(meta, plan.fusion)
         edge += count_flops(lambda: encoder.run_neck(features))

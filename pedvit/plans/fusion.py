@@ -37,10 +37,11 @@ from torch import nn
 from pedvit.models import Sam
 from pedvit.models.common import LayerNorm2d
 
+from .stitch import stitch_windows
 from .window_adapter import WindowAdapter, adapted_encoder
 
-__all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "fusion_flops", "stitched_fast", "monolithic_trunk",
-           "canvas_input", "stitch_isolated", "save_fusion", "context_trunk", "edge_context", "apply_fusion", "context_flops",
+__all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "stitched_fast", "monolithic_trunk",
+           "canvas_input", "stitch_isolated", "save_fusion", "context_trunk", "edge_context", "apply_fusion",
            "load_window_adapter"]
 
 #: Shipped weights (trained by `scripts/train_fusion.py`) and their metadata JSON.
@@ -227,14 +228,14 @@ def stitch_isolated(encoder: nn.Module, x: torch.Tensor, window_px: int = 224) -
     for y0 in starts:
         for x0 in starts:
             by_shape.setdefault((min(window_px, side - y0), min(window_px, side - x0)), []).append((y0, x0))
-    out = x.new_zeros(b, encoder.trunk_channels, side // stride, side // stride)
+    out = x.new_zeros(b, side // stride, side // stride, encoder.trunk_channels)
     for (h, w), origins in by_shape.items():
         crops = torch.cat([x[:, :, y0:y0 + h, x0:x0 + w] for y0, x0 in origins])  # (origins * B) x 3 x h x w
         seams = encoder.crop_seams([(y0, x0, h, w) for y0, x0 in origins], side).repeat_interleave(b, dim=0)
         feats = encoder.run_trunk(crops, seams=seams).view(len(origins), b, -1, h // stride, w // stride)
-        for f, (y0, x0) in zip(feats, origins):
-            out[:, :, y0 // stride:(y0 + h) // stride, x0 // stride:(x0 + w) // stride] = f
-    return out
+        stitch_windows(out, (((y0 // stride, x0 // stride, (y0 + h) // stride, (x0 + w) // stride), f.permute(0, 2, 3, 1))
+                             for f, (y0, x0) in zip(feats, origins)))
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def _single_canvas(model: Sam, resized: np.ndarray) -> torch.Tensor:
@@ -256,31 +257,6 @@ def stitched_fast(model: Sam, resized: np.ndarray, window_px: int = 224, *, adap
 def monolithic_trunk(model: Sam, resized: np.ndarray) -> torch.Tensor:
     """1 x 320 x 64 x 64 trunk features of the whole image (the distillation target)."""
     return model.image_encoder.run_trunk(_single_canvas(model, resized))
-
-
-def fusion_flops(module: nn.Module, channels: int = 320, side: int = 64) -> int:
-    """FLOPs (2 per multiply-add, `torch.utils.flop_counter`) of one 1 x channels x side x side forward of
-    the module itself (the context pass it may need is `context_flops`)."""
-    from pedvit.plans.flops import count_flops
-
-    device = next(module.parameters()).device  # "meta" when counting without computing
-    x = torch.zeros(1, channels, side, side, device=device)
-    context_px = getattr(module, "context_px", 0)
-    context = torch.zeros(1, channels, context_px // 16, context_px // 16, device=device) if context_px else None
-    with torch.no_grad():
-        return count_flops(lambda: module(x) if context is None else module(x, context))
-
-
-def context_flops(model: Sam, module: nn.Module) -> int:
-    """FLOPs of the edge's context pass for `module` (0 without one): the trunk on context_px x context_px."""
-    from pedvit.plans.flops import count_flops
-
-    context_px = getattr(module, "context_px", 0)
-    if not context_px:
-        return 0
-    x = torch.zeros(1, 3, context_px, context_px, device=next(model.parameters()).device)
-    with torch.no_grad():
-        return count_flops(lambda: model.image_encoder.run_trunk(x))
 
 
 def load_default_fusion(path: str | pathlib.Path | None = None) -> SeamFusion | None:

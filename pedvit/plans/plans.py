@@ -23,6 +23,7 @@ from pedvit.partition import WindowGrid
 from .fusion import edge_context
 from .window_adapter import WindowAdapter
 from .stage import Stage
+from .stitch import own_tokens, stitch_windows
 from .stages import TINYVIT_TRUNK, WINDOW_PX, stages_for_model, vit_blocks_stage_name, vit_embed_stage_name, vit_window_stretches
 
 #: window id -> (window tensor h x w x C, meta row [origin_y, origin_x, valid_h, valid_w])
@@ -181,10 +182,9 @@ class TinyViTIsolated(SplitPlan):
         # Stitched in numpy: slice assignment casts float16 -> float32 in place, with no per-window temporary
         # tensor (per-window torch copies cost ~10-20x more on a busy CPU, see docs/performance.md).
         features = np.zeros((1, n_tokens, n_tokens, model.image_encoder.trunk_channels), dtype=np.float32)
-        for window in grid.windows:
-            cy, cx = grid.crop_box(window.id, self.halo_px)[:2]
-            r0, c0, r1, c1 = window.token_box
-            features[0, r0:r1, c0:c1] = outputs[window.id][r0 - cy // p : r1 - cy // p, c0 - cx // p : c1 - cx // p]
+        origins = {w.id: grid.crop_box(w.id, self.halo_px)[:2] for w in grid.windows}
+        stitch_windows(features, ((w.token_box, own_tokens(outputs[w.id], w.token_box, (origins[w.id][0] // p, origins[w.id][1] // p)))
+                                  for w in grid.windows))
         # Stitched on the CPU (outputs arrive as numpy), then moved to where the edge's model runs.
         return torch.from_numpy(features).permute(0, 3, 1, 2).to(model.device)
 
@@ -241,12 +241,10 @@ class _ViTPlan(SplitPlan):
 
     @staticmethod
     def stitch(grid: WindowGrid, outputs: Mapping[int, np.ndarray], dim: int) -> torch.Tensor:
+        """Per-window h x w x dim token outputs -> 1 x 64 x 64 x dim float32 tokens (CPU)."""
         n_tokens = grid.input_size // grid.patch_size
         tokens = np.zeros((1, n_tokens, n_tokens, dim), dtype=np.float32)
-        for window in grid.windows:  # numpy slice assignment: casts in place, no per-window temporaries
-            r0, c0, r1, c1 = window.token_box
-            tokens[0, r0:r1, c0:c1] = outputs[window.id]
-        return torch.from_numpy(tokens)
+        return torch.from_numpy(stitch_windows(tokens, ((w.token_box, outputs[w.id]) for w in grid.windows)))
 
     @staticmethod
     def token_jobs(tokens: torch.Tensor, grid: WindowGrid) -> Jobs:

@@ -18,6 +18,7 @@ from pedvit.models import Sam, build_model
 from pedvit.models.image_encoder_vit import ImageEncoderViT
 from pedvit.models.tiny_vit import TinyViT
 
+from .fusion import load_window_adapter
 from .stage import Stage, StageSpec
 from .window_adapter import WindowAdapter, adapted_encoder
 
@@ -164,8 +165,6 @@ def default_window_adapters(model: Sam) -> list[WindowAdapter]:
     """The window adapter shipped with MobileSAM's fusion weights ([] for other models or without one)."""
     if model.name != "mobile_sam" or not isinstance(model.image_encoder, TinyViT):
         return []
-    from .fusion import load_window_adapter
-
     adapter = load_window_adapter()
     return [adapter] if adapter is not None else []
 

@@ -9,7 +9,7 @@ view is searched only within the bounding box of its seen pixels, and only for k
 object of which it holds at least one pixel (a view holding no pixel of an object cannot re-find it).
 
 Kinds ``face`` (MTCNN down to 12 px + the Haar face cascades) and ``text`` (lines RapidOCR reads) use the
-strongest detectors here (:mod:`pedvit.privacy.modern_attack`). Haar kinds (cascade files): ``frontal_face`` (frontalface_default + frontalface_alt2, detections merged),
+strongest detectors here (:class:`Attacker`, below). Haar kinds (cascade files): ``frontal_face`` (frontalface_default + frontalface_alt2, detections merged),
 ``profile_face`` (profileface, run on the image and its mirror because the cascade sees one side only),
 ``upper_body``, ``full_body``, ``plate`` (russian_plate_number).
 
@@ -32,6 +32,9 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "MODERN_KINDS",
+    "Attacker",
+    "attacker",
     "CASCADES",
     "DEFAULT_KINDS",
     "Box",
@@ -51,10 +54,11 @@ CASCADES: dict[str, tuple[tuple[str, ...], int, bool]] = {
     "full_body": (("haarcascade_fullbody.xml",), 48, False),
     "plate": (("haarcascade_russian_plate_number.xml",), 24, False),
 }
-#: the Haar kinds, then ``face`` (MTCNN + Haar) and ``text`` (RapidOCR, readable lines): see
-#: :mod:`pedvit.privacy.modern_attack`
+#: the Haar kinds, then ``face`` (MTCNN + Haar) and ``text`` (RapidOCR, readable lines): see :class:`Attacker`
 DEFAULT_KINDS: tuple[str, ...] = tuple(CASCADES) + ("face", "text")
 ALL_KINDS: tuple[str, ...] = DEFAULT_KINDS
+#: the kinds the attacker's own detectors serve (beside the Haar cascades)
+MODERN_KINDS: tuple[str, ...] = ("face", "text")
 _FULL_CACHE: dict[tuple[Any, ...], dict[str, list[Box]]] = {}
 
 
@@ -120,9 +124,7 @@ def _detect_gray(g: np.ndarray, kind: str) -> list[Box]:
 
 
 def _detect_modern(img: np.ndarray, kind: str, s: float) -> list[Box]:
-    """``face`` / ``text`` boxes (:mod:`pedvit.privacy.modern_attack`) in ``img`` scaled by ``s``, at scale ``s``."""
-    from pedvit.privacy.modern_attack import attacker
-
+    """``face`` / ``text`` boxes (:class:`Attacker`) in ``img`` scaled by ``s``, at scale ``s``."""
     rgb = np.repeat(img[..., None], 3, 2) if img.ndim == 2 else np.asarray(img)
     if s < 1.0:
         rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * s)), max(1, round(rgb.shape[0] * s))),
@@ -181,6 +183,68 @@ def detect(image: np.ndarray, kinds: Sequence[str] = DEFAULT_KINDS, *, max_side:
 def match_boxes(reference: Sequence[Box], found: Sequence[Box], *, iou_thr: float = 0.3) -> list[int]:
     """Indices of ``reference`` boxes matched by some box in ``found`` (IoU >= thr or centre inside)."""
     return [i for i, r in enumerate(reference) if any(_same(r, f, iou_thr) for f in found)]
+
+
+# --- the strongest face and text detectors here, as an attacker runs them on what it received --------
+class Attacker:
+    """Face and text detectors of the attack (lazily loaded).
+
+    * faces: MTCNN (the edge's network, :mod:`pedvit.partition.mtcnn`) searched down to 12 px with the usual
+      thresholds (0.6, 0.7, 0.7), united with OpenCV's Haar frontal and profile cascades (profile also mirrored);
+    * text: RapidOCR (PP-OCRv4 DBNet detection + angle classifier + recogniser, ``rapidocr-onnxruntime``); a line
+      counts as *readable* when at least ``min_chars`` letters or digits are recognised in it.
+    """
+
+    def __init__(self, min_face: int = 12, min_chars: int = 2) -> None:
+        self.min_face, self.min_chars = min_face, min_chars
+        self._mtcnn: Any = None
+        self._ocr: Any = None
+
+    def faces(self, view: np.ndarray) -> list[Box]:
+        """Face boxes in an ``H x W x 3`` uint8 RGB view (MTCNN and Haar, not merged)."""
+        if self._mtcnn is None:
+            from pedvit.partition.mtcnn import MTCNN
+
+            self._mtcnn = MTCNN(min_face=self.min_face, thresholds=(0.6, 0.7, 0.7))
+        boxes: list[Box] = [(int(r[0]), int(r[1]), int(np.ceil(r[2])), int(np.ceil(r[3])))
+                            for r in self._mtcnn.detect(np.ascontiguousarray(view))]
+        seen = view.any(-1)
+        if seen.any():
+            haar = detect(view, ("frontal_face", "profile_face"), region=seen)
+            boxes += haar["frontal_face"] + haar["profile_face"]
+        return boxes
+
+    def text(self, view: np.ndarray) -> list[tuple[Box, str]]:
+        """(box, recognised string) of every line RapidOCR finds in an ``H x W x 3`` uint8 RGB view."""
+        if self._ocr is None:
+            from rapidocr_onnxruntime import RapidOCR
+
+            self._ocr = RapidOCR()
+        result, _ = self._ocr(np.ascontiguousarray(view[..., ::-1]))
+        out = []
+        for quad, txt, _score in result or []:
+            q = np.asarray(quad, float)
+            out.append(((int(q[:, 0].min()), int(q[:, 1].min()), int(np.ceil(q[:, 0].max())) + 1,
+                         int(np.ceil(q[:, 1].max())) + 1), str(txt)))
+        return out
+
+    def readable_text(self, view: np.ndarray) -> list[Box]:
+        """Boxes of the lines with at least ``min_chars`` recognised letters or digits."""
+        return [b for b, s in self.text(view) if sum(c.isalnum() for c in s) >= self.min_chars]
+
+    def detect(self, view: np.ndarray, kind: str) -> list[Box]:
+        """Boxes of ``kind`` (``"face"`` or ``"text"``: readable lines) in a view."""
+        if kind == "face":
+            return self.faces(view)
+        if kind == "text":
+            return self.readable_text(view)
+        raise ValueError(f"unknown attack kind {kind!r}; choose from {MODERN_KINDS}")
+
+
+@functools.lru_cache(maxsize=1)
+def attacker() -> Attacker:
+    """The shared :class:`Attacker`."""
+    return Attacker()
 
 
 @dataclass
@@ -243,7 +307,8 @@ def detection_attack(
     Returns:
         kind -> :class:`KindResult` (the objects of the full image and which each view re-found).
     """
-    from pedvit.privacy.reconstruction import masked_view, reconstruct
+    from pedvit.privacy.reconstruction import reconstruct
+    from pedvit.privacy.views import masked_view
 
     full = dict(full_detections) if full_detections is not None else detect(image, kinds, max_side=max_side)
     results = {k: KindResult(full=list(full[k])) for k in kinds}

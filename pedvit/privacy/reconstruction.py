@@ -56,6 +56,8 @@ import numpy as np
 from skimage.color import rgb2gray
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from .views import masked_view
+
 __all__ = [
     "ATTACKS",
     "UNSEEN_MARGIN",
@@ -63,7 +65,6 @@ __all__ = [
     "PSNR_CAP",
     "Score",
     "AttackResult",
-    "masked_view",
     "reconstruct",
     "score",
     "grey_baseline",
@@ -143,15 +144,6 @@ class AttackResult:
             "unseen_gain": None if np.isnan(self.unseen_gain) else self.unseen_gain,
             "unseen_success": self.unseen_success,
         }
-
-
-def masked_view(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``H x W x 3`` uint8 copy of ``image`` with unseen pixels (``mask`` False) set to 0 (black)."""
-    img = np.asarray(image)
-    m = np.asarray(mask, dtype=bool)
-    if img.ndim != 3 or img.shape[:2] != m.shape:
-        raise ValueError(f"image {img.shape} and mask {m.shape} disagree")
-    return np.where(m[:, :, None], img, 0).astype(np.uint8)
 
 
 # --- attacks: each takes (view uint8 HxWx3 with unseen = 0, mask HxW bool, work_side) -------------------

@@ -3,7 +3,7 @@ aggregated into a table (Markdown + JSON) with figures (PNG, matplotlib Agg, no 
 
 Input is plain data so any caller (the ``pedvit eval privacy`` CLI, notebooks, tests) can use it::
 
-    views = {str(w): grid.original_mask(ids, halo_px) for w, ids in assignment.worker_windows.items()}
+    views = view_masks(grid, assignment.worker_windows, halo_px)       # pedvit.privacy.views
     result = evaluate_views(photo.image, views, scheme="checker", name=photo.name, colluders=(1, 2, 3))
     rows = aggregate([result, ...])
 
@@ -16,7 +16,7 @@ Row semantics (one row per scheme, number of workers and number of colluders k):
   :func:`pedvit.privacy.exposure.worst_case_coalition`) attacks with the union of its views; means/maxima
   and the success rate run over images.
 * ``faces_found_by_one_worker`` always repeats the k = 1 figure for easy comparison.
-* faces are counted with the ``face`` kind (MTCNN + Haar, :mod:`pedvit.privacy.modern_attack`) when it was
+* faces are counted with the ``face`` kind (MTCNN + Haar, :class:`pedvit.privacy.detection.Attacker`) when it was
   run, else with Haar's ``frontal_face``; ``text_in_full_image`` / ``text_found_by_one_worker`` count the
   lines RapidOCR reads in the full image and the ones a single worker's view re-reads.
 
@@ -43,16 +43,16 @@ from matplotlib.ticker import MaxNLocator
 
 from pedvit.privacy.detection import DEFAULT_KINDS, detect, detection_attack
 from pedvit.partition import WindowGrid
-from pedvit.privacy.exposure import union_mask, view_exposure, worst_case_coalition
+from pedvit.privacy.exposure import view_exposure, worst_case_coalition
 from pedvit.privacy.jigsaw import cut_pieces, place, placed_view, slots_for
 from pedvit.privacy.reconstruction import (
     DEFAULT_ATTACKS,
     UNSEEN_MARGIN,
     _luma,
     grey_baseline,
-    masked_view,
     reconstruction_attack,
 )
+from pedvit.privacy.views import masked_view
 
 __all__ = [
     "downscale",

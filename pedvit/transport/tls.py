@@ -14,7 +14,6 @@ it was written to.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import ipaddress
 import os
@@ -310,26 +309,3 @@ def generate_dev_pki(
         save(n, *_make_leaf(n, [n], days, ca_key, ca_cert, ExtendedKeyUsageOID.SERVER_AUTH))
     save("edge", *_make_leaf("edge", ["edge"], days, ca_key, ca_cert, ExtendedKeyUsageOID.CLIENT_AUTH))
     return paths
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-
-
-def _cmd_certs(args: argparse.Namespace) -> int:
-    names = [n.strip() for n in (args.names or "").split(",") if n.strip()]
-    paths = generate_dev_pki(args.out, names, days=args.days, overwrite=args.force)
-    for p in paths.values():
-        print(p)
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `pedvit certs --out DIR [--names w1,w2] [--days N] [--force]`; sets `func(args) -> int`."""
-    p = subparsers.add_parser("certs", help="generate a development CA plus worker and edge certificates")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--names", default="", help="comma-separated worker names (default: one 'worker')")
-    p.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing CA in --out")
-    p.set_defaults(func=_cmd_certs)
-    return p

@@ -20,7 +20,6 @@ The embedding is cached per (image, settings), so new clicks only run the prompt
 
 from __future__ import annotations
 
-import argparse
 import base64
 import inspect
 import io
@@ -33,7 +32,6 @@ import uuid
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -41,13 +39,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.engine import PrivacyConstraintError
 from pedvit.edge.predictor import SamPredictor
-from pedvit.models import Sam, build_model
+from pedvit.models import Sam
 from pedvit.partition import ConstraintError, WindowGrid
 from pedvit.partition.schemes import SCHEMES
 from pedvit.plans.plans import DEFAULT_PLAN_FOR_MODEL, PLANS, make_plan
+from pedvit.privacy.views import view_tile
 
 log = logging.getLogger(__name__)
 
@@ -134,57 +133,6 @@ def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int], alpha: int = 140) 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def render_tile(
-    image: np.ndarray,
-    grid: WindowGrid,
-    windows: Sequence[int],
-    halo_px: int,
-    colour: tuple[int, int, int],
-    marked: Sequence[int] = (),
-    side: int = TILE_SIDE,
-) -> tuple[np.ndarray, float]:
-    """What one worker received, as a thumbnail.
-
-    Args:
-        image: H x W x 3 uint8 original. windows: the worker's window ids. halo_px: context it also got.
-        marked: edge-local windows to outline with a cross (no pixels: the worker never saw them).
-
-    Returns:
-        (h x w x 4 uint8 RGBA tile: the original where `grid.original_mask(windows, halo_px)` holds, transparent
-        elsewhere, window boxes outlined in `colour`; fraction of the original's pixels the worker received).
-    """
-    from PIL import Image, ImageDraw
-
-    received = grid.original_mask(windows, halo_px)
-    h, w = received.shape
-    rgba = np.zeros((h, w, 4), dtype=np.uint8)
-    rgba[received, :3] = image[received]
-    rgba[received, 3] = 255
-    scale = min(1.0, side / max(h, w))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    tile = Image.fromarray(rgba).resize(size, Image.NEAREST)  # nearest: never smear pixels into blank space
-    draw = ImageDraw.Draw(tile)
-
-    def box_of(wid: int) -> tuple[float, float, float, float] | None:
-        ob = grid.window(wid).original_box
-        if ob is None:
-            return None
-        y0, x0, y1, x1 = ob
-        return (x0 * scale, y0 * scale, max(x0 * scale, x1 * scale - 1), max(y0 * scale, y1 * scale - 1))
-
-    for wid in windows:
-        box = box_of(wid)
-        if box is not None:
-            draw.rectangle(box, outline=(*colour, 255), width=2)
-    for wid in marked:
-        box = box_of(wid)
-        if box is not None:
-            draw.rectangle(box, outline=(*EDGE_COLOUR, 255), width=2)
-            draw.line(box, fill=(*EDGE_COLOUR, 200), width=1)
-            draw.line((box[0], box[3], box[2], box[1]), fill=(*EDGE_COLOUR, 200), width=1)
-    return np.asarray(tile), float(received.mean())
 
 
 # ---------------------------------------------------------------------------------------------- the app
@@ -409,14 +357,14 @@ class DemoApp:
         for i, (name, worker) in enumerate(run.workers.items()):
             windows = sorted(worker.windows)
             colour = WORKER_COLOURS[i % len(WORKER_COLOURS)]
-            rgba, coverage = render_tile(image, grid, windows, halo, colour, marked=local)
+            rgba, coverage = view_tile(image, grid, windows, halo, colour, marked=local, marked_colour=EDGE_COLOUR, side=TILE_SIDE)
             tiles.append({
                 "name": name, "kind": "worker", "colour": "#%02x%02x%02x" % colour, "windows": windows, "coverage": coverage,
                 "bytes_sent": worker.bytes_sent, "bytes_received": worker.bytes_received, "wall_s": worker.wall_s,
                 "compute_s": worker.compute_s, "failed": worker.failed, "errors": worker.errors, "png": data_url(png_bytes(rgba)),
             })
         # The edge's own windows (sensitive keep-local windows, failovers, leftovers) never leave this machine.
-        rgba, coverage = render_tile(image, grid, local, 0, EDGE_COLOUR)
+        rgba, coverage = view_tile(image, grid, local, 0, EDGE_COLOUR, side=TILE_SIDE)
         tiles.append({
             "name": "edge (local)", "kind": "edge", "colour": "#%02x%02x%02x" % EDGE_COLOUR, "windows": local, "coverage": coverage,
             "keep_local": sorted(run.keep_local), "bytes_sent": 0, "bytes_received": 0, "wall_s": run.edge_compute_s,
@@ -603,64 +551,3 @@ class DemoServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
         self.app.close()
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-def build_app(args: argparse.Namespace) -> DemoApp:
-    """Model + workers from the CLI options (`--local N` default, `--workers`, `--cluster`, `--in-process N`)."""
-    model = build_model(args.model, args.checkpoint)
-    if args.in_process:
-        return DemoApp(model, in_process_workers(model, args.in_process))
-    if args.workers:
-        from pedvit.transport.client import RemoteExecutor
-
-        addresses = [a.strip() for a in args.workers.split(",") if a.strip()]
-        return DemoApp(model, [RemoteExecutor(a, name=a) for a in addresses])
-    if args.cluster:
-        from pedvit.edge.cluster import load_cluster
-
-        return DemoApp(model, load_cluster(args.cluster).executors())
-    from pedvit.edge.cluster import start_local_workers
-
-    print(f"starting {args.local} local workers ...", flush=True)
-    cluster = start_local_workers(args.local, model=args.model, checkpoint=args.checkpoint)
-    return DemoApp(model, cluster.executors(), on_close=cluster.stop)
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from pedvit.edge.cluster import ClusterError
-
-    try:
-        app = build_app(args)
-    except (ClusterError, ValueError) as error:
-        print(f"pedvit demo: cannot start the workers: {error}")
-        return 1
-    try:
-        server = DemoServer(app, args.host, args.port)
-    except OSError as error:
-        app.close()
-        print(f"cannot listen on {args.host}:{args.port}: {error}")
-        return 1
-    print(f"pedvit demo: {server.url}/ ({len(app.executors)} workers, model {app.model.name}); Ctrl-C stops", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="web page: segment photos over split workers and see what each worker received")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--local", type=int, default=4, metavar="N", help="start N gRPC workers on loopback (default 4)")
-    where.add_argument("--workers", metavar="HOST:PORT,...", help="use running workers (comma-separated addresses, no TLS)")
-    where.add_argument("--cluster", metavar="FILE", help="use the workers of a cluster file (pedvit cluster up)")
-    where.add_argument("--in-process", type=int, nargs="?", const=4, default=0, metavar="N",
-                       help="N workers inside this process (no network; default 4)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model", default="mobile_sam")
-    parser.add_argument("--checkpoint", default=None)
-    parser.set_defaults(func=run_demo)

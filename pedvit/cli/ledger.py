@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .ledger import KEY_ENV, LedgerPolicy, check_ledger, ledger_head, ledger_key_from_env
+from pedvit.edge.ledger import KEY_ENV, LedgerPolicy, check_ledger, ledger_head, ledger_key_from_env
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -34,7 +34,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `pedvit ledger check FILE` (exit 0 clean, 1 violations, 2 unreadable)."""
     p = subparsers.add_parser("ledger", help="audit ledgers")
     sub = p.add_subparsers(dest="ledger_command", metavar="ACTION")

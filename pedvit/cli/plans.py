@@ -10,9 +10,9 @@ import torch
 
 from pedvit.models.registry import ENCODERS, build_sam
 
-from .flops import decoder_flops_per_prompt, plan_flops
-from .fusion import load_default_fusion
-from .plans import PLANS, SplitPlan, make_plan
+from pedvit.plans.flops import decoder_flops_per_prompt, plan_flops
+from pedvit.plans.fusion import load_default_fusion
+from pedvit.plans.plans import PLANS, SplitPlan, make_plan
 
 #: the model each plan is described with when --model is not given
 DEFAULT_MODEL = {"tinyvit-isolated": "mobile_sam", "vit-isolated": "vit_b", "vit-exact": "vit_b"}
@@ -105,7 +105,7 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("plans", help="describe the split plans (rounds, what workers see, isolation, FLOP shares)")
     parser.add_argument("--plan", choices=list(PLANS), default=None, help="only this plan (default: all)")
     parser.add_argument("--model", choices=list(ENCODERS), default=None, help="model for the FLOP split (default: each plan's model)")

@@ -15,7 +15,7 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     data = subparsers.add_parser("data", help="evaluation data that is fetched, not shipped")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     fetch = data_sub.add_parser("fetch", help="fetch the voc-labelme ground truth (3 VOC photos, 12 instances) from the "

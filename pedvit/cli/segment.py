@@ -20,15 +20,6 @@ from typing import Any
 
 import numpy as np
 
-#: Distinct colours (RGB) for workers in the views picture and overlays.
-PALETTE = [
-    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40),
-    (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128),
-]
-EDGE_COLOUR = (40, 40, 40)
-
-
 class InputError(ValueError):
     """Bad user input (exit code 2)."""
 
@@ -81,19 +72,9 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ predictor
-def _client_tls(args: argparse.Namespace) -> Any:
-    files = (args.tls_ca, args.tls_cert, args.tls_key)
-    if not any(files):
-        return None
-    if not all(files):
-        raise InputError("--tls-ca, --tls-cert and --tls-key go together")
-    from pedvit.transport.tls import ClientTLS
-
-    return ClientTLS(*files)
-
-
 def build_predictor(args: argparse.Namespace, model: Any) -> tuple[Any, Any, str]:
     """(predictor, local cluster to stop or None, mode name) for the parsed arguments."""
+    from pedvit.edge.build import client_credentials, resolve_executors
     from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
 
     if args.monolithic:
@@ -109,15 +90,10 @@ def build_predictor(args: argparse.Namespace, model: Any) -> tuple[Any, Any, str
     )
     if args.in_process:
         return DistributedSamPredictor(model, in_process_workers(model, args.local), **options), None, "in-process"
-    tls = _client_tls(args)
-    token = None
-    if args.token_file:
-        from pedvit.transport.auth import read_token_file
-
-        token = read_token_file(args.token_file)
+    tls, token = client_credentials(args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
     if args.workers:
         addresses = [a.strip() for a in args.workers.split(",") if a.strip()]
-        return DistributedSamPredictor(model, addresses, tls=tls, token=token, **options), None, "workers"
+        return DistributedSamPredictor(model, resolve_executors(addresses, tls, token), **options), None, "workers"
     if args.cluster:
         return DistributedSamPredictor(model, args.cluster, **options), None, "cluster"
     from pedvit.edge.cluster import start_local_workers
@@ -138,40 +114,11 @@ def build_predictor(args: argparse.Namespace, model: Any) -> tuple[Any, Any, str
 def worker_views(record: Any, grid: Any) -> dict[str, np.ndarray]:
     """name -> H x W bool mask of the original pixels each worker received (window crops incl. halo);
     "edge" -> the windows the edge computed itself."""
-    views = {name: grid.original_mask(sorted(w.windows), record.halo_px) for name, w in record.workers.items()}
+    from pedvit.privacy.views import view_masks
+
+    views = view_masks(grid, {name: w.windows for name, w in record.workers.items()}, record.halo_px)
     views["edge"] = grid.original_mask(sorted(set(record.local_windows) & set(grid.content_ids)), 0)
     return views
-
-
-def render_views(image: np.ndarray, views: dict[str, np.ndarray], tile_side: int = 320, caption: str = "") -> np.ndarray:
-    """One tile per view: the received pixels tinted in the view's colour, everything else grey; a
-    coloured frame and label, and an optional caption line under the tiles. Returns an RGB uint8 picture."""
-    from PIL import Image, ImageDraw
-
-    h, w = image.shape[:2]
-    scale = tile_side / max(h, w)
-    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
-    names = list(views)
-    cols = min(4, len(names))
-    rows = -(-len(names) // cols)
-    label_h, pad = 18, 6
-    canvas = Image.new("RGB", (cols * (tw + pad) + pad, rows * (th + label_h + pad) + pad + (label_h if caption else 0)),
-                       (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for i, name in enumerate(names):
-        colour = EDGE_COLOUR if name == "edge" else PALETTE[i % len(PALETTE)]
-        mask = views[name]
-        tile = np.full_like(image, 160)
-        tinted = (0.75 * image + 0.25 * np.array(colour)).astype(np.uint8)
-        tile[mask] = tinted[mask]
-        x0 = pad + (i % cols) * (tw + pad)
-        y0 = pad + (i // cols) * (th + label_h + pad)
-        canvas.paste(Image.fromarray(tile).resize((tw, th), Image.BILINEAR), (x0, y0 + label_h))
-        draw.rectangle([x0 - 1, y0 + label_h - 1, x0 + tw, y0 + label_h + th], outline=colour, width=2)
-        draw.text((x0, y0 + 3), f"{name}: {100 * mask.mean():.0f}% of pixels", fill=colour)
-    if caption:
-        draw.text((pad, rows * (th + label_h + pad) + 3), caption, fill=(60, 60, 60))
-    return np.array(canvas)
 
 
 def render_overlay(image: np.ndarray, mask: np.ndarray, points: np.ndarray | None, labels: np.ndarray | None, box: Any) -> np.ndarray:
@@ -286,7 +233,9 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
             hidden = any(record.positions_hidden.values())
             caption = ("workers received their windows shuffled and without positions; placed here by the edge's map"
                        if hidden else "")
-            _save_png(render_views(image, worker_views(record, grid), caption=caption), args.views)
+            from pedvit.privacy.views import view_sheet
+
+            _save_png(view_sheet(image, worker_views(record, grid), caption=caption), args.views)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -314,7 +263,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `pedvit segment`."""
     p = subparsers.add_parser("segment", help="segment an image (distributed over workers by default)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,0 +1,34 @@
+"""The `pedvit` command line (also `python -m pedvit`). Each command group is a module of this package with a
+`register(subparsers)`; the library modules it drives hold no command-line code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from . import bench, certs, cluster, data, demo, evaluate, ledger, plans, segment, worker
+
+#: The command modules, in the order their commands appear in --help.
+COMMANDS = (segment, plans, worker, cluster, ledger, certs, data, evaluate, bench, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pedvit", description="Privacy-enhanced distributed SAM inference (PED-SAM).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and worker events")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130

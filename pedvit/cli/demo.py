@@ -1,0 +1,70 @@
+"""`pedvit demo`: the web page (`pedvit.web.app`) over local, running or in-process workers."""
+
+from __future__ import annotations
+
+import argparse
+
+from pedvit.edge.build import client_credentials, resolve_executors
+from pedvit.edge.cluster import ClusterError, start_local_workers
+from pedvit.edge.distributed import in_process_workers
+from pedvit.models import build_model
+from pedvit.web.app import DemoApp, DemoServer
+
+
+def build_app(args: argparse.Namespace) -> DemoApp:
+    """Model + workers from the CLI options (`--local N` default, `--workers`, `--cluster`, `--in-process N`;
+    `--tls-*` and `--token-file` for running workers, the token also for local ones)."""
+    model = build_model(args.model, args.checkpoint)
+    if args.in_process:
+        return DemoApp(model, in_process_workers(model, args.in_process))
+    tls, token = client_credentials(args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
+    if args.workers:
+        addresses = [a.strip() for a in args.workers.split(",") if a.strip()]
+        return DemoApp(model, resolve_executors(addresses, tls, token))
+    if args.cluster:
+        return DemoApp(model, resolve_executors(args.cluster))
+    print(f"starting {args.local} local workers ...", flush=True)
+    cluster = start_local_workers(args.local, model=args.model, checkpoint=args.checkpoint, token_file=args.token_file)
+    return DemoApp(model, cluster.executors(), on_close=cluster.stop)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    try:
+        app = build_app(args)
+    except (ClusterError, ValueError, FileNotFoundError) as error:
+        print(f"pedvit demo: cannot start the workers: {error}")
+        return 1
+    try:
+        server = DemoServer(app, args.host, args.port)
+    except OSError as error:
+        app.close()
+        print(f"cannot listen on {args.host}:{args.port}: {error}")
+        return 1
+    print(f"pedvit demo: {server.url}/ ({len(app.executors)} workers, model {app.model.name}); Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `pedvit demo`."""
+    parser = subparsers.add_parser("demo", help="web page: segment photos over split workers and see what each worker received")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--local", type=int, default=4, metavar="N", help="start N gRPC workers on loopback (default 4)")
+    where.add_argument("--workers", metavar="HOST:PORT,...", help="use running workers (comma-separated addresses)")
+    where.add_argument("--cluster", metavar="FILE", help="use the workers of a cluster file (pedvit cluster up)")
+    where.add_argument("--in-process", type=int, nargs="?", const=4, default=0, metavar="N",
+                       help="N workers inside this process (no network; default 4)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default="mobile_sam")
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--tls-ca", default=None, help="CA of the workers' certificates (PEM; with --tls-cert/--tls-key: mutual TLS)")
+    parser.add_argument("--tls-cert", default=None, help="the edge's client certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, help="the edge's private key (PEM)")
+    parser.add_argument("--token-file", default=None, help="bearer token the workers require (local workers get it too)")
+    parser.set_defaults(func=run_demo)

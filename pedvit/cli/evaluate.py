@@ -1,0 +1,323 @@
+"""`pedvit eval accuracy` and `pedvit eval privacy [--detect-eval]`: the evaluations of `pedvit.eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pedvit.data import DATASETS
+from pedvit.eval.accuracy import GT_DATASETS, format_table as format_accuracy, fusion_gains, fusion_held_out_photos, run_accuracy
+from pedvit.eval.composite import annotated_photos, composite_set
+from pedvit.eval.detect_eval import (clean_photo_share, evaluate_image, format_detect_eval, summarize_detect_eval,
+                                     timing)
+from pedvit.eval.privacy_eval import (DEFAULT_WORKERS, SCHEMES, evaluate_photos, format_table, leakage_check, load_images,
+                                      small_random_vit, summarize)
+from pedvit.models import build_model
+from pedvit.plans.plans import make_plan
+from pedvit.privacy.detection import DEFAULT_KINDS
+from pedvit.privacy.detection import Attacker
+from pedvit.privacy.reconstruction import ATTACKS
+from pedvit.privacy.report import PrivacyReport
+
+
+def register(subparsers: Any) -> None:
+    """Add `pedvit eval accuracy|privacy`."""
+    evaluate = subparsers.add_parser("eval", help="accuracy and privacy evaluations")
+    eval_sub = evaluate.add_subparsers(dest="eval_command", metavar="EVALUATION", required=True)
+    _add_accuracy(eval_sub)
+    _add_privacy(eval_sub)
+
+
+# ------------------------------------------------------------------------------------------------ accuracy
+def _gt_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = set(names) - set(DATASETS)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"GT datasets must be some of {', '.join(DATASETS)}, got {text!r}")
+    return names
+
+
+def _halos(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"halos must be comma-separated integers, got {text!r}") from None
+
+
+def _photo_names(text: str) -> list[str] | None:
+    if text == "all":
+        return None
+    if text == "heldout":
+        return fusion_held_out_photos()
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _cmd_accuracy(args: argparse.Namespace) -> int:
+    torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build_model(args.model, args.checkpoint)
+    if args.plan != "tinyvit-isolated" and args.halos != [0]:
+        args.halos = [0]  # ViT plans take no halo
+    rows = run_accuracy(
+        model, plan=args.plan, halos=args.halos, fusion=args.fusion, limit_photos=args.limit_photos,
+        photo_names=_photo_names(args.photos),
+        n_points=args.points, seed=args.seed, n_workers=args.workers, wire_dtype=args.wire_dtype,
+        noise_floor_jpeg=args.noise_floor_jpeg, datasets=args.gt, window_tokens=args.window_tokens,
+        progress=not args.no_progress,
+    )
+    table = format_accuracy(rows)
+    gains = fusion_gains(rows, rows[0])
+    if gains:
+        table += "\n\n" + "\n".join(f"* {line}" for line in gains)
+    print(table)
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"config": config, "rows": [asdict(r) for r in rows]}, indent=2))
+    if args.markdown:
+        cmd = "pedvit eval accuracy " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "pedvit eval accuracy"
+        pathlib.Path(args.markdown).write_text(f"Command: `{cmd}`\n\n{table}\n")
+    return 0
+
+
+def _add_accuracy(eval_sub: Any) -> argparse.ArgumentParser:
+    """Register `pedvit eval accuracy`."""
+    parser = eval_sub.add_parser("accuracy", help="GT mIoU retention and agreement of a split plan vs the monolithic model")
+    parser.add_argument("--model", default="mobile_sam", help="model name (default mobile_sam)")
+    parser.add_argument("--checkpoint", default=None, help="weights path (default: bundled MobileSAM)")
+    parser.add_argument("--plan", default="tinyvit-isolated", help="split plan (default tinyvit-isolated)")
+    parser.add_argument("--halos", type=_halos, default=[0, 32, 64, 112], help="comma-separated halos in px (default 0,32,64,112)")
+    parser.add_argument("--fusion", choices=("auto", "off", "both"), default="off", help="learned fusion: auto (trained weights if present), off, both")
+    parser.add_argument("--limit-photos", type=int, default=None, help="use only the first N real photos")
+    parser.add_argument("--photos", default="all",
+                        help="agreement photos: all (default), heldout (not used to train the fusion weights) or NAME,NAME")
+    parser.add_argument("--points", type=int, default=3, help="point prompts per photo (default 3)")
+    parser.add_argument("--window-tokens", type=int, default=14, metavar="T",
+                        help="window side in tokens (tinyvit-isolated: 14 = 224 px, default, or a multiple such as 28)")
+    parser.add_argument("--gt", type=_gt_names, default=list(GT_DATASETS),
+                        help=f"comma-separated GT datasets (default {','.join(GT_DATASETS)}; voc-labelme needs `pedvit data fetch` once)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=3, help="in-process workers (default 3)")
+    parser.add_argument("--wire-dtype", choices=("float16", "float32"), default="float16")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--noise-floor-jpeg", type=int, default=None, metavar="Q",
+                        help="also evaluate the monolithic model on JPEG quality-Q copies of the images: how far an "
+                             "invisible input change moves the masks (the agreement metric's noise floor)")
+    parser.add_argument("--json", default=None, help="write rows as JSON here")
+    parser.add_argument("--markdown", default=None, help="write the table as Markdown here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_cmd_accuracy)
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------- privacy
+def _int_list(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"worker counts must be >= 1, got {text!r}")
+    return vals
+
+
+def _names(valid: Iterable[str]) -> Any:
+    valid = tuple(valid)
+
+    def parse(text: str) -> list[str]:
+        vals = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in vals if v not in valid]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(valid)}")
+        return vals
+
+    return parse
+
+
+def _add_privacy(eval_sub: Any) -> argparse.ArgumentParser:
+    """Add ``pedvit eval privacy`` to the ``eval`` subparsers."""
+    p = eval_sub.add_parser(
+        "privacy", help="privacy attacks (exposure, reconstruction, face detection, feature leakage) on real photos",
+        description="Split real photos with the real partition schemes and attack every worker's view "
+                    "(and coalitions of colluders); cloud-only baseline in the same table.")
+    p.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR", help="image files or directories (default: built-in photos)")
+    p.add_argument("--photos", choices=["builtin"], default=None, help="add the built-in real photos (pedvit.data.real_photos)")
+    n = p.add_mutually_exclusive_group()
+    n.add_argument("--local", type=int, metavar="N", default=None,
+                   help="a single worker count N (in-process workers for --leakage)")
+    n.add_argument("--workers-list", type=_int_list, default=list(DEFAULT_WORKERS), metavar="2,4,8,16",
+                   help="worker counts to evaluate (default 2,4,8,16)")
+    p.add_argument("--scheme", default="all", choices=[*SCHEMES, "all"], help="partition scheme (default: all)")
+    p.add_argument("--plan", default="tinyvit-isolated", choices=["tinyvit-isolated", "vit-isolated", "vit-exact"],
+                   help="split plan (sets the halo rules; --leakage checks this plan and, by default, vit-exact too)")
+    p.add_argument("--halo", type=int, default=0, metavar="PX", help="halo pixels per window (tinyvit-isolated)")
+    p.add_argument("--window-tokens", type=int, default=14, metavar="T",
+                   help="window side in tokens (tinyvit-isolated: 14 = 224 px, default, or a multiple such as 28)")
+    p.add_argument("--colluders", type=int, default=3, metavar="K", help="coalitions of k = 1..K workers (default 3)")
+    p.add_argument("--threshold", type=float, default=0.5, help="SSIM of a successful reconstruction (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random scheme")
+    p.add_argument("--max-side", type=int, default=512, help="attacks run on images downscaled to this side (speed)")
+    p.add_argument("--methods", type=_names(ATTACKS), default=None, help=f"reconstruction attacks ({','.join(ATTACKS)})")
+    p.add_argument("--detect", type=_names(DEFAULT_KINDS), default=None,
+                   help=f"attack detector kinds ({','.join(DEFAULT_KINDS)}; default all)")
+    p.add_argument("--positions", default="auto", choices=["auto", "hidden", "known", "both"],
+                   help="what a worker knows of where its windows sit: auto = the plan's default (tinyvit-isolated "
+                        "hides them, ViT plans send them), both = attack each way in one run")
+    p.add_argument("--keep-local", type=_names(("faces", "text", "people")), default=None, metavar="CLASSES",
+                   help="semantic scheme: sensitive classes kept on the edge (default faces,text)")
+    p.add_argument("--composite", type=int, default=28, metavar="M", help="--detect-eval: composite images (default 28)")
+    p.add_argument("--detect-eval", action="store_true",
+                   help="evaluate the edge's sensitive-content detectors on annotated faces and text instead "
+                        "(pedvit.eval.detect_eval); --json/--report receive its summary")
+    p.add_argument("--timing-only", action="store_true",
+                   help="with --detect-eval: only time the detectors against the monolithic encoder (6 composite images)")
+    p.add_argument("--no-cloud-only", action="store_true", help="skip the cloud-only baseline")
+    p.add_argument("--leakage", action="store_true", help="also run the feature-leakage check (slow: real engine)")
+    p.add_argument("--leakage-photos", type=int, default=2, metavar="M", help="photos for --leakage (default 2)")
+    p.add_argument("--report", type=pathlib.Path, default=None, metavar="DIR", help="write Markdown + JSON + PNG figures here")
+    p.add_argument("--json", type=pathlib.Path, default=None, metavar="OUT", help="write the summary JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_privacy)
+    return p
+
+
+def _cmd_privacy(args: argparse.Namespace) -> int:
+    """``pedvit eval privacy``."""
+    if args.detect_eval:
+        return _cmd_detect_eval(args)
+    images = load_images(args.images, args.photos)
+    workers = [args.local] if args.local is not None else list(args.workers_list)
+    schemes = list(SCHEMES) if args.scheme == "all" else [args.scheme]
+    try:  # the plan's own rules for halo and window size
+        make_plan(args.plan, halo_px=args.halo, window_tokens=args.window_tokens)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    positions = {"auto": ["hidden" if args.plan == "tinyvit-isolated" else "known"], "both": ["hidden", "known"]}.get(
+        args.positions, [args.positions])
+    if "hidden" in positions and args.plan != "tinyvit-isolated":
+        print(f"error: plan {args.plan} sends window positions (absolute position embedding): --positions known",
+              file=sys.stderr)
+        return 2
+    config = {
+        "photos": [n for n, _ in images], "workers_list": workers, "schemes": schemes, "plan": args.plan,
+        "positions": positions,
+        "halo_px": args.halo, "window_tokens": args.window_tokens, "colluders": args.colluders,
+        "threshold": args.threshold, "seed": args.seed,
+        "max_side": args.max_side, "methods": args.methods or list(ATTACKS),
+        "detect": args.detect if args.detect is not None else list(DEFAULT_KINDS),
+        "command": "pedvit " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("pedvit") else None,
+    }
+    started = time.perf_counter()
+    report = evaluate_photos(
+        images, workers_list=workers, schemes=schemes, halo_px=args.halo, colluders=args.colluders,
+        threshold=args.threshold, cloud_only=not args.no_cloud_only, seed=args.seed, max_side=args.max_side,
+        methods=args.methods, detect_kinds=args.detect, figure_images=[images[0][0]] if images else (),
+        progress=not args.no_progress, window_tokens=args.window_tokens, positions=positions,
+        keep_local=args.keep_local)
+    config["seconds"] = time.perf_counter() - started
+    leakage = _leakage(args, images, workers) if args.leakage else None
+    summary = summarize(report, config=config, leakage=leakage)
+    print(format_table(summary["rows"]))
+    if leakage:
+        print()
+        for r in leakage:
+            print(f"leakage {r['plan']:>16} {r['image']:>14}: isolated={r['isolated']} "
+                  f"max_abs_diff={r['max_abs_diff']:.3g} max_rel_change={r['max_rel_change']:.3g} "
+                  + " ".join(f"{s}:{v['max_rel_change']:.3g}" for s, v in r["per_stage"].items()))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1))
+    if args.report is not None:
+        _write_privacy_report(args.report, report, summary, leakage)
+    return 0
+
+
+def _leakage(args: argparse.Namespace, images: list[tuple[str, np.ndarray]], workers: list[int]) -> list[dict[str, Any]]:
+    """`--leakage`: the feature-leakage check of the plan (and vit-exact) on the first photos."""
+    plans = [args.plan] + (["vit-exact"] if args.plan != "vit-exact" else [])
+    n_leak = args.local if args.local is not None else min(workers)
+    leakage = []
+    for plan in tqdm(plans, desc="leakage", disable=args.no_progress, file=sys.stderr):
+        model = None
+        for name, img in images[: max(1, args.leakage_photos)]:
+            if model is None:
+                model = build_model("mobile_sam") if plan == "tinyvit-isolated" else small_random_vit(args.seed)
+            res = leakage_check(img, plan, n_workers=n_leak, model=model,
+                                halo_px=args.halo if plan == "tinyvit-isolated" else 0)
+            res["image"] = name
+            leakage.append(res)
+    return leakage
+
+
+def _write_privacy_report(out: pathlib.Path, report: PrivacyReport, summary: dict[str, Any],
+                          leakage: list[dict[str, Any]] | None) -> None:
+    """`--report DIR`: the report's Markdown, JSON and figures, the leakage table, the summary."""
+    paths = report.write(out)
+    if leakage:
+        (out / "leakage.json").write_text(json.dumps(leakage, indent=1))
+        with open(paths["markdown"], "a") as f:
+            f.write("\n## Feature leakage (perturb pixels outside a worker's windows)\n\n")
+            f.write("| plan | image | isolated | max abs diff | max rel change | per round (rel change) |\n|---|---|---|---|---|---|\n")
+            for r in leakage:
+                stages = ", ".join(f"{s}: {v['max_rel_change']:.3g}" for s, v in r["per_stage"].items())
+                f.write(f"| {r['plan']} | {r['image']} | {r['isolated']} | {r['max_abs_diff']:.3g} | "
+                        f"{r['max_rel_change']:.3g} | {stages} |\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"report: {out}", file=sys.stderr)
+
+
+def _cmd_detect_eval(args: argparse.Namespace) -> int:
+    """``pedvit eval privacy --detect-eval``: annotated photos + composite set (``--composite N``)."""
+    classes = tuple(args.keep_local or ("faces", "text"))
+    if args.timing_only:  # the detectors' cost alone: a minute or two, for a quiet machine
+        timings = timing([it.image for it in composite_set(args.composite, seed=args.seed)[:6]], classes)
+        for row in timings["per_image"]:
+            print(f"{row['shape']}: encoder {row['encoder_s']:.3f} s, detectors {row['detect_s']:.3f} s "
+                  f"(share {row['share']:.1%}; one thread each {row['share_1thread']:.1%})")
+        print(f"mean share of the monolithic encoder: wall-clock {timings['mean_share']:.1%}, process CPU "
+              f"{timings['mean_cpu_share']:.1%}, one thread each {timings['mean_share_1thread']:.1%}")
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"classes": list(classes), **timings}, indent=1))
+        return 0
+    n_workers = args.local if args.local is not None else 4
+    att = Attacker()
+    per: list[dict[str, Any]] = []
+    sets = [("annotated", annotated_photos()), ("composite", composite_set(args.composite, seed=args.seed))]
+    started = time.perf_counter()
+    for set_name, items in sets:
+        for it in items:
+            r = evaluate_image(it, classes=classes, n_workers=n_workers, colluders=args.colluders, halo_px=args.halo,
+                               attacker=att)
+            r["set"] = set_name
+            per.append(r)
+            if not args.no_progress:
+                print(f"{set_name} {it.name}: {sum(g['kept'] for g in r['regions'])}/{len(r['regions'])} kept, "
+                      f"{r['detect_s']:.2f} s", file=sys.stderr)
+    clean = clean_photo_share(classes)
+    timings = timing([it.image for it in sets[1][1][:6]], classes)
+    config = {"classes": list(classes), "n_workers": n_workers, "colluders": args.colluders, "halo_px": args.halo,
+              "seed": args.seed, "composite_images": len(sets[1][1]), "seconds": time.perf_counter() - started,
+              "command": "pedvit " + " ".join(sys.argv[1:])}
+    summary = summarize_detect_eval(per, clean=clean, timings=timings, config=config)
+    text = format_detect_eval(summary)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1))
+    if args.report is not None:
+        args.report.mkdir(parents=True, exist_ok=True)
+        (args.report / "detect_eval.md").write_text(text)
+        (args.report / "detect_eval.json").write_text(json.dumps(summary, indent=1))
+    return 0
