@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pedvit.cloud.launch import ready_line
+from pedvit.cloud.launch import exit_with_parent, ready_line
 from pedvit.cloud.worker import DEFAULT_MAX_REQUEST_PIXELS, serve
 from pedvit.plans.stage import Stage
 from pedvit.transport.auth import read_token_file
@@ -110,6 +110,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _shutdown)
     signal.signal(signal.SIGINT, _shutdown)
+    exit_with_parent(lambda: (logger.info("parent process gone: shutting down"), worker.stop(grace=1.0)))
     print(ready_line(worker.port), flush=True)
     worker.wait_for_termination()
     return 0

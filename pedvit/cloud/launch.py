@@ -18,15 +18,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from pedvit.transport.tls import ServerTLS
 
 #: First word of the line a worker prints once it serves.
 READY_PREFIX = "PEDVIT_WORKER_READY"
+#: Set by `spawn_worker` for a worker tied to its parent: the parent's pid. The worker stops when its parent is
+#: gone, however the parent ended (SIGKILL and crashes included), so local workers never outlive their command.
+PARENT_PID_ENV = "PEDVIT_PARENT_PID"
 
 
 class LaunchError(RuntimeError):
@@ -116,7 +120,8 @@ def spawn_worker(
     Args:
         argv: the command (possibly prefixed, e.g. by `ip netns exec NS`).
         host: the address its ready line's port is reached at.
-        own_session: start it in a new session (detached from this terminal; stopped as a process group).
+        own_session: start it in a new session (detached from this terminal; stopped as a process group) and
+            let it outlive this process (`pedvit cluster up`); otherwise it stops when this process ends.
         cpus: pin it to these cores (`os.sched_setaffinity` in the child before exec).
         env: variables set on top of this process's environment.
     """
@@ -130,7 +135,8 @@ def spawn_worker(
     with open(path, "wb") as handle:
         process = subprocess.Popen(
             list(argv), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **({} if own_session else {PARENT_PID_ENV: str(os.getpid())}),
+                 **(env or {})},
             start_new_session=own_session, preexec_fn=pin if pinned else None,
         )
     return WorkerProcess(name, process, path, host, own_session, pinned)
@@ -236,3 +242,21 @@ def stop_pids(pids: Sequence[int], timeout_s: float) -> list[int]:
         except ProcessLookupError:
             pass
     return alive
+
+
+def exit_with_parent(stop: Callable[[], object], poll_s: float = 0.5) -> threading.Thread | None:
+    """In a worker started by `spawn_worker` (tied to its parent): call `stop` once the parent process is
+    gone (the worker is re-parented), from a daemon thread. None when the worker was not tied to a parent."""
+    expected = os.environ.get(PARENT_PID_ENV)
+    if not expected or not expected.isdigit():
+        return None
+
+    def watch() -> None:
+        while os.getppid() == int(expected):
+            time.sleep(poll_s)
+        stop()
+
+    thread = threading.Thread(target=watch, name="pedvit-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
