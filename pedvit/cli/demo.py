@@ -35,7 +35,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"pedvit demo: cannot start the workers: {error}")
         return 1
     try:
-        server = DemoServer(app, args.host, args.port)
+        server = DemoServer(app, args.host, args.port, allowed_hosts=args.allowed_host)
     except OSError as error:
         app.close()
         print(f"cannot listen on {args.host}:{args.port}: {error}")
@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="N workers inside this process (no network; default 4)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests whose Host header is NAME (default: localhost and the --host "
+                             "address only, against DNS rebinding); repeatable")
     parser.add_argument("--model", default="mobile_sam")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--tls-ca", default=None, help="CA of the workers' certificates (PEM; with --tls-cert/--tls-key: mutual TLS)")

@@ -446,6 +446,9 @@ class DemoHandler(BaseHTTPRequestHandler):
 
     server_version = "pedvit-demo"
     protocol_version = "HTTP/1.1"
+    #: socket timeout (s): a client that stalls mid-request (an upload that announces a size, then stops)
+    #: loses its connection instead of holding a thread forever
+    timeout = 30.0
 
     @property
     def app(self) -> DemoApp:
@@ -488,6 +491,11 @@ class DemoHandler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
+        if not self.server.host_allowed(self.headers.get("Host")):  # type: ignore[attr-defined]
+            # DNS rebinding: a page of another site, resolved to this address, must not reach the demo
+            self.close_connection = True
+            return self._json(421, {"error": f"host {self.headers.get('Host')!r} is not served here "
+                                             "(pedvit demo --allowed-host NAME)"})
         try:
             if method == "GET":
                 if path in ("/", "/index.html"):
@@ -509,6 +517,9 @@ class DemoHandler(BaseHTTPRequestHandler):
             raise ApiError(404 if method == "GET" or path.startswith("/api/") else 405, f"no such endpoint: {method} {path}")
         except ApiError as error:
             self._json(error.status, {"error": error.message})
+        except TimeoutError:
+            self.close_connection = True  # the client stalled mid-request: drop it (`timeout`)
+            log.info("%s stalled mid-request: connection closed", self.address_string())
         except Exception as error:  # noqa: BLE001 - the page must get JSON, never a blank 500
             log.exception("request failed")
             self._json(500, {"error": f"internal error: {type(error).__name__}: {error}"})
@@ -529,13 +540,47 @@ class DemoHandler(BaseHTTPRequestHandler):
 
 
 class DemoServer(ThreadingHTTPServer):
-    """HTTP server bound to a `DemoApp`. `serve_in_thread()` for tests; `serve_forever()` for the CLI."""
+    """HTTP server bound to a `DemoApp`. `serve_in_thread()` for tests; `serve_forever()` for the CLI.
+
+    At most `max_connections` connections are served at once (more get 503 at once), each thread's socket
+    times out (`DemoHandler.timeout`), and only requests whose Host header names this server are answered
+    (`allowed_hosts`, besides localhost and the bound address)."""
 
     daemon_threads = True
 
-    def __init__(self, app: DemoApp, host: str = "127.0.0.1", port: int = 8000) -> None:
+    def __init__(self, app: DemoApp, host: str = "127.0.0.1", port: int = 8000, *, max_connections: int = 16,
+                 allowed_hosts: Sequence[str] = ()) -> None:
         super().__init__((host, port), DemoHandler)
         self.app = app
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.allowed_hosts = {h.lower() for h in (*allowed_hosts, "localhost", "127.0.0.1", "[::1]", "::1", host)}
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request's Host header (with or without the port) names this server."""
+        if not header:
+            return False
+        name = header.strip().lower()
+        if name.startswith("["):  # [::1]:8000
+            name = name[: name.find("]") + 1]
+        elif name.count(":") == 1:
+            name = name.split(":", 1)[0]
+        return name in self.allowed_hosts or name.strip("[]") in self.allowed_hosts
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:  # every thread busy: answer at once rather than queue without bound
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     @property
     def url(self) -> str:
