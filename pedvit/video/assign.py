@@ -11,6 +11,8 @@
   worker within the cap that has already seen most of it, else stays on the edge. The policy's ledger
   registers frames with *estimated* motion, so it books each window grown by ``margin_px`` on every side:
   what a worker really saw stays inside what was booked while the registration drift is under the margin.
+  With ``spill_px`` the policy is *confined*: a window goes only to its owner, and only when it reaches at
+  most ``spill_px`` past the owner's region, so a cap is spent on whole regions rather than border strips.
 
 Keep-local windows (per frame, e.g. faces or text) never go to a worker under any policy.
 """
