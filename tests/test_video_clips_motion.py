@@ -68,6 +68,18 @@ def test_estimated_steps_match_the_true_motion_within_half_a_pixel(small_pan) ->
     assert max(errors) < 0.5, max(errors)
 
 
+def test_the_moving_object_fools_whole_frame_correlation_but_not_the_tile_median(small_pan) -> None:
+    def worst(tiles: int) -> float:
+        return max(
+            float(np.abs(np.array(estimate_shift(small_pan.frames[t - 1], small_pan.frames[t], tiles=tiles)[:2])
+                         - (small_pan.offsets[t] - small_pan.offsets[t - 1])).max())
+            for t in range(1, small_pan.n_frames)
+        )
+
+    assert worst(1) > 5.0  # the sharp disc wins the whitened correlation on some frames
+    assert worst(3) < 0.5
+
+
 def test_tracked_offsets_drift_less_than_the_sticky_policy_margin(small_pan) -> None:
     est = track_offsets(small_pan.frames)
     true = small_pan.offsets - small_pan.offsets[0]
