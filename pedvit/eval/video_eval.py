@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -180,9 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                                   args.region_px)
     results["reuse_static_camera"] = reuse_experiment(static_clip(args.static_frames, size))
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    text = json.dumps(results, indent=1)
+    # per-frame curves on one line each (readable, diff-friendly)
+    text = re.sub(r"\[\s+([-\d.,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
     with open(args.json, "w") as f:
-        json.dump(results, f, indent=1)
-        f.write("\n")
+        f.write(text + "\n")
     plot_coverage(results, args.figure)
     for name, r in results["policies"].items():
         print(f"{name:34s} coverage at {CHECKPOINTS}: max "

@@ -13,10 +13,10 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-__all__ = ["estimate_shift", "track_offsets"]
+__all__ = ["estimate_shift", "to_gray", "track_offsets"]
 
 
-def _gray(frame: np.ndarray) -> np.ndarray:
+def to_gray(frame: np.ndarray) -> np.ndarray:
     """``H x W`` float32 grey levels of an ``H x W x 3`` uint8 RGB (or ``H x W``) frame."""
     if frame.ndim == 3:
         if frame.shape[2] != 3:
@@ -51,7 +51,7 @@ def estimate_shift(
         raise ValueError(f"frames differ in shape: {previous.shape} vs {current.shape}")
     if isinstance(tiles, bool) or not isinstance(tiles, int) or tiles < 1:
         raise ValueError(f"tiles must be an int >= 1, got {tiles!r}")
-    a, b = _gray(previous), _gray(current)
+    a, b = to_gray(previous), to_gray(current)
     h, w = a.shape
     ys = np.linspace(0, h, tiles + 1).astype(int)
     xs = np.linspace(0, w, tiles + 1).astype(int)

@@ -19,7 +19,7 @@ import numpy as np
 from pedvit.partition import WindowGrid
 
 from .coverage import window_frame_boxes
-from .motion import _gray
+from .motion import to_gray
 
 __all__ = ["WindowReuse"]
 
@@ -52,7 +52,7 @@ class WindowReuse:
                 f"frame is {frame.shape[0]} x {frame.shape[1]}, the stream is "
                 f"{self.grid.original_size[0]} x {self.grid.original_size[1]}"
             )
-        gray = _gray(frame)
+        gray = to_gray(frame)
         if self._reference is None:
             self._reference = gray
             return sorted(self._boxes)
