@@ -79,6 +79,7 @@ def test_sticky_with_cap_keeps_every_worker_under_the_cap_in_true_scene_coordina
     capped = replay(StickyPolicy(4, coverage_cap=0.30), FRAME, est, true)
     assert capped.coverage.max() <= 0.30
     assert capped.policy_coverage.max() <= 0.30
+    assert capped.ledger.max_worker_scene_coverage() == pytest.approx(capped.coverage[-1].max())
     # the cap is what does it: sticky alone exposes more, and the cap costs edge compute
     free = replay(StickyPolicy(4), FRAME, est, true)
     assert free.coverage.max() > 0.35

@@ -8,10 +8,10 @@ from pedvit.eval.video_eval import main
 
 
 def test_video_eval_writes_results_and_figure(tmp_path) -> None:
-    out, fig = tmp_path / "video.json", tmp_path / "fig" / "coverage.png"
+    out, fig, maps = tmp_path / "video.json", tmp_path / "fig" / "coverage.png", tmp_path / "maps.png"
     rc = main(["--frames", "120", "--frame-size", "240", "320", "--scale", "1.0", "--static-frames", "12",
-               "--json", str(out), "--figure", str(fig)])
-    assert rc == 0 and fig.stat().st_size > 10_000
+               "--json", str(out), "--figure", str(fig), "--maps-figure", str(maps)])
+    assert rc == 0 and fig.stat().st_size > 10_000 and maps.stat().st_size > 10_000
     r = json.loads(out.read_text())
     pol = r["policies"]
     assert set(pol) == {"naive-random", "naive-interleaved", "sticky", "sticky+cap0.30",

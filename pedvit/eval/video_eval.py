@@ -9,7 +9,8 @@
 2. Static-window reuse: on a static-camera clip, the share of windows that would be sent with
    ``reuse.WindowReuse`` against sending every content window of every frame.
 
-Run: ``python -m pedvit.eval.video_eval`` (writes docs/video_results.json and docs/figures/video_coverage.png).
+Run: ``python -m pedvit.eval.video_eval`` (writes docs/video_results.json, docs/figures/video_coverage.png and
+docs/figures/video_seen_maps.png).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import numpy as np
 
 from pedvit.partition import WindowGrid
 from pedvit.video.assign import NaivePolicy, ReplayResult, StickyPolicy, TemporalPolicy, replay
-from pedvit.video.clips import Clip, pan_clip, static_clip
-from pedvit.video.coverage import window_frame_boxes
+from pedvit.video.clips import Clip, pan_clip, scene_photo, static_clip
+from pedvit.video.coverage import SceneCoverage, window_frame_boxes
 from pedvit.video.motion import estimate_shift, track_offsets
 from pedvit.video.reuse import WindowReuse
 
-__all__ = ["coverage_experiment", "keep_local_from_masks", "main", "plot_coverage", "reuse_experiment"]
+__all__ = ["coverage_experiment", "keep_local_from_masks", "main", "plot_coverage", "plot_seen_maps",
+           "reuse_experiment"]
 
 CHECKPOINTS = (30, 100, 300)
 # confined sticky (workers kept to their own regions): the best of a small sweep on the 4-worker pan
@@ -79,9 +81,17 @@ def _summary(result: ReplayResult, n_frames: int, keep: list[frozenset[int]]) ->
 
 
 def coverage_experiment(
-    clip: Clip, n_workers: int = 4, cap: float = 0.30, region_px: int = 280, seed: int = 0
+    clip: Clip,
+    n_workers: int = 4,
+    cap: float = 0.30,
+    region_px: int = 280,
+    seed: int = 0,
+    maps: dict[str, SceneCoverage] | None = None,
 ) -> dict[str, Any]:
-    """Motion-estimation error and per-policy coverage on ``clip`` (see the module docstring)."""
+    """Motion-estimation error and per-policy coverage on ``clip`` (see the module docstring).
+
+    ``maps``, when given, receives each policy's ground-truth ledger (per-worker seen maps) by name.
+    """
     t0 = time.perf_counter()
     estimated = track_offsets(clip.frames)
     track_s = time.perf_counter() - t0
@@ -92,8 +102,10 @@ def coverage_experiment(
     keep = keep_local_from_masks(grid, clip.object_masks)
     policies = {}
     for name, (policy, workers) in _policies(n_workers, cap, region_px, seed).items():
-        summary = _summary(replay(policy, clip.frame_size, estimated, true, keep), clip.n_frames, keep)
-        policies[name] = {"workers": workers, **summary}
+        result = replay(policy, clip.frame_size, estimated, true, keep)
+        policies[name] = {"workers": workers, **_summary(result, clip.n_frames, keep)}
+        if maps is not None:
+            maps[name] = result.ledger
     # the price of a cap: windows held back on the edge, for more workers and looser caps
     cap_sweep = []
     for workers in (n_workers, 2 * n_workers):
@@ -164,6 +176,44 @@ def plot_coverage(results: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
+def plot_seen_maps(
+    maps: dict[str, SceneCoverage], names: list[str], scene: np.ndarray, scene_origin: tuple[int, int], path: str
+) -> None:
+    """One row per policy, one panel per worker: the scene, bright where that worker has seen it.
+
+    ``scene_origin``: scene-photo pixel of ledger coordinate ``(0, 0)`` (the first frame's offset).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_workers = max(maps[n].n_workers for n in names)
+    fig, axes = plt.subplots(len(names), n_workers, figsize=(2.4 * n_workers, 2.6 * len(names)), squeeze=False)
+    dim = (scene.astype(np.float32) * 0.25).astype(np.uint8)
+    for row, name in enumerate(names):
+        ledger = maps[name]
+        for w in range(n_workers):
+            ax = axes[row][w]
+            ax.axis("off")
+            if w >= ledger.n_workers:
+                continue
+            seen, (oy, ox) = ledger.seen_map(w)
+            view = dim.copy()
+            # paste the seen map into scene-photo coordinates (clipped to the photo)
+            y0, x0 = oy + scene_origin[0], ox + scene_origin[1]
+            sy0, sx0 = max(0, y0), max(0, x0)
+            sy1, sx1 = min(scene.shape[0], y0 + seen.shape[0]), min(scene.shape[1], x0 + seen.shape[1])
+            mask = seen[sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0]
+            view[sy0:sy1, sx0:sx1][mask] = scene[sy0:sy1, sx0:sx1][mask]
+            ax.imshow(view[::4, ::4])  # panels are ~190 px wide: full resolution only bloats the PNG
+            ax.set_title(f"{name}\nworker {w}: {ledger.coverage(w):.2f}", fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pedvit.eval.video_eval", description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=300, help="frames of the pan clip")
@@ -175,10 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--static-frames", type=int, default=60, help="frames of the static-camera clip")
     parser.add_argument("--json", default="docs/video_results.json")
     parser.add_argument("--figure", default="docs/figures/video_coverage.png")
+    parser.add_argument("--maps-figure", default="docs/figures/video_seen_maps.png",
+                        help="per-worker seen maps of naive-random, sticky and the capped policies")
     args = parser.parse_args(argv)
     size = (args.frame_size[0], args.frame_size[1])
-    results = coverage_experiment(pan_clip(args.frames, size, scale=args.scale), args.workers, args.cap,
-                                  args.region_px)
+    clip = pan_clip(args.frames, size, scale=args.scale)
+    maps: dict[str, SceneCoverage] = {}
+    results = coverage_experiment(clip, args.workers, args.cap, args.region_px, maps=maps)
     results["reuse_static_camera"] = reuse_experiment(static_clip(args.static_frames, size))
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     text = json.dumps(results, indent=1)
@@ -187,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.json, "w") as f:
         f.write(text + "\n")
     plot_coverage(results, args.figure)
+    shown = ["naive-random", "sticky", f"sticky+cap{args.cap:.2f}", f"sticky+cap{args.cap:.2f} confined"]
+    origin = (int(clip.offsets[0, 0]), int(clip.offsets[0, 1]))
+    plot_seen_maps(maps, shown, scene_photo("astronaut", args.scale), origin, args.maps_figure)
     for name, r in results["policies"].items():
         print(f"{name:34s} coverage at {CHECKPOINTS}: max "
               + " ".join(f"{max(v):.3f}" for v in r["coverage_at"].values())
@@ -198,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
               "/frame")
     print("motion:", results["motion"])
     print("reuse (static camera):", results["reuse_static_camera"])
-    print(f"wrote {args.json} and {args.figure}")
+    print(f"wrote {args.json}, {args.figure} and {args.maps_figure}")
     return 0
 
 

@@ -227,6 +227,7 @@ class ReplayResult:
         local_per_frame: ``T`` content windows kept on the edge per frame.
         sent_per_frame: ``T`` windows sent to workers per frame.
         assignments: each frame's assignment.
+        ledger: the ground-truth coverage ledger at the end (per-worker seen maps).
     """
 
     coverage: np.ndarray
@@ -234,6 +235,7 @@ class ReplayResult:
     local_per_frame: np.ndarray
     sent_per_frame: np.ndarray
     assignments: tuple[FrameAssignment, ...]
+    ledger: SceneCoverage
 
 
 def replay(
@@ -279,4 +281,4 @@ def replay(
         local[t] = len(a.local)
         sent[t] = sum(len(v) for v in a.worker_windows.values())
         assignments.append(a)
-    return ReplayResult(coverage, policy_coverage, local, sent, tuple(assignments))
+    return ReplayResult(coverage, policy_coverage, local, sent, tuple(assignments), true_ledger)
