@@ -136,6 +136,28 @@ def test_sticky_sends_a_scene_region_to_its_owner_and_respects_the_per_frame_sha
     assert owned / total > 0.7  # the rest overflowed a worker's per-frame share
 
 
+@pytest.mark.parametrize("n_workers", [2, 3, 4, 5, 8])
+def test_touching_scene_regions_have_different_owners(n_workers: int) -> None:
+    policy = StickyPolicy(n_workers, region_px=10)
+    for row in range(-3, 4):
+        for col in range(-3, 4):
+            me = policy.owner(row * 10 + 5, col * 10 + 5)
+            sides = [policy.owner((row + dr) * 10 + 5, (col + dc) * 10 + 5) for dr, dc in
+                     ((0, 1), (1, 0), (0, -1), (-1, 0))]
+            corners = [policy.owner((row + dr) * 10 + 5, (col + dc) * 10 + 5) for dr in (-1, 1) for dc in (-1, 1)]
+            assert me not in sides
+            if n_workers >= 4:
+                assert me not in corners
+    assert {policy.owner(5, c * 10 + 5) for c in range(n_workers)} == set(range(n_workers))
+
+
+def test_a_lower_per_frame_share_sends_fewer_windows_per_worker(pan) -> None:
+    est, true = pan
+    result = replay(StickyPolicy(4, max_windows_per_worker=3), FRAME, est[:50], true[:50])
+    assert max(len(ids) for a in result.assignments for ids in a.worker_windows.values()) == 3
+    assert (result.local_per_frame >= 20 - 12).all()
+
+
 def test_static_camera_sticky_assignment_is_the_same_every_frame() -> None:
     zeros = np.zeros((5, 2))
     result = replay(StickyPolicy(4), FRAME, zeros, zeros)
@@ -160,6 +182,10 @@ def test_policy_and_replay_errors() -> None:
         NaivePolicy(4, "contiguous")
     with pytest.raises(ValueError, match="coverage_cap"):
         StickyPolicy(4, coverage_cap=0.0)
+    with pytest.raises(ValueError, match="max_windows_per_worker"):
+        StickyPolicy(4, max_windows_per_worker=0)
+    with pytest.raises(ValueError, match="margin_px"):
+        StickyPolicy(4, margin_px=-1)
     with pytest.raises(ValueError, match="spill_px"):
         StickyPolicy(4, spill_px=-1)
     with pytest.raises(ValueError, match="region_px"):

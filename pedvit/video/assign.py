@@ -3,7 +3,8 @@
 * ``NaivePolicy``: pedvit's single-image ``assign(grid, n, scheme)`` re-run on every frame. Each frame on its
   own is well spread, but as the camera moves every worker sweeps the whole scene.
 * ``StickyPolicy``: the scene is tiled into square regions of ``region_px`` scene pixels, each owned by one
-  worker (``(col + stride * row) % n_workers``, so neighbouring regions have different owners); a window
+  worker (``(col + stride * row) % n_workers`` with ``stride = n_workers // 2``: regions sharing a side have
+  different owners, and with 4 or more workers regions sharing a corner too); a window
   goes to the owner of the region holding its centre's scene position, so a worker keeps receiving the same
   scene regions as the camera moves. A worker takes at most pedvit's per-image max share of a frame's
   windows; a window over that goes to the worker that has already seen most of it.
@@ -139,7 +140,7 @@ class StickyPolicy:
             raise ValueError(f"coverage_cap must be in (0, 1], got {coverage_cap!r}")
         self.region_px = region_px
         self.coverage_cap = coverage_cap
-        self._stride = max(1, n_workers // 2)  # rows shift the owner pattern: no two touching regions share one
+        self._stride = max(1, n_workers // 2)  # rows shift the owner pattern (see the module docstring)
 
     def owner(self, scene_y: float, scene_x: float) -> int:
         """The worker owning the scene region that holds scene point ``(y, x)``."""
