@@ -10,7 +10,7 @@ from pedvit.partition.constraints import max_share
 from pedvit.partition import Constraints
 from pedvit.video.assign import NaivePolicy, StickyPolicy, replay
 from pedvit.video.clips import pan_offsets
-from pedvit.video.coverage import SceneCoverage, window_frame_boxes
+from pedvit.video.coverage import SceneCoverage, coverage_violations, window_frame_boxes
 
 FRAME = (480, 640)
 
@@ -196,3 +196,20 @@ def test_policy_and_replay_errors() -> None:
         replay(StickyPolicy(4), FRAME, np.zeros((3, 2)), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="keep_local has"):
         replay(StickyPolicy(4), FRAME, np.zeros((3, 2)), np.zeros((3, 2)), [frozenset()])
+
+
+def test_an_independent_check_of_a_recorded_video_finds_cap_breaches_and_bad_records(pan) -> None:
+    est, true = pan
+    capped = replay(StickyPolicy(4, coverage_cap=0.30), FRAME, est, true)
+    record = [a.worker_windows for a in capped.assignments]
+    assert coverage_violations(FRAME, true, record, 4, 0.30) == []
+    naive = replay(NaivePolicy(4, "random"), FRAME, est, true)
+    problems = coverage_violations(FRAME, true, [a.worker_windows for a in naive.assignments], 4, 0.30)
+    assert len(problems) == 4 and all("above the cap 0.3" in p for p in problems)  # once per worker
+    bad = [{0: (0, 1), 1: (1, 99), 7: (2,)}]
+    msgs = coverage_violations(FRAME, np.zeros((1, 2)), bad, 4, 1.0, keep_local=[frozenset({0})])
+    assert any("window 1 sent to workers 0 and 1" in m for m in msgs)
+    assert any("window 99" in m for m in msgs) and any("unknown worker 7" in m for m in msgs)
+    assert any("keep-local window 0" in m for m in msgs)
+    with pytest.raises(ValueError, match="T x 2"):
+        coverage_violations(FRAME, np.zeros((2, 2)), bad, 4, 0.3)

@@ -5,7 +5,7 @@ No model here: these modules decide and account for what each worker sees across
 
 from .assign import FrameAssignment, NaivePolicy, ReplayResult, StickyPolicy, TemporalPolicy, replay
 from .clips import Clip, pan_clip, pan_offsets, scene_photo, static_clip
-from .coverage import SceneCoverage, window_frame_boxes
+from .coverage import SceneCoverage, coverage_violations, window_frame_boxes
 from .motion import estimate_shift, to_gray, track_offsets
 from .reuse import WindowReuse
 
@@ -18,6 +18,7 @@ __all__ = [
     "StickyPolicy",
     "TemporalPolicy",
     "WindowReuse",
+    "coverage_violations",
     "estimate_shift",
     "pan_clip",
     "pan_offsets",

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import AbstractSet, Mapping, Sequence
+
 from pedvit.partition import Box, WindowGrid
 
-__all__ = ["SceneCoverage", "window_frame_boxes"]
+__all__ = ["SceneCoverage", "coverage_violations", "window_frame_boxes"]
 
 _GROW = 256  # mosaic growth step in px (amortises re-allocation while the camera reveals new scene)
 
@@ -139,3 +141,51 @@ class SceneCoverage:
     def seen_map(self, worker: int) -> tuple[np.ndarray, tuple[int, int]]:
         """``(h x w`` bool copy of the worker's map, scene coordinate of its pixel ``[0, 0])``."""
         return self._seen[self._worker(worker)].copy(), self._origin
+
+
+def coverage_violations(
+    frame_size: tuple[int, int],
+    offsets: np.ndarray,
+    worker_windows: Sequence[Mapping[int, Sequence[int]]],
+    n_workers: int,
+    cap: float,
+    keep_local: Sequence[AbstractSet[int]] | None = None,
+) -> list[str]:
+    """Check a recorded video assignment independently of the policy that made it.
+
+    Replays each frame's ``worker -> window ids`` on a fresh ledger registered with ``offsets``
+    (``T x 2``, e.g. ground truth or a re-estimate) and returns one message per problem: a worker's
+    coverage above ``cap`` (first frame where it happens), an unknown worker or window id, a window sent to
+    two workers, a keep-local window sent. Empty list: the recording keeps the cap.
+    """
+    off = np.asarray(offsets, dtype=float)
+    if off.ndim != 2 or off.shape[1] != 2 or len(off) != len(worker_windows):
+        raise ValueError(f"offsets must be T x 2 with T = {len(worker_windows)} frames, got shape {off.shape}")
+    if keep_local is not None and len(keep_local) != len(worker_windows):
+        raise ValueError(f"keep_local has {len(keep_local)} entries for {len(worker_windows)} frames")
+    boxes = window_frame_boxes(WindowGrid(frame_size))
+    ledger = SceneCoverage(n_workers)
+    problems: list[str] = []
+    over: set[int] = set()
+    for t, frame in enumerate(worker_windows):
+        ledger.add_frame(frame_size, off[t])
+        taken: dict[int, int] = {}
+        for w, ids in frame.items():
+            if not (isinstance(w, (int, np.integer)) and 0 <= w < n_workers):
+                problems.append(f"frame {t}: unknown worker {w!r}")
+                continue
+            for wid in ids:
+                if wid not in boxes:
+                    problems.append(f"frame {t}: worker {w} got window {wid!r}, not a content window")
+                    continue
+                if wid in taken:
+                    problems.append(f"frame {t}: window {wid} sent to workers {taken[wid]} and {w}")
+                if keep_local is not None and wid in keep_local[t]:
+                    problems.append(f"frame {t}: keep-local window {wid} sent to worker {w}")
+                taken[wid] = int(w)
+                ledger.mark(int(w), SceneCoverage.scene_box(boxes[wid], off[t]))
+        for w, c in enumerate(ledger.coverages()):
+            if c > cap and w not in over:
+                over.add(w)
+                problems.append(f"frame {t}: worker {w} has seen {c:.3f} of the scene, above the cap {cap}")
+    return problems
