@@ -343,6 +343,7 @@ class SamAutomaticMaskGenerator:
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}")
         self.predictor = model if isinstance(model, SamPredictor) else SamPredictor(model, checkpoint)
+        self.points_per_side = points_per_side
         self.point_grids = grids
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
@@ -352,6 +353,7 @@ class SamAutomaticMaskGenerator:
         self.crop_n_layers = crop_n_layers
         self.crop_nms_thresh = crop_nms_thresh
         self.crop_overlap_ratio = crop_overlap_ratio
+        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
         #: seconds of the last `generate`: "encode_s" (all crops), "decode_s" (prompt encoder + mask decoder),
