@@ -223,8 +223,8 @@ def test_distributed_generator_records_runs_and_isolates_workers(mobile_sam, che
     from pedvit.edge.distributed import in_process_workers
 
     workers = in_process_workers(mobile_sam, 2)
-    with DistributedSamAutomaticMaskGenerator(mobile_sam, workers, points_per_side=4, fusion="off",
-                                              output_mode="uncompressed_rle") as generator:
+    with DistributedSamAutomaticMaskGenerator(mobile_sam, workers, points_per_side=6, pred_iou_thresh=0.7,
+                                              stability_score_thresh=0.85, output_mode="uncompressed_rle") as generator:
         records = generator.generate(chelsea)
         assert len(generator.runs) == 1  # one encode per image without crop layers
         run = generator.runs[0]
