@@ -361,6 +361,9 @@ class SamAutomaticMaskGenerator:
         self.timings: dict[str, float] = {}
         #: candidate counts of the last `generate`: prompted, after each filter, returned
         self.counts: dict[str, int] = {}
+        #: the predictor's run record of every encode of the last `generate` (one per crop; split predictors
+        #: only: which windows each worker received)
+        self.runs: list[Any] = []
 
     @property
     def model(self) -> Sam:
@@ -377,6 +380,7 @@ class SamAutomaticMaskGenerator:
             [[x, y]] (the prompt), ``stability_score``, ``crop_box`` [x, y, w, h].
         """
         image = validate_image(image)
+        self.runs = []
         self.timings = {"encode_s": 0.0, "decode_s": 0.0, "postprocess_s": 0.0}
         self.counts = {"prompted": 0, "after_iou": 0, "after_stability": 0, "after_crop_edge": 0, "after_nms": 0}
         height, width = image.shape[:2]
@@ -402,7 +406,9 @@ class SamAutomaticMaskGenerator:
         crop = image[y0:y1, x0:x1]
         started = time.perf_counter()
         self.predictor.set_image(crop)
-        self._after_encode()
+        record = getattr(self.predictor, "last_run", None)
+        if record is not None:
+            self.runs.append(record)
         self.timings["encode_s"] += time.perf_counter() - started
         crop_size = (y1 - y0, x1 - x0)
         points = self.point_grids[layer] * np.array([[crop_size[1], crop_size[0]]], dtype=np.float64)
@@ -416,9 +422,6 @@ class SamAutomaticMaskGenerator:
         self.counts["after_nms"] += len(kept)
         self.timings["postprocess_s"] += time.perf_counter() - started
         return kept
-
-    def _after_encode(self) -> None:
-        """Hook run after each crop's embedding is computed (the distributed generator records the run)."""
 
     def _process_batch(self, points: np.ndarray, box: tuple[int, int, int, int], image_size: tuple[int, int]) -> _Candidates:
         """points: B x 2 (x, y) in crop pixels -> the masks that pass the filters, in the full image's frame."""
@@ -548,16 +551,6 @@ class DistributedSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
                 raise ValueError("DistributedSamAutomaticMaskGenerator needs workers (or a DistributedSamPredictor)")
             predictor = DistributedSamPredictor(model, workers, **predictor_options)
         super().__init__(predictor, **generator_options)
-        self.runs: list[Any] = []
-
-    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
-        self.runs = []
-        return super().generate(image)
-
-    def _after_encode(self) -> None:
-        record = getattr(self.predictor, "last_run", None)
-        if record is not None:
-            self.runs.append(record)
 
     def close(self) -> None:
         self.predictor.close()  # type: ignore[attr-defined]

@@ -6,7 +6,8 @@
     pedvit segment photo.jpg --point 320,240 --edge-runtime onnx
 
 With several inputs (or a folder: its files with an image extension, not recursive) the predictor (and its
-workers) is set up once and every image goes through it in turn, with a progress bar. Each image writes
+workers) is set up once and every image goes through it, with a progress bar; in split runs the workers encode
+image k+1 while the edge decodes image k (`pedvit.edge.pipeline`; `--no-pipeline` turns it off). Each image writes
 ``<stem>.json`` and ``<stem>.overlay.png`` (prompted: also ``<stem>.mask.png``) into ``--out-dir``, and
 ``summary.json`` lists what was written and what was skipped. An image that cannot be read (or any other
 image's failure mid-batch) is reported, recorded in the summary and skipped; the rest of the batch completes.
@@ -62,6 +63,9 @@ def register_arguments(parser: argparse.ArgumentParser) -> None:
                              "onnxruntime or torch (default torch); graphs are exported once and cached")
     parser.add_argument("--out-dir", default=None, metavar="DIR",
                         help="several images or a folder: per-image JSON and pictures, and summary.json, go here")
+    parser.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                        help="several images, split runs: encode each image only when the edge is done with the previous "
+                             "one (default: the workers encode image k+1 while the edge decodes image k)")
     group = parser.add_argument_group("automatic masks (--everything)")
     group.add_argument("--everything", action="store_true",
                        help="segment everything: a grid of point prompts, filtered and deduplicated (segment-anything's "
@@ -151,9 +155,8 @@ def everything_result(generator: Any, image: np.ndarray, image_path: str, mode: 
         "timings": {"total_s": seconds, **generator.timings},
         "counts": dict(generator.counts),
     }
-    runs = getattr(generator, "runs", None)
-    if runs:
-        result["runs"] = [record.to_dict() for record in runs]
+    if generator.runs:
+        result["runs"] = [record.to_dict() for record in generator.runs]
     return result, masks
 
 
@@ -209,16 +212,29 @@ def run_batch(args: argparse.Namespace) -> int:
         return 2
     out_dir = Path(args.out_dir) if args.out_dir else None
     done: list[dict[str, Any]] = []
+    # Split runs of several images: the workers encode the next image while the edge decodes this one
+    # (not with crop layers, which encode each image several times).
+    pipelined = (args.pipeline and len(images) > 1 and getattr(predictor, "engine", None) is not None
+                 and not (args.everything and args.crop_n_layers > 0))
     try:
         use_edge_runtime(predictor, args.edge_runtime)
-        generator = _generator(args, predictor) if args.everything else None
         from tqdm import tqdm
 
-        stems = _output_stems(images)
-        for path, stem in tqdm(list(zip(images, stems)), desc="segment", unit="image", file=sys.stderr,
-                               disable=len(images) < 2):
+        from .pipeline import EncodedImage, PipelinedEmbeddings, PrecomputedPredictor
+
+        decoder = PrecomputedPredictor(predictor) if pipelined else predictor
+        generator = _generator(args, decoder) if args.everything else None
+        stream = (PipelinedEmbeddings(predictor).run(images, load_image) if pipelined
+                  else (EncodedImage(path) for path in images))  # encoded by the predictor itself, in turn
+        stems = dict(zip(images, _output_stems(images)))
+        for item in tqdm(stream, total=len(images), desc="segment", unit="image", file=sys.stderr, disable=len(images) < 2):
+            path = item.key
             try:
-                done.append(_one_image(args, path, stem, out_dir, predictor, mode, model, generator))
+                if item.error is not None:
+                    raise RuntimeError(item.error)
+                if pipelined:
+                    decoder.use(item)
+                done.append(_one_image(args, path, stems[path], out_dir, decoder, mode, model, generator, item.image))
             except KeyboardInterrupt:
                 raise
             except Exception as error:  # noqa: BLE001 - one image's failure must not stop the batch
@@ -236,7 +252,7 @@ def run_batch(args: argparse.Namespace) -> int:
             local.stop()
     if out_dir is not None:
         summary = {"mode": mode, "everything": bool(args.everything), "edge_runtime": args.edge_runtime,
-                   "done": done, "skipped": problems}
+                   "pipelined": pipelined, "done": done, "skipped": problems}
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"{mode}: {len(done)} image(s) done, {len(problems)} skipped"
@@ -245,8 +261,8 @@ def run_batch(args: argparse.Namespace) -> int:
 
 
 def _one_image(args: argparse.Namespace, path: Path, stem: str, out_dir: Path | None, predictor: Any, mode: str,
-               model: Any, generator: Any) -> dict[str, Any]:
-    """Segment one image of the batch; returns its summary row."""
+               model: Any, generator: Any, image: np.ndarray | None) -> dict[str, Any]:
+    """Segment one image of the batch (`image`: already loaded, or None); returns its summary row."""
     json_path = str(out_dir / f"{stem}.json") if out_dir else args.json
     overlay_path = str(out_dir / f"{stem}.overlay.png") if out_dir else args.overlay
     if generator is None:
@@ -255,7 +271,7 @@ def _one_image(args: argparse.Namespace, path: Path, stem: str, out_dir: Path | 
         one.out = str(out_dir / f"{stem}.mask.png") if out_dir else args.out
         result = run_segment(one, prepared=(predictor, mode, model))
         return {"image": str(path), "json": json_path, "mask_area": result["mask_area"]}
-    image = load_image(path)
+    image = load_image(path) if image is None else image
     result, masks = everything_result(generator, image, str(path), mode, model.name, args.edge_runtime)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
