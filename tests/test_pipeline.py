@@ -129,3 +129,21 @@ def test_pipelined_batch_equals_sequential(tmp_path, capsys) -> None:
         assert len(result["runs"]) == 1 and result["runs"][0]["image_size"] == result["image_size"]
         assert {k: v["windows"] for k, v in result["runs"][0]["workers"].items()} == \
                {k: v["windows"] for k, v in other["runs"][0]["workers"].items()}
+
+
+def test_throughput_bench_rejects_bad_arguments(capsys) -> None:
+    from pedvit.cli import main
+
+    assert main(["bench", "throughput", "--workers", "two"]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert main(["bench", "throughput", "--workers", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_throughput_bench_runs_every_configuration(tmp_path) -> None:
+    from pedvit.eval.throughput_bench import format_table, run_throughput
+
+    results = run_throughput(workers=(1,), n_images=2, points_per_side=0, progress=False)
+    assert [r["config"] for r in results["rows"]] == ["monolithic", "split 1, sequential", "split 1, pipelined"]
+    assert all(r["seconds"] > 0 and r["masks"] == 2 for r in results["rows"])
+    assert "| split 1, pipelined |" in format_table(results)

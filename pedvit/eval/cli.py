@@ -36,5 +36,7 @@ def register_cli(subparsers: Any) -> None:
         perf.configure_bench_parser(bench)
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
     from pedvit.eval.schedule_bench import add_schedule_bench_parser
+    from pedvit.eval.throughput_bench import add_throughput_parser
 
     add_schedule_bench_parser(bench_sub)
+    add_throughput_parser(bench_sub)  # pedvit bench throughput
