@@ -96,6 +96,9 @@ def _session(data: bytes, threads: int | None) -> Any:
     # The same thread count as torch by default, so that the two runtimes are compared on equal terms.
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: an edge device shares its cores (here: with the decoding loop
+    # and the gRPC threads), and spinning threads slow everything else on a busy machine.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
