@@ -359,7 +359,7 @@ class SamAutomaticMaskGenerator:
         #: seconds of the last `generate`: "encode_s" (all crops), "decode_s" (prompt encoder + mask decoder),
         #: "postprocess_s" (upsampling, filters, RLE, NMS)
         self.timings: dict[str, float] = {}
-        #: candidate counts of the last `generate`: prompted, after each filter, returned
+        #: mask counts of the last `generate`: decoded (3 per point), after each filter, returned
         self.counts: dict[str, int] = {}
         #: the predictor's run record of every encode of the last `generate` (one per crop; split predictors
         #: only: which windows each worker received)
@@ -382,7 +382,7 @@ class SamAutomaticMaskGenerator:
         image = validate_image(image)
         self.runs = []
         self.timings = {"encode_s": 0.0, "decode_s": 0.0, "postprocess_s": 0.0}
-        self.counts = {"prompted": 0, "after_iou": 0, "after_stability": 0, "after_crop_edge": 0, "after_nms": 0}
+        self.counts = {"decoded": 0, "after_iou": 0, "after_stability": 0, "after_crop_edge": 0, "after_nms": 0}
         height, width = image.shape[:2]
         crops = crop_boxes((height, width), self.crop_n_layers, self.crop_overlap_ratio)
         kept = _Candidates()
@@ -438,7 +438,7 @@ class SamAutomaticMaskGenerator:
         # Row r of the flattened outputs is mask r % masks_per_point of point r // masks_per_point.
         low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1).float()
         point_rows = torch.as_tensor(points, dtype=torch.float64).repeat_interleave(masks_per_point, dim=0)
-        self.counts["prompted"] += len(iou)
+        self.counts["decoded"] += len(iou)
         keep = torch.arange(len(iou))
         if self.pred_iou_thresh > 0.0:
             # Filtered on the low-resolution outputs: only survivors are upsampled.
