@@ -204,12 +204,17 @@ def run_batch(args: argparse.Namespace) -> int:
     if args.no_local_compute and args.monolithic:
         print("error: --no-local-compute makes no sense with --monolithic", file=sys.stderr)
         return 2
+    from .cluster import ClusterError
+
     try:
         model = build_model(args.model, args.checkpoint)
         predictor, local, mode = build_predictor(args, model)
-    except (ValueError, KeyError, FileNotFoundError) as error:
+    except (ValueError, KeyError, FileNotFoundError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except ClusterError as error:  # workers that could not start: nothing was segmented
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     out_dir = Path(args.out_dir) if args.out_dir else None
     done: list[dict[str, Any]] = []
     # Split runs of several images: the workers encode the next image while the edge decodes this one
