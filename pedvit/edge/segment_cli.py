@@ -306,9 +306,8 @@ def run_segment(args: argparse.Namespace, prepared: tuple[Any, str, Any] | None 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from pedvit.edge.cluster import ClusterError
     from pedvit.edge.engine import PrivacyConstraintError
-    from pedvit.partition.detectors import DetectorError
-
     from pedvit.edge.segment_batch import run_batch, wants_batch
+    from pedvit.partition.detectors import DetectorError
 
     if wants_batch(args):  # several images, a folder, or --everything
         return run_batch(args)
