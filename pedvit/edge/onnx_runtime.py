@@ -2,7 +2,8 @@
 not PyTorch.
 
 Two graphs, exported from the loaded torch modules with the TorchScript-based exporter (`onnx` package;
-opset 17) and cached on disk under a key of the weights' hash (never downloaded):
+opset 17) and cached on disk under a hash of the weights and of the code that defines them (never
+downloaded):
 
 * **prompt decoder**: SAM's prompt encoder + mask decoder on an image embedding. Inputs
   ``image_embeddings`` 1 x 256 x 64 x 64, ``point_coords`` B x N x 2 (x, y) in the input frame,
@@ -52,8 +53,8 @@ def onnx_cache_dir() -> Path:
 
 def _weights_key(kind: str, modules: dict[str, nn.Module], extra: str = "") -> str:
     """Hash of every tensor of `modules` (names, shapes, dtypes, bytes), of the source files that define them
-    and this one (which defines the graphs), the torch version and `extra`: different weights or code never share a
-    cached graph."""
+    and this one (which defines the graphs), the torch version and `extra`: different weights or code never
+    share a cached graph."""
     digest = hashlib.sha256(f"{kind}|opset{OPSET}|torch{torch.__version__}|{extra}".encode())
     sources = {inspect.getsourcefile(type(m)) for module in modules.values() for m in module.modules()} | {__file__}
     for source in sorted(s for s in sources if s):
