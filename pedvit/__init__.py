@@ -8,7 +8,8 @@ try:
 except PackageNotFoundError:  # running from a source tree (the worker reports the same, pedvit.cloud.worker)
     __version__ = "0.0.0+local"
 
-__all__ = ["SamPredictor", "DistributedSamPredictor", "build_model", "__version__"]
+__all__ = ["SamPredictor", "DistributedSamPredictor", "SamAutomaticMaskGenerator", "DistributedSamAutomaticMaskGenerator",
+           "build_model", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,6 +22,10 @@ def __getattr__(name: str) -> Any:
         from pedvit.edge.distributed import DistributedSamPredictor
 
         return DistributedSamPredictor
+    if name in ("SamAutomaticMaskGenerator", "DistributedSamAutomaticMaskGenerator"):
+        from pedvit.edge import automatic_masks
+
+        return getattr(automatic_masks, name)
     if name == "build_model":
         from pedvit.models import build_model
 

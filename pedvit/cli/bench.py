@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pedvit.eval import netem, schedule_bench
+from pedvit.eval import netem, schedule_bench, throughput_bench
 from pedvit.eval.perf_bench import DEFAULT_PLANS, BenchOptions, markdown, plot, run_bench
 
 
@@ -17,7 +17,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `pedvit bench [schedule]`: without a sub-benchmark, `bench` runs the performance benchmark."""
     bench = subparsers.add_parser("bench", help="performance benchmarks (`pedvit bench schedule` for the scheduler)")
     _configure_perf(bench)
-    _add_schedule(bench.add_subparsers(dest="bench_command", metavar="BENCHMARK"))
+    bench_subparsers = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+    _add_schedule(bench_subparsers)
+    throughput_bench.add_throughput_parser(bench_subparsers)  # pedvit bench throughput
     return bench
 
 

@@ -3,6 +3,8 @@
     pedvit segment photo.jpg --point 320,240 --out mask.png --overlay overlay.png --views views.png --json r.json
     pedvit segment photo.jpg --cluster .pedvit/cluster.json --ledger ledger.jsonl
     pedvit segment photo.jpg --monolithic            # the whole model here (reference)
+    pedvit segment photo.jpg --everything --json masks.json --overlay masks.png   # automatic masks
+    pedvit segment photos/ --everything --out-dir results/   # a folder (see pedvit.cli.segment_batch)
 
 Modes: default starts `--local N` worker subprocesses on loopback, runs distributed and stops them;
 `--workers`/`--cluster` use running workers; `--in-process` uses in-process executors (no network);
@@ -146,8 +148,9 @@ def _save_png(array: np.ndarray, path: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ main
-def run_segment(args: argparse.Namespace) -> dict[str, Any]:
-    """Segment `args.image`; write the requested files; return the JSON result."""
+def run_segment(args: argparse.Namespace, prepared: tuple[Any, str, Any] | None = None) -> dict[str, Any]:
+    """Segment `args.image`; write the requested files; return the JSON result. `prepared`: (predictor, mode
+    name, model) set up by the caller, who closes it (several images, `pedvit.cli.segment_batch`)."""
     import torch
 
     from pedvit.models import build_model
@@ -163,15 +166,22 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
         points, labels = np.array([[w / 2, h / 2]]), np.array([1])  # no prompt: the centre point
     if args.no_local_compute and args.monolithic:
         raise InputError("--no-local-compute makes no sense with --monolithic")
+    if prepared is not None:
+        (predictor, mode, model), local = prepared, None
+    else:
+        try:
+            model = build_model(args.model, args.checkpoint)
+        except (ValueError, KeyError, FileNotFoundError) as error:
+            raise InputError(f"cannot load model {args.model!r}: {error}") from None
+        try:
+            predictor, local, mode = build_predictor(args, model)
+        except (ValueError, FileNotFoundError) as error:  # bad plan/halo/scheme/credential paths
+            raise InputError(str(error)) from None
     try:
-        model = build_model(args.model, args.checkpoint)
-    except (ValueError, KeyError, FileNotFoundError) as error:
-        raise InputError(f"cannot load model {args.model!r}: {error}") from None
-    try:
-        predictor, local, mode = build_predictor(args, model)
-    except (ValueError, FileNotFoundError) as error:  # bad plan/halo/scheme/credential paths
-        raise InputError(str(error)) from None
-    try:
+        if prepared is None:
+            from pedvit.edge.onnx_runtime import use_edge_runtime
+
+            use_edge_runtime(predictor, getattr(args, "edge_runtime", "torch"))
         predictor.set_image(image)
         try:
             masks, scores, _ = predictor.predict(points, labels, box, multimask_output=args.multimask)
@@ -181,7 +191,7 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
         grid = getattr(getattr(predictor, "engine", None), "last_grid", None)
     finally:
         close = getattr(predictor, "close", None)
-        if close is not None:
+        if close is not None and prepared is None:
             close()
         if local is not None:
             local.stop()
@@ -245,8 +255,12 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from pedvit.edge.cluster import ClusterError
     from pedvit.edge.engine import PrivacyConstraintError
+    from pedvit.cli.segment_batch import run_batch, wants_batch
     from pedvit.partition.detectors import DetectorError
 
+    if wants_batch(args):  # several images, a folder, or --everything
+        return run_batch(args)
+    args.image = args.image[0]
     try:
         result = run_segment(args)
     except InputError as error:
@@ -267,7 +281,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `pedvit segment`."""
     p = subparsers.add_parser("segment", help="segment an image (distributed over workers by default)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image", help="image file (any format Pillow reads)")
+    p.add_argument("image", nargs="+", help="image file(s) (any format Pillow reads) or folder(s) of images")
     p.add_argument("--point", action="append", type=parse_point, metavar="X,Y[,LABEL]",
                    help="prompt point in pixels (label 1 foreground, default; 0 background); repeatable")
     p.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="prompt box in pixels")
@@ -306,5 +320,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--overlay", default=None, metavar="OVERLAY.png")
     p.add_argument("--views", default=None, metavar="VIEWS.png", help="what each worker received")
     p.add_argument("--json", default=None, metavar="RESULT.json")
+    from pedvit.cli.segment_batch import register_arguments
+
+    register_arguments(p)  # --everything and its options, --out-dir, --edge-runtime
     p.set_defaults(func=_cmd_segment)
     return p

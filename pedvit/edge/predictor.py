@@ -8,7 +8,7 @@ predictor in `pedvit.edge.distributed`.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ class SamPredictor:
         self.model = build_model(model, checkpoint) if isinstance(model, str) else model
         self.transform = ResizeLongestSide(self.model.img_size)
         self.timings: dict[str, float] = {}
+        #: None: the model's prompt encoder + mask decoder in torch; else a callable with `decode_low_res`'s
+        #: contract after the embedding, e.g. the ONNX edge runtime (`pedvit.edge.onnx_runtime`)
+        self.edge_decoder: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
         self.reset_image()
 
     # ----------------------------------------------------------------------------------------- image
@@ -159,18 +162,34 @@ class SamPredictor:
         """
         self._require_image()
         assert self.original_size is not None and self.input_size is not None and self.features is not None
-        points = (point_coords, point_labels) if point_coords is not None else None
         started = time.perf_counter()
+        low_res, iou = self.decode_low_res(point_coords, point_labels, boxes, mask_input, multimask_output)
+        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        self.timings["decode_s"] = time.perf_counter() - started
+        return masks, iou, low_res
+
+    @torch.inference_mode()
+    def decode_low_res(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder on the current embedding (prompts in the input frame, as for
+        `predict_torch`): B x C x 256 x 256 low-res logits and B x C IoU predictions (C = 3 or 1)."""
+        self._require_image()
+        if self.edge_decoder is not None:
+            return self.edge_decoder(self.features, point_coords, point_labels, boxes, mask_input, multimask_output)
+        points = (point_coords, point_labels) if point_coords is not None else None
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        low_res, iou = self.model.mask_decoder(
+        return self.model.mask_decoder(
             image_embeddings=self.features,
             image_pe=self.model.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
         )
-        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
-        if not return_logits:
-            masks = masks > self.model.mask_threshold
-        self.timings["decode_s"] = time.perf_counter() - started
-        return masks, iou, low_res

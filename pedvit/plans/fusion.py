@@ -68,7 +68,8 @@ def _depthwise_tokens(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     if d == 1:
         return F.conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias, padding=k // 2, groups=conv.groups).permute(0, 2, 3, 1)
     b, h, w, c = x.shape
-    hs, ws = -(-h // d), -(-w // d)
+    # Ceiling division written with a positive floor division: traced for ONNX, integer Div truncates.
+    hs, ws = (h + d - 1) // d, (w + d - 1) // d
     x = F.pad(x, (0, 0, 0, ws * d - w, 0, hs * d - h))
     grids = x.view(b, hs, d, ws, d, c).permute(0, 2, 4, 1, 3, 5).reshape(b * d * d, hs, ws, c)
     y = F.conv2d(grids.permute(0, 3, 1, 2), conv.weight, conv.bias, padding=k // 2, groups=conv.groups).permute(0, 2, 3, 1)
@@ -110,8 +111,8 @@ class _SeamBlock(nn.Module):
         hidden features) -> the same shape as x."""
         h, w = x.shape[1:3]
         t = self.window_tokens
-        y = F.layer_norm(x, (x.shape[-1],), self.norm.weight, self.norm.bias, self.norm.eps)
-        pos = self.pos.permute(0, 2, 3, 1).repeat(1, -(-h // t), -(-w // t), 1)[:, :h, :w]
+        y = F.layer_norm(x, self.norm.weight.shape, self.norm.weight, self.norm.bias, self.norm.eps)
+        pos = self.pos.permute(0, 2, 3, 1).repeat(1, (h + t - 1) // t, (w + t - 1) // t, 1)[:, :h, :w]
         y = _linear_tokens(y, self.down) + pos
         if context is not None:
             y = y + context
@@ -173,7 +174,7 @@ class SeamFusion(nn.Module):
         if self.context_px:
             # Normalised and projected on the coarse grid (cheap), then upsampled to the token grid.
             c = context.permute(0, 2, 3, 1).contiguous()
-            c = F.layer_norm(c, (c.shape[-1],), self.context_norm.weight, self.context_norm.bias, self.context_norm.eps)
+            c = F.layer_norm(c, self.context_norm.weight.shape, self.context_norm.weight, self.context_norm.bias, self.context_norm.eps)
             hidden = [F.interpolate(_linear_tokens(c, proj).permute(0, 3, 1, 2), size=x.shape[-2:], mode="bilinear",
                                     align_corners=False).permute(0, 2, 3, 1) for proj in self.context_proj]
         for block, extra in zip(self.blocks, hidden):

@@ -140,6 +140,9 @@ class TinyViTIsolated(SplitPlan):
         self.halo_px = halo_px
         self.fusion = fusion
         self.window_tokens = window_tokens
+        #: None: fusion + neck run as torch modules; else a callable `(stitched 1 x 320 x 64 x 64, context or None)
+        #: -> 1 x 256 x 64 x 64` that replaces them (the ONNX edge runtime, `pedvit.edge.onnx_runtime`)
+        self.edge_head: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
 
     @property
     def window_adapter(self) -> WindowAdapter | None:
@@ -192,16 +195,22 @@ class TinyViTIsolated(SplitPlan):
         self.check_model(model)
         context_px = getattr(self.fusion, "context_px", 0)
         if not context_px:
-            features = self.stitched_trunk(model, resized, grid, dispatch)
-            if self.fusion is not None:
-                features = self.fusion(features)
-            return model.image_encoder.run_neck(features)
+            return self.fuse_and_neck(model, self.stitched_trunk(model, resized, grid, dispatch), None)
         # The fusion's context pass needs only the edge's own copy of the image: it runs while the workers
         # compute, so it adds no latency when the edge would otherwise wait for the network.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pedvit-context") as pool:
             context = pool.submit(edge_context, model, resized, context_px)
             features = self.stitched_trunk(model, resized, grid, dispatch)
-            return model.image_encoder.run_neck(self.fusion(features, context.result()))
+            return self.fuse_and_neck(model, features, context.result())
+
+    def fuse_and_neck(self, model: Sam, features: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """1 x 320 x 64 x 64 stitched trunk features (+ the context pass, when the fusion reads one) -> the
+        1 x 256 x 64 x 64 embedding: the fusion (if any), then the neck; or `edge_head` when set."""
+        if self.edge_head is not None:
+            return self.edge_head(features, context)
+        if self.fusion is not None:
+            features = self.fusion(features, context) if context is not None else self.fusion(features)
+        return model.image_encoder.run_neck(features)
 
     def info(self, model: Sam | None = None) -> PlanInfo:
         return PlanInfo(
