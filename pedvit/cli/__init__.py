@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import sys
 import signal
 import threading
 
@@ -23,9 +25,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: options whose value may start with a minus sign (argparse would take "-5,10" for an option)
+_SIGNED_VALUE_OPTIONS = ("--point", "--box")
+
+
+def _join_signed_values(argv: list[str]) -> list[str]:
+    """``--point -5,10`` -> ``--point=-5,10`` so that negative coordinates parse."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _SIGNED_VALUE_OPTIONS and i + 1 < len(argv) and re.match(r"^-[\d.]", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_signed_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()

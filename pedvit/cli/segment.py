@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +62,39 @@ def load_image(path: str | Path) -> np.ndarray:
     if not p.is_file():
         raise InputError(f"image {p} not found")
     try:
-        with Image.open(p) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "P"):
-                # Composite transparency on white so transparent pixels don't become arbitrary colours.
-                rgba = image.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, rgba)
-            return np.array(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that: a would-be bomb is refused either way
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as image:
+                image = ImageOps.exif_transpose(image)
+                if image.mode in ("RGBA", "LA", "P"):
+                    # Composite transparency on white so transparent pixels don't become arbitrary colours.
+                    rgba = image.convert("RGBA")
+                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                    image = Image.alpha_composite(background, rgba)
+                return np.array(image.convert("RGB"), dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InputError(f"image {p} is too large to decode safely ({error})") from None
+    except (UnidentifiedImageError, OSError, ValueError, MemoryError) as error:
         raise InputError(f"cannot read image {p}: {error}") from None
+
+
+def check_prompts(points: Any, box: Any, shape: tuple[int, int]) -> None:
+    """InputError unless every prompt is finite and lies on the image (`shape` = H x W), before any work."""
+    h, w = shape
+    for x, y in (points if points is not None else []):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise InputError(f"point ({x}, {y}) is not a finite coordinate")
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise InputError(f"point ({x:g}, {y:g}) lies outside the {w} x {h} image")
+    if box is not None:
+        x0, y0, x1, y1 = box
+        if not np.isfinite(box).all():
+            raise InputError(f"box {tuple(box)} is not finite")
+        if not (x0 < x1 and y0 < y1):
+            raise InputError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) must have X0 < X1 and Y0 < Y1")
+        if x1 < 0 or y1 < 0 or x0 > w or y0 > h:
+            raise InputError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {w} x {h} image")
 
 
 # ------------------------------------------------------------------------------------------ predictor
@@ -164,6 +188,7 @@ def run_segment(args: argparse.Namespace, prepared: tuple[Any, str, Any] | None 
     box = np.array(args.box, dtype=np.float64) if args.box else None
     if points is None and box is None:
         points, labels = np.array([[w / 2, h / 2]]), np.array([1])  # no prompt: the centre point
+    check_prompts(points, box, (h, w))  # before the model loads and any window leaves the edge
     if args.no_local_compute and args.monolithic:
         raise InputError("--no-local-compute makes no sense with --monolithic")
     if prepared is not None:
