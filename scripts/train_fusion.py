@@ -1066,7 +1066,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 def cmd_check_fast_path(args: argparse.Namespace) -> int:
     """Max |fast - engine| of the stitched trunk over one held-out image (engine: in-process workers, float32
     wire; the trunk the shipped fusion's window adapter asks for)."""
-    from pedvit.edge.distributed import in_process_workers
+    from pedvit.edge.build import in_process_workers
     from pedvit.edge.engine import SplitEngine
     from pedvit.partition import WindowGrid
     from pedvit.plans.plans import TinyViTIsolated

@@ -90,7 +90,8 @@ def test_detector_that_fails_to_load_is_named(monkeypatch: pytest.MonkeyPatch) -
 
 def test_semantic_request_fails_closed_when_a_detector_fails(monkeypatch: pytest.MonkeyPatch, mobile_sam,
                                                               astronaut: np.ndarray, tmp_path) -> None:
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.edge.build import in_process_workers
+    from pedvit.edge.distributed import DistributedSamPredictor
 
     def explode(self: detectors.MtcnnFaceDetector, image: np.ndarray) -> list[Region]:
         raise RuntimeError("simulated inference failure")
@@ -107,7 +108,8 @@ def test_semantic_request_fails_closed_when_a_detector_fails(monkeypatch: pytest
 
 
 def test_unknown_keep_local_class_is_refused(mobile_sam) -> None:
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.edge.build import in_process_workers
+    from pedvit.edge.distributed import DistributedSamPredictor
 
     with pytest.raises(ValueError, match="unknown keep-local classes"):
         DistributedSamPredictor(mobile_sam, in_process_workers(mobile_sam, 2), scheme="semantic", fusion="off",
@@ -117,7 +119,8 @@ def test_unknown_keep_local_class_is_refused(mobile_sam) -> None:
 @pytest.mark.slow
 def test_semantic_run_keeps_face_and_text_local_and_ledger_names_detectors(mobile_sam, astronaut: np.ndarray,
                                                                             tmp_path) -> None:
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.edge.build import in_process_workers
+    from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.edge.ledger import check_ledger
 
     img = astronaut.copy()

@@ -103,7 +103,8 @@ def test_seed_reproducible() -> None:
 
 @pytest.mark.slow
 def test_predictor_records_dp_in_run_record_and_ledger(mobile_sam, coffee, tmp_path) -> None:
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.edge.build import in_process_workers
+    from pedvit.edge.distributed import DistributedSamPredictor
 
     workers = in_process_workers(mobile_sam, 3, record_inputs=True)
     ledger = tmp_path / "ledger.jsonl"

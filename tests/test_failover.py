@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from pedvit.edge.cluster import start_local_workers
-from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.build import in_process_workers
+from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.engine import EDGE, PrivacyConstraintError
 from pedvit.edge.ledger import check_ledger, read_ledger
 

@@ -210,7 +210,8 @@ def test_context_fusion_through_the_engine_equals_the_fast_path(mobile_sam) -> N
     on the edge while the workers compute), gives the embedding the in-process fast path computes; the
     context pass never reaches a worker (each worker still receives only its windows)."""
     from pedvit.data import real_photos
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.edge.build import in_process_workers
+    from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.models.transforms import ResizeLongestSide
     from pedvit.plans.fusion import apply_fusion, stitched_fast
 
@@ -242,7 +243,8 @@ def test_448px_windows_through_the_engine_equal_the_fast_path(mobile_sam) -> Non
     """`window_tokens=28`: each worker receives whole 448 px windows (no halo) and the engine's stitched
     embedding is the fast path's with 448 px windows; the ledger record and the plan say so."""
     from pedvit.data import real_photos
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.edge.build import in_process_workers
+    from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.models.transforms import ResizeLongestSide
     from pedvit.plans.fusion import stitched_fast
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pedvit.edge.cluster import ClusterError, load_cluster, start_local_workers
-from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.build import in_process_workers
+from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.engine import PrivacyConstraintError
 from pedvit.edge.ledger import check_ledger
 from pedvit.transport.client import RemoteExecutor, WorkerError

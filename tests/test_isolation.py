@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.build import in_process_workers
+
+from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.engine import RunRecord
 from pedvit.edge.executors import InProcessExecutor
 from pedvit.models import Sam

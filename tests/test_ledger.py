@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pedvit.cli import main
-from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.build import in_process_workers
+from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.ledger import Ledger, LedgerPolicy, check_ledger, ledger_head, read_ledger
 
 

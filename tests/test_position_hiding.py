@@ -9,7 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.build import in_process_workers
+
+from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.models import Sam
 from pedvit.models.transforms import ResizeLongestSide
 from pedvit.plans.plans import SplitPlan, TinyViTIsolated, make_plan

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.build import in_process_workers
+
+from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.engine import EDGE
 from pedvit.edge.estimates import PerfTable
 from pedvit.edge.executor import BlockingExecutor

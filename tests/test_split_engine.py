@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import reference_sam
-from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.build import in_process_workers
+from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.engine import EDGE, PrivacyConstraintError, RunRecord
 from pedvit.edge.executors import InProcessExecutor
 from pedvit.edge.ledger import check_ledger
@@ -304,3 +305,31 @@ def test_pedvit_plans_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plans", "--plan", "vit-isolated", "--model", "vit_b"]) == 0
     text = capsys.readouterr().out
     assert "isolated:        yes" in text and "edge share" in text
+
+
+def test_build_plan_resolves_names_defaults_and_fusion() -> None:
+    """The builder (`pedvit.edge.build`) behind the predictor, `pedvit segment`, `pedvit demo` and `pedvit plans`."""
+    import torch
+
+    from pedvit.edge.build import WorkerSource, build_plan, resolve_fusion
+    from pedvit.plans.fusion import load_default_fusion
+    from pedvit.plans.plans import TinyViTIsolated, ViTExact
+
+    default = build_plan(None, "mobile_sam", halo_px=32)
+    assert isinstance(default, TinyViTIsolated) and default.halo_px == 32
+    shipped = load_default_fusion()
+    assert (default.fusion is None) == (shipped is None)
+    if shipped is not None:
+        assert default.fusion.config == shipped.config and default.window_adapter is not None
+    assert build_plan("tinyvit-isolated", "mobile_sam", fusion="off").fusion is None
+    module = torch.nn.Identity()
+    assert build_plan("tinyvit-isolated", "mobile_sam", fusion=module).fusion is module
+    assert isinstance(build_plan(None, "vit_b"), ViTExact)
+    assert build_plan(default, "vit_b") is default  # a plan object is used as it is
+    assert resolve_fusion("vit-exact", "auto") is None
+    with pytest.raises(ValueError, match="fusion must be"):
+        resolve_fusion("tinyvit-isolated", "on")
+    with pytest.raises(ValueError, match="takes no halo"):
+        build_plan("vit-exact", "vit_b", halo_px=16)
+    assert [WorkerSource(in_process=2).mode, WorkerSource(addresses=("h:1",)).mode, WorkerSource(cluster_file="c").mode,
+            WorkerSource().mode] == ["in-process", "workers", "cluster", "local"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pedvit.edge.distributed import in_process_workers
+from pedvit.edge.build import in_process_workers
 from pedvit.partition import WindowGrid
 from pedvit.web.app import DemoApp, DemoServer, decode_image, ApiError
 

@@ -102,7 +102,8 @@ def test_plan_with_adapter_through_the_engine_equals_the_fast_path(mobile_sam) -
     equals the in-process fast path on the adapted trunk, each worker receives only its own windows, and a
     worker that lacks the adapter fails with a message that names the missing stage."""
     from pedvit.data import real_photos
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.edge.build import in_process_workers
+    from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.models.transforms import ResizeLongestSide
     from pedvit.plans.fusion import SeamFusion, stitched_fast
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from pedvit.edge.build import client_credentials, resolve_executors
-from pedvit.edge.cluster import ClusterError, start_local_workers
-from pedvit.edge.distributed import in_process_workers
+from pedvit.edge.build import WorkerSource, open_workers
+from pedvit.edge.cluster import ClusterError
 from pedvit.models import build_model
 from pedvit.web.app import DemoApp, DemoServer
 
@@ -15,17 +14,14 @@ def build_app(args: argparse.Namespace) -> DemoApp:
     """Model + workers from the CLI options (`--local N` default, `--workers`, `--cluster`, `--in-process N`;
     `--tls-*` and `--token-file` for running workers, the token also for local ones)."""
     model = build_model(args.model, args.checkpoint)
-    if args.in_process:
-        return DemoApp(model, in_process_workers(model, args.in_process))
-    tls, token = client_credentials(args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
-    if args.workers:
-        addresses = [a.strip() for a in args.workers.split(",") if a.strip()]
-        return DemoApp(model, resolve_executors(addresses, tls, token))
-    if args.cluster:
-        return DemoApp(model, resolve_executors(args.cluster))
-    print(f"starting {args.local} local workers ...", flush=True)
-    cluster = start_local_workers(args.local, model=args.model, checkpoint=args.checkpoint, token_file=args.token_file)
-    return DemoApp(model, cluster.executors(), on_close=cluster.stop)
+    addresses = tuple(a.strip() for a in (args.workers or "").split(",") if a.strip())
+    source = WorkerSource(local=args.local, in_process=args.in_process, addresses=addresses, cluster_file=args.cluster,
+                          tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, token_file=args.token_file,
+                          checkpoint=args.checkpoint)
+    if source.mode == "local":
+        print(f"starting {args.local} local workers ...", flush=True)
+    workers = open_workers(model, source)
+    return DemoApp(model, workers.executors, on_close=workers.close)
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -9,10 +9,11 @@ from typing import Any
 import torch
 
 from pedvit.models.registry import ENCODERS, build_sam
+from pedvit.partition.detectors import CLASSES, detector_names, parse_keep_local
 
 from pedvit.plans.flops import decoder_flops_per_prompt, plan_flops
-from pedvit.plans.fusion import load_default_fusion
-from pedvit.plans.plans import PLANS, SplitPlan, make_plan
+from pedvit.edge.build import build_plan
+from pedvit.plans.plans import PLANS, SplitPlan
 
 #: the model each plan is described with when --model is not given
 DEFAULT_MODEL = {"tinyvit-isolated": "mobile_sam", "vit-isolated": "vit_b", "vit-exact": "vit_b"}
@@ -51,8 +52,6 @@ def describe(plan: SplitPlan, model_name: str) -> dict[str, Any]:
 
 def keep_local_info(classes: str | None = None) -> dict[str, Any]:
     """Which sensitive-content detectors the ``semantic`` scheme runs (``--keep-local``; None: the default)."""
-    from pedvit.partition.detectors import CLASSES, detector_names, parse_keep_local
-
     active = parse_keep_local(classes)
     return {"keep_local_classes": list(active), "keep_local_detectors": {c: list(detector_names([c])) for c in active},
             "keep_local_available": {c: list(d) for c, d in CLASSES.items()}}
@@ -84,14 +83,13 @@ def _print(rows: list[dict[str, Any]]) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     names = [args.plan] if args.plan else list(PLANS)
-    # As the predictor runs it: tinyvit-isolated with the shipped fusion (and its context pass).
-    fusion = load_default_fusion() if "tinyvit-isolated" in names and not args.no_fusion else None
     rows = []
     for name in names:
         model_name = args.model or DEFAULT_MODEL[name]
         halos = [args.halo] if args.halo is not None else ([0, 112] if name == "tinyvit-isolated" else [0])
         for halo in halos:
-            plan = make_plan(name, halo_px=halo, fusion=fusion if name == "tinyvit-isolated" else None)
+            # As the predictor builds it: tinyvit-isolated with the shipped fusion (and its context pass).
+            plan = build_plan(name, model_name, halo_px=halo, fusion="off" if args.no_fusion else "auto")
             try:
                 row = describe(plan, model_name)
                 row.update(keep_local_info(args.keep_local))
@@ -106,6 +104,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
+    """Add `pedvit plans`."""
     parser = subparsers.add_parser("plans", help="describe the split plans (rounds, what workers see, isolation, FLOP shares)")
     parser.add_argument("--plan", choices=list(PLANS), default=None, help="only this plan (default: all)")
     parser.add_argument("--model", choices=list(ENCODERS), default=None, help="model for the FLOP split (default: each plan's model)")

@@ -22,6 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+from pedvit.edge.build import WorkerSet, WorkerSource, open_workers
+from pedvit.edge.cluster import ClusterError
+from pedvit.edge.distributed import DistributedSamPredictor
+from pedvit.edge.engine import PrivacyConstraintError
+from pedvit.edge.predictor import SamPredictor
+from pedvit.models import Sam, build_model
+from pedvit.partition import WindowGrid
+from pedvit.partition.detectors import DetectorError
+from pedvit.privacy.views import view_masks, view_sheet
 
 class InputError(ValueError):
     """Bad user input (exit code 2)."""
@@ -56,8 +68,6 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
 
 def load_image(path: str | Path) -> np.ndarray:
     """Any Pillow-readable image -> H x W x 3 uint8 RGB, EXIF orientation applied (grayscale/RGBA/palette ok)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     p = Path(path)
     if not p.is_file():
         raise InputError(f"image {p} not found")
@@ -98,50 +108,40 @@ def check_prompts(points: Any, box: Any, shape: tuple[int, int]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ predictor
-def build_predictor(args: argparse.Namespace, model: Any) -> tuple[Any, Any, str]:
-    """(predictor, local cluster to stop or None, mode name) for the parsed arguments."""
-    from pedvit.edge.build import client_credentials, resolve_executors
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+def worker_source(args: argparse.Namespace) -> WorkerSource:
+    """Where `pedvit segment`'s workers come from (`--in-process` runs `--local` in-process executors)."""
+    addresses = tuple(a.strip() for a in (args.workers or "").split(",") if a.strip())
+    return WorkerSource(local=args.local, in_process=args.local if args.in_process else 0, addresses=addresses,
+                        cluster_file=args.cluster, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                        token_file=args.token_file, checkpoint=args.checkpoint)
 
+
+def build_predictor(args: argparse.Namespace, model: Sam) -> tuple[SamPredictor, WorkerSet | None]:
+    """(predictor, its workers to close after the request; None for --monolithic) for the parsed arguments."""
     if args.monolithic:
-        from pedvit.edge.predictor import SamPredictor
-
-        return SamPredictor(model), None, "monolithic"
+        return SamPredictor(model), None
     options: dict[str, Any] = dict(
         plan=args.plan, scheme=args.scheme, halo_px=args.halo, window_tokens=args.window_tokens,
         fusion="off" if args.no_fusion else "auto",
         ledger=args.ledger, wire_dtype=args.wire_dtype, allow_local=not args.no_local_compute,
-        hide_positions=not args.reveal_positions,
-        keep_local_classes=getattr(args, "keep_local", None),
+        hide_positions=not args.reveal_positions, keep_local_classes=args.keep_local,
     )
-    if args.in_process:
-        return DistributedSamPredictor(model, in_process_workers(model, args.local), **options), None, "in-process"
-    tls, token = client_credentials(args.tls_ca, args.tls_cert, args.tls_key, args.token_file)
-    if args.workers:
-        addresses = [a.strip() for a in args.workers.split(",") if a.strip()]
-        return DistributedSamPredictor(model, resolve_executors(addresses, tls, token), **options), None, "workers"
-    if args.cluster:
-        return DistributedSamPredictor(model, args.cluster, **options), None, "cluster"
-    from pedvit.edge.cluster import start_local_workers
-
-    if args.local < 1:
-        raise InputError("--local must be >= 1")
+    source = worker_source(args)
     started = time.perf_counter()
-    local = start_local_workers(args.local, model.name, args.checkpoint, token_file=args.token_file)
-    print(f"started {args.local} local worker(s) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    workers = open_workers(model, source)
+    if workers.mode == "local":
+        print(f"started {args.local} local worker(s) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     try:
-        return DistributedSamPredictor(model, local.executors(), **options), local, "local"
+        return DistributedSamPredictor(model, workers.executors, **options), workers
     except BaseException:
-        local.stop()
+        workers.close()
         raise
 
 
 # -------------------------------------------------------------------------------------------- pictures
-def worker_views(record: Any, grid: Any) -> dict[str, np.ndarray]:
+def worker_views(record: Any, grid: WindowGrid) -> dict[str, np.ndarray]:
     """name -> H x W bool mask of the original pixels each worker received (window crops incl. halo);
     "edge" -> the windows the edge computed itself."""
-    from pedvit.privacy.views import view_masks
-
     views = view_masks(grid, {name: w.windows for name, w in record.workers.items()}, record.halo_px)
     views["edge"] = grid.original_mask(sorted(set(record.local_windows) & set(grid.content_ids)), 0)
     return views
@@ -149,8 +149,6 @@ def worker_views(record: Any, grid: Any) -> dict[str, np.ndarray]:
 
 def render_overlay(image: np.ndarray, mask: np.ndarray, points: np.ndarray | None, labels: np.ndarray | None, box: Any) -> np.ndarray:
     """The image with the mask blended in blue, prompt points (green fg / red bg) and the box."""
-    from PIL import Image, ImageDraw
-
     out = image.astype(np.float32)
     out[mask] = 0.5 * out[mask] + 0.5 * np.array([30, 144, 255])
     picture = Image.fromarray(out.astype(np.uint8))
@@ -165,22 +163,17 @@ def render_overlay(image: np.ndarray, mask: np.ndarray, points: np.ndarray | Non
 
 
 def _save_png(array: np.ndarray, path: str) -> None:
-    from PIL import Image
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, format="PNG")
 
 
 # ------------------------------------------------------------------------------------------------ main
-def run_segment(args: argparse.Namespace, prepared: tuple[Any, str, Any] | None = None) -> dict[str, Any]:
-    """Segment `args.image`; write the requested files; return the JSON result. `prepared`: (predictor, mode
-    name, model) set up by the caller, who closes it (several images, `pedvit.cli.segment_batch`)."""
-    import torch
+Prompt = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]
 
-    from pedvit.models import build_model
 
-    image = load_image(args.image)
-    h, w = image.shape[:2]
+def prompt_from_args(args: argparse.Namespace, h: int, w: int) -> Prompt:
+    """(N x 2 points, N labels, 4 box) from --point/--box; neither: the centre point of the H x W image.
+    Checked against the image here, before the model loads and any window leaves the edge."""
     points = labels = None
     if args.point:
         points = np.array([[x, y] for x, y, _ in args.point], dtype=np.float64)
@@ -188,20 +181,30 @@ def run_segment(args: argparse.Namespace, prepared: tuple[Any, str, Any] | None 
     box = np.array(args.box, dtype=np.float64) if args.box else None
     if points is None and box is None:
         points, labels = np.array([[w / 2, h / 2]]), np.array([1])  # no prompt: the centre point
-    check_prompts(points, box, (h, w))  # before the model loads and any window leaves the edge
+    check_prompts(points, box, (h, w))
+    return points, labels, box
+
+
+def run_segment(args: argparse.Namespace, prepared: tuple[Any, str, Any] | None = None) -> dict[str, Any]:
+    """Segment `args.image`; write the requested files; return the JSON result. `prepared`: (predictor, mode
+    name, model) set up by the caller, who closes it (several images, `pedvit.cli.segment_batch`)."""
+    image = load_image(args.image)
+    points, labels, box = prompt = prompt_from_args(args, *image.shape[:2])
     if args.no_local_compute and args.monolithic:
         raise InputError("--no-local-compute makes no sense with --monolithic")
+    workers = None
     if prepared is not None:
-        (predictor, mode, model), local = prepared, None
+        predictor, mode, model = prepared
     else:
         try:
             model = build_model(args.model, args.checkpoint)
         except (ValueError, KeyError, FileNotFoundError) as error:
             raise InputError(f"cannot load model {args.model!r}: {error}") from None
         try:
-            predictor, local, mode = build_predictor(args, model)
+            predictor, workers = build_predictor(args, model)
         except (ValueError, FileNotFoundError) as error:  # bad plan/halo/scheme/credential paths
             raise InputError(str(error)) from None
+        mode = workers.mode if workers else "monolithic"
     try:
         if prepared is None:
             from pedvit.edge.onnx_runtime import use_edge_runtime
@@ -215,17 +218,31 @@ def run_segment(args: argparse.Namespace, prepared: tuple[Any, str, Any] | None 
         record = getattr(predictor, "last_run", None)
         grid = getattr(getattr(predictor, "engine", None), "last_grid", None)
     finally:
-        close = getattr(predictor, "close", None)
-        if close is not None and prepared is None:
-            close()
-        if local is not None:
-            local.stop()
+        if prepared is None:
+            close = getattr(predictor, "close", None)
+            if close is not None:
+                close()
+            if workers is not None:
+                workers.close()
+    result = _result(args, image, model.name, mode, prompt, masks, scores, predictor.timings)
+    mask = masks[result["best"]]
+    if record is not None:
+        result.update(_record_summary(record, args.ledger))
+        result["timings"].update({f"engine_{k}": float(v) for k, v in record.timings.items()})
+        result["timings"]["edge_compute_s"] = float(record.edge_compute_s)
+    _write_files(args, image, mask, prompt, record, grid, result)
+    return result
+
+
+def _result(args: argparse.Namespace, image: np.ndarray, model_name: str, mode: str, prompt: Prompt,
+            masks: np.ndarray, scores: np.ndarray, timings: dict[str, float]) -> dict[str, Any]:
+    """The JSON result without the run record: the best of the C x H x W masks by score."""
+    points, labels, box = prompt
     best = int(np.argmax(scores))
-    mask = masks[best]
-    result: dict[str, Any] = {
+    return {
         "image": str(args.image),
-        "image_size": [h, w],
-        "model": model.name,
+        "image_size": list(image.shape[:2]),
+        "model": model_name,
         "mode": mode,
         "prompt": {
             "points": points.tolist() if points is not None else None,
@@ -234,33 +251,39 @@ def run_segment(args: argparse.Namespace, prepared: tuple[Any, str, Any] | None 
         },
         "scores": [float(s) for s in scores],
         "best": best,
-        "mask_area": int(mask.sum()),
-        "mask_fraction": float(mask.mean()),
-        "timings": {k: float(v) for k, v in predictor.timings.items()},
+        "mask_area": int(masks[best].sum()),
+        "mask_fraction": float(masks[best].mean()),
+        "timings": {k: float(v) for k, v in timings.items()},
         "torch_threads": torch.get_num_threads(),
     }
-    if record is not None:
-        result.update(
-            plan=record.plan, scheme=record.scheme, halo_px=record.halo_px, window_tokens=record.window_tokens,
-            wire_dtype=record.wire_dtype, positions_hidden=record.positions_hidden,
-            request_id=record.request_id, local_windows=sorted(record.local_windows), failovers=record.failovers,
-            workers={
-                name: {
-                    "windows": sorted(wr.windows), "boxes": {str(k): v for k, v in sorted(wr.boxes.items())},
-                    "bytes_sent": wr.bytes_sent, "bytes_received": wr.bytes_received, "calls": wr.calls,
-                    "compute_s": wr.compute_s, "wall_s": wr.wall_s, "failed": wr.failed, "errors": wr.errors,
-                }
-                for name, wr in record.workers.items()
-            },
-            ledger=str(args.ledger) if args.ledger else None,
-            sensitive=record.extra.get("sensitive"),
-        )
-        result["timings"].update({f"engine_{k}": float(v) for k, v in record.timings.items()})
-        result["timings"]["edge_compute_s"] = float(record.edge_compute_s)
+
+
+def _record_summary(record: Any, ledger: str | None) -> dict[str, Any]:
+    """The run record's part of the JSON result: plan, assignment, per-worker traffic and times."""
+    return dict(
+        plan=record.plan, scheme=record.scheme, halo_px=record.halo_px, window_tokens=record.window_tokens,
+        wire_dtype=record.wire_dtype, positions_hidden=record.positions_hidden,
+        request_id=record.request_id, local_windows=sorted(record.local_windows), failovers=record.failovers,
+        workers={
+            name: {
+                "windows": sorted(wr.windows), "boxes": {str(k): v for k, v in sorted(wr.boxes.items())},
+                "bytes_sent": wr.bytes_sent, "bytes_received": wr.bytes_received, "calls": wr.calls,
+                "compute_s": wr.compute_s, "wall_s": wr.wall_s, "failed": wr.failed, "errors": wr.errors,
+            }
+            for name, wr in record.workers.items()
+        },
+        ledger=str(ledger) if ledger else None,
+        sensitive=record.extra.get("sensitive"),
+    )
+
+
+def _write_files(args: argparse.Namespace, image: np.ndarray, mask: np.ndarray, prompt: Prompt, record: Any, grid: Any,
+                 result: dict[str, Any]) -> None:
+    """--out, --overlay, --views and --json."""
     if args.out:
         _save_png((mask * 255).astype(np.uint8), args.out)
     if args.overlay:
-        _save_png(render_overlay(image, mask, points, labels, box), args.overlay)
+        _save_png(render_overlay(image, mask, *prompt), args.overlay)
     if args.views:
         if record is None or grid is None:
             print("note: --views needs a distributed run; skipped for --monolithic", file=sys.stderr)
@@ -268,20 +291,14 @@ def run_segment(args: argparse.Namespace, prepared: tuple[Any, str, Any] | None 
             hidden = any(record.positions_hidden.values())
             caption = ("workers received their windows shuffled and without positions; placed here by the edge's map"
                        if hidden else "")
-            from pedvit.privacy.views import view_sheet
-
             _save_png(view_sheet(image, worker_views(record, grid), caption=caption), args.views)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return result
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from pedvit.edge.cluster import ClusterError
-    from pedvit.edge.engine import PrivacyConstraintError
     from pedvit.cli.segment_batch import run_batch, wants_batch
-    from pedvit.partition.detectors import DetectorError
 
     if wants_batch(args):  # several images, a folder, or --everything
         return run_batch(args)

@@ -210,7 +210,8 @@ def run_batch(args: argparse.Namespace) -> int:
 
     try:
         model = build_model(args.model, args.checkpoint)
-        predictor, local, mode = build_predictor(args, model)
+        predictor, workers = build_predictor(args, model)
+        mode = workers.mode if workers else "monolithic"
     except (ValueError, KeyError, FileNotFoundError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -255,8 +256,8 @@ def run_batch(args: argparse.Namespace) -> int:
         close = getattr(predictor, "close", None)
         if close is not None:
             close()
-        if local is not None:
-            local.stop()
+        if workers is not None:
+            workers.close()
     if out_dir is not None:
         summary = {"mode": mode, "everything": bool(args.everything), "edge_runtime": args.edge_runtime,
                    "pipelined": pipelined, "done": done, "skipped": problems}

@@ -10,22 +10,12 @@ import torch
 
 from pedvit.models import Sam
 from pedvit.partition import Constraints
-from pedvit.plans.plans import DEFAULT_PLAN_FOR_MODEL, SplitPlan, make_plan
-from pedvit.plans.stages import stages_for_model
+from pedvit.plans.plans import SplitPlan
 
-from .build import resolve_executors
+from .build import build_plan, resolve_executors
 from .engine import RunRecord, SplitEngine
-from .executors import InProcessExecutor
 from .ledger import Ledger
 from .predictor import SamPredictor
-
-
-def in_process_workers(model: Sam, n: int, *, record_inputs: bool = False,
-                       window_adapters: Sequence[Any] | None = None) -> list[InProcessExecutor]:
-    """n executors in this process sharing the model's weights (no network; debugging and tests); they serve
-    the adapted trunk for `window_adapters` (None: the shipped adapter) besides the plain stages."""
-    stages = stages_for_model(model, window_adapters)
-    return [InProcessExecutor(stages, f"inproc{i}", record_inputs=record_inputs) for i in range(n)]
 
 
 class DistributedSamPredictor(SamPredictor):
@@ -75,10 +65,7 @@ class DistributedSamPredictor(SamPredictor):
         **engine_options: Any,
     ) -> None:
         super().__init__(model, checkpoint)
-        if isinstance(plan, str) or plan is None:
-            plan_name = plan or DEFAULT_PLAN_FOR_MODEL[self.model.name]
-            plan = make_plan(plan_name, halo_px=halo_px, window_tokens=window_tokens,
-                             fusion=self._resolve_fusion(plan_name, fusion))
+        plan = build_plan(plan, self.model.name, halo_px=halo_px, window_tokens=window_tokens, fusion=fusion)
         executors = resolve_executors(workers, tls, token)
         if isinstance(ledger, (str, os.PathLike)):
             ledger = Ledger(ledger)
@@ -89,19 +76,6 @@ class DistributedSamPredictor(SamPredictor):
             self.dp_noise = GaussianWindowNoise(dp_epsilon, dp_delta, dp_clip_norm, seed=dp_seed)
             engine_options["outgoing"] = self.dp_noise  # the engine records its params() per worker
         self.engine = SplitEngine(self.model, executors, plan, scheme=scheme, constraints=constraints, ledger=ledger, **engine_options)
-
-    def _resolve_fusion(self, plan_name: str, fusion: Any) -> torch.nn.Module | None:
-        if fusion is None or fusion == "off" or plan_name != "tinyvit-isolated":
-            return None
-        if fusion == "auto":
-            try:
-                from pedvit.plans.fusion import load_default_fusion
-            except ImportError:
-                return None
-            return load_default_fusion()
-        if isinstance(fusion, torch.nn.Module):
-            return fusion
-        raise ValueError(f"fusion must be 'auto', 'off' or a torch module, got {fusion!r}")
 
     @property
     def plan(self) -> SplitPlan:

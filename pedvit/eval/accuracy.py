@@ -30,8 +30,11 @@ import numpy as np
 from torch import nn
 
 from pedvit.data import DATASETS, GTInstance, Photo, gt_instances, mask_box_xyxy, real_photos
+from pedvit.edge.build import in_process_workers
+from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.predictor import SamPredictor
 from pedvit.models import Sam
+from pedvit.plans.fusion import load_default_fusion
 from pedvit.plans.plans import SplitPlan, make_plan
 
 __all__ = [
@@ -132,8 +135,6 @@ def dataset_ious(predictor: SamPredictor, instances: Sequence[GTInstance]) -> li
 # ------------------------------------------------------------------------------------ predictors
 def distributed_predictor(model: Sam, plan: SplitPlan, *, n_workers: int = 3, scheme: str = "interleaved", wire_dtype: str = "float16", seed: int = 0) -> SamPredictor:
     """A `DistributedSamPredictor` over `n_workers` in-process workers for any plan (fusion inside the plan)."""
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
-
     return DistributedSamPredictor(model, in_process_workers(model, n_workers), plan=plan, scheme=scheme, wire_dtype=wire_dtype, seed=seed)
 
 
@@ -361,12 +362,7 @@ def _fusions(mode: str) -> list[tuple[str, nn.Module | None]]:
     if mode in ("off", "both"):
         out.append(("off", None))
     if mode in ("auto", "both"):
-        try:
-            from pedvit.plans.fusion import load_default_fusion
-
-            module = load_default_fusion()
-        except ImportError:
-            module = None
+        module = load_default_fusion()
         if module is None:
             print("fusion: no trained fusion weights found; 'auto' runs without fusion", file=sys.stderr)
             if mode == "auto":

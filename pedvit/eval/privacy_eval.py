@@ -389,7 +389,9 @@ def leakage_check(image: np.ndarray, plan: str, *, n_workers: int = 4, model: An
     """
     import torch
 
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.edge.build import in_process_workers
+
+    from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.privacy.leakage_metrics import feature_leakage
 
     if scheme == "semantic":
