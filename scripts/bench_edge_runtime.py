@@ -38,7 +38,8 @@ def _prompts(h: int, w: int) -> dict[str, dict[str, np.ndarray]]:
 
 def agreement(model: Any, photo_names: list[str], workers: int) -> list[dict[str, Any]]:
     from pedvit.data.photos import photo
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.edge.build import in_process_workers
+    from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.edge.onnx_runtime import use_edge_runtime
     from pedvit.edge.predictor import SamPredictor
 
@@ -72,7 +73,8 @@ def agreement(model: Any, photo_names: list[str], workers: int) -> list[dict[str
 
 def timing(model: Any, photo_name: str, repeats: int, workers: int) -> dict[str, dict[str, float]]:
     from pedvit.data.photos import photo
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.edge.build import in_process_workers
+    from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.edge.onnx_runtime import OnnxFusionNeck, OnnxPromptDecoder
 
     image = photo(photo_name).image

@@ -220,7 +220,7 @@ def test_batching_and_output_modes_do_not_change_masks(mobile_sam, chelsea) -> N
 
 @pytest.mark.slow
 def test_distributed_generator_records_runs_and_isolates_workers(mobile_sam, chelsea) -> None:
-    from pedvit.edge.distributed import in_process_workers
+    from pedvit.edge.build import in_process_workers
 
     workers = in_process_workers(mobile_sam, 2)
     with DistributedSamAutomaticMaskGenerator(mobile_sam, workers, points_per_side=6, pred_iou_thresh=0.7,

@@ -122,7 +122,8 @@ def test_split_predictor_masks_identical_with_onnx_edge(mobile_sam, photo_name) 
     """The whole edge (fusion + neck, prompt encoder + mask decoder) in onnxruntime gives the same masks as
     torch on real photos; embedding and logits agree to float32 rounding."""
     from pedvit.data.photos import photo
-    from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+    from pedvit.edge.build import in_process_workers
+    from pedvit.edge.distributed import DistributedSamPredictor
 
     image = photo(photo_name).image
     h, w = image.shape[:2]

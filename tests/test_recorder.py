@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from engine_fakes import IMAGE_SIZE, OffsetExecutor
-from pedvit.edge.distributed import DistributedSamPredictor, in_process_workers
+from pedvit.edge.build import in_process_workers
+from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.estimates import PerfTable
 from pedvit.edge.executors import ExecutorFailure
 from pedvit.edge.ledger import Ledger, check_record, read_ledger

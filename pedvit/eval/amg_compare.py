@@ -84,7 +84,7 @@ def run_comparison(photo_names: Sequence[str] = DEFAULT_PHOTOS, *, points_per_si
     """The comparison on named real photos (`pedvit.data.photos`); returns per-photo and pooled results."""
     from pedvit.data.photos import photo
     from pedvit.edge.automatic_masks import DistributedSamAutomaticMaskGenerator, SamAutomaticMaskGenerator
-    from pedvit.edge.distributed import in_process_workers
+    from pedvit.edge.build import in_process_workers
     from pedvit.models import build_model
 
     from .upstream_sam import mobile_sam_reference, reference_package
