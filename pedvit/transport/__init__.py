@@ -2,7 +2,8 @@
 
 from pedvit.transport.codec import DEFAULT_MAX_MESSAGE_BYTES, decode_tensor, encode_tensor
 from pedvit.transport.tls import ClientTLS, ServerTLS, generate_dev_pki
-from pedvit.transport.client import CallStats, RemoteExecutor, StageCall, WorkerError, WorkerInfo
+from pedvit.transport.client import RemoteExecutor, StageCall
+from pedvit.transport.worker_types import CallStats, WorkerError, WorkerInfo
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",

@@ -1,0 +1,131 @@
+"""The demo's HTTP side: a standard-library server routing the JSON API and the static page to a `DemoApp`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from .app import DemoApp
+from .images import MAX_UPLOAD_BYTES, ApiError, png_bytes
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {"index.html", "app.js", "style.css"}
+
+
+class DemoHandler(BaseHTTPRequestHandler):
+    """Routes requests to the `DemoApp` in `self.server.app`."""
+
+    server_version = "pedvit-demo"
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def app(self) -> DemoApp:
+        return self.server.app  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.info("%s %s", self.address_string(), format % args)
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; style-src 'self'")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, payload: Any) -> None:
+        self._send(status, json.dumps(payload).encode("utf-8"), "application/json")
+
+    def _body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise ApiError(400, "bad Content-Length") from None
+        if length > MAX_UPLOAD_BYTES:
+            self.close_connection = True  # do not read (or keep) the oversized body
+            raise ApiError(413, f"request too large ({length} bytes); the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _json_body(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self._body() or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        return data
+
+    def _handle(self, method: str) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            if method == "GET":
+                if path in ("/", "/index.html"):
+                    return self._static("index.html")
+                if path.startswith("/static/"):
+                    return self._static(path[len("/static/"):])
+                if path == "/api/config":
+                    return self._json(200, self.app.config())
+                if path.startswith("/api/images/") and path.endswith(".png"):
+                    image_id = path[len("/api/images/"):-len(".png")]
+                    return self._send(200, png_bytes(self.app.image(image_id)), "image/png")
+            elif method == "POST":
+                if path == "/api/images":
+                    return self._json(200, self.app.add_upload(self._body()))
+                if path == "/api/images/sample":
+                    return self._json(200, self.app.add_sample(self._json_body().get("name")))
+                if path == "/api/segment":
+                    return self._json(200, self.app.segment(self._json_body()))
+            raise ApiError(404 if method == "GET" or path.startswith("/api/") else 405, f"no such endpoint: {method} {path}")
+        except ApiError as error:
+            self._json(error.status, {"error": error.message})
+        except Exception as error:  # noqa: BLE001 - the page must get JSON, never a blank 500
+            log.exception("request failed")
+            self._json(500, {"error": f"internal error: {type(error).__name__}: {error}"})
+
+    def _static(self, name: str) -> None:
+        if name not in STATIC_FILES:  # whitelist: no path traversal
+            raise ApiError(404, f"no such file: {name}")
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type.endswith("javascript"):
+            content_type += "; charset=utf-8"
+        self._send(200, (STATIC_DIR / name).read_bytes(), content_type)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+
+class DemoServer(ThreadingHTTPServer):
+    """HTTP server bound to a `DemoApp`. `serve_in_thread()` for tests; `serve_forever()` for the CLI."""
+
+    daemon_threads = True
+
+    def __init__(self, app: DemoApp, host: str = "127.0.0.1", port: int = 8000) -> None:
+        super().__init__((host, port), DemoHandler)
+        self.app = app
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def serve_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="pedvit-demo", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.app.close()
