@@ -86,12 +86,12 @@ def downscale(image: np.ndarray, views: Mapping[str, np.ndarray], max_side: int 
     return img, small
 
 
-def _clean(obj: Any) -> Any:
+def json_ready(obj: Any) -> Any:
     """JSON-safe copy: drop keys starting with '_', NaN/inf -> None, numpy scalars -> Python."""
     if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items() if not str(k).startswith("_")}
+        return {str(k): json_ready(v) for k, v in obj.items() if not str(k).startswith("_")}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -384,7 +384,7 @@ class PrivacyReport:
         md.write_text(self.to_markdown(rows))
         paths["markdown"] = md
         js = out / "privacy.json"
-        js.write_text(json.dumps(_clean({"title": self.title, "threshold": self.threshold, "rows": rows,
+        js.write_text(json.dumps(json_ready({"title": self.title, "threshold": self.threshold, "rows": rows,
                                          "results": self.results}), indent=1))
         paths["json"] = js
         if figures:
