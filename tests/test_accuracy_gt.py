@@ -71,7 +71,7 @@ def test_jpeg_noise_floor_predictor(mobile_sam: Sam, astronaut) -> None:
 def test_agreement_ci_resamples_photos() -> None:
     """The interval holds the mean; it is wide when photos disagree with each other (prompts on one photo
     move together) and collapses when every photo has the same IoUs."""
-    from pedvit.eval.accuracy import agreement_ci
+    from pedvit.eval.confidence import agreement_ci
 
     per_photo = [[1.0, 1.0, 1.0], [0.2, 0.2, 0.2], [0.9, 0.9, 0.9], [0.5, 0.6, 0.7]]
     low, high = agreement_ci(per_photo)
@@ -117,7 +117,7 @@ def test_retention_gain_ci_is_paired() -> None:
     even when the instances themselves vary a lot."""
     import numpy as np
 
-    from pedvit.eval.accuracy import retention_ci, retention_gain_ci
+    from pedvit.eval.confidence import retention_ci, retention_gain_ci
 
     rng = np.random.default_rng(1)
     mono = rng.uniform(0.3, 0.95, size=30)

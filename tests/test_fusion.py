@@ -172,7 +172,8 @@ def test_default_fusion_brings_masks_closer_to_monolithic_on_held_out_photos(mob
     from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.eval.accuracy import mask_iou
     from pedvit.models.transforms import ResizeLongestSide
-    from pedvit.plans.fusion import apply_fusion, monolithic_trunk, stitched_fast
+    from pedvit.plans.fusion import apply_fusion
+    from pedvit.training.features import monolithic_trunk, stitched_fast
 
     assert DEFAULT_WEIGHTS.is_file(), "the trained fusion weights must ship with the package"
     fusion = load_default_fusion()
@@ -213,7 +214,8 @@ def test_context_fusion_through_the_engine_equals_the_fast_path(mobile_sam) -> N
     from pedvit.edge.build import in_process_workers
     from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.models.transforms import ResizeLongestSide
-    from pedvit.plans.fusion import apply_fusion, stitched_fast
+    from pedvit.plans.fusion import apply_fusion
+    from pedvit.training.features import stitched_fast
 
     torch.manual_seed(4)
     module = SeamFusion(hidden=32, depth=1, context_px=224).eval()
@@ -246,7 +248,7 @@ def test_448px_windows_through_the_engine_equal_the_fast_path(mobile_sam) -> Non
     from pedvit.edge.build import in_process_workers
     from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.models.transforms import ResizeLongestSide
-    from pedvit.plans.fusion import stitched_fast
+    from pedvit.training.features import stitched_fast
 
     image = real_photos(min_count=0, names=["camera"])[0].image
     resized = ResizeLongestSide(mobile_sam.img_size).apply_image(image)

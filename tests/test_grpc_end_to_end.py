@@ -14,7 +14,8 @@ from pedvit.edge.build import in_process_workers
 from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.engine import PrivacyConstraintError
 from pedvit.edge.ledger import check_ledger
-from pedvit.transport.client import RemoteExecutor, WorkerError
+from pedvit.transport.client import RemoteExecutor
+from pedvit.transport.calls import WorkerError
 from pedvit.transport.tls import ClientTLS, generate_dev_pki
 
 pytestmark = pytest.mark.slow

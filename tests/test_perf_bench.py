@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from pedvit.eval import netem, perf_bench
+from pedvit.eval import netem
+from pedvit.eval.perf_report import vit_edge_flop_share
 from pedvit.plans.stages import FULL_ENCODER, build_worker_stages, stages_for_model
 
 REQUIRED_KEYS = {"model", "plan", "workers", "latency_ratio_vs_monolithic", "edge_cpu_share", "overhead_share", "bytes_ratio_vs_cloud_only"}
@@ -50,8 +51,8 @@ def test_worker_stages_device_option_on_cpu() -> None:
 
 def test_vit_flop_share_estimate() -> None:
     """Global blocks' share grows with width; ViT-H's 4 of 32 blocks stay well under ViT-B's 4 of 12."""
-    vit_b = perf_bench.vit_edge_flop_share(depth=12, dim=768, global_blocks=4)
-    vit_h = perf_bench.vit_edge_flop_share(depth=32, dim=1280, global_blocks=4)
+    vit_b = vit_edge_flop_share(depth=12, dim=768, global_blocks=4)
+    vit_h = vit_edge_flop_share(depth=32, dim=1280, global_blocks=4)
     assert 0 < vit_h < vit_b < 1
 
 
@@ -60,7 +61,7 @@ def test_tiny_bench_run_writes_json(tmp_path) -> None:
     """mobile_sam, 1 worker process, 1 repeat: every row has the headline keys and sane values."""
     out = tmp_path / "bench.json"
     md = tmp_path / "bench.md"
-    argv = [sys.executable, "-m", "pedvit.eval.perf_bench", "--models", "mobile_sam", "--workers", "1", "--repeats", "1",
+    argv = [sys.executable, "-m", "pedvit", "bench", "--models", "mobile_sam", "--workers", "1", "--repeats", "1",
             "--json", str(out), "--markdown", str(md), "--no-progress"]
     subprocess.run(argv, check=True, timeout=600, stdout=subprocess.DEVNULL)
     data = json.loads(out.read_text())

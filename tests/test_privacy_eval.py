@@ -10,14 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pedvit.eval.privacy_eval import (
-    evaluate_photos,
-    leakage_check,
-    resize_boundary_leak,
-    resize_margin_px,
-    small_random_vit,
-    summarize,
-)
+from pedvit.eval.leakage import leakage_check, resize_boundary_leak, resize_margin_px, small_random_vit
+from pedvit.eval.privacy_eval import evaluate_photos, summarize
 from pedvit.partition import WindowGrid, assign
 
 FAST = dict(methods=("mean_fill", "pullpush"), detect_kinds=("frontal_face",), progress=False)

@@ -75,7 +75,8 @@ def test_seam_padding_is_part_of_the_adapter_and_its_file(tmp_path, mobile_sam) 
 def test_worker_stage_and_in_process_stitching_agree_on_seams(mobile_sam) -> None:
     """What a worker's stage returns for a window equals that window's tokens in `stitch_isolated` (the fast
     path the fusion is trained and scored on), for a corner window and an interior one."""
-    from pedvit.plans.fusion import canvas_input, stitch_isolated
+    from pedvit.plans.fusion import canvas_input
+    from pedvit.training.features import stitch_isolated
     from pedvit.plans.stages import stages_for_model
 
     rng = np.random.default_rng(0)
@@ -96,7 +97,7 @@ def test_seam_padding_brings_isolated_windows_closer_to_the_whole_image(mobile_s
     closer to the monolithic trunk's, at the seams and at the window centres."""
     from pedvit.data import real_photos
     from pedvit.models.transforms import ResizeLongestSide
-    from pedvit.plans.fusion import monolithic_trunk, stitched_fast
+    from pedvit.training.features import monolithic_trunk, stitched_fast
 
     image = real_photos(min_count=0, names=["coffee"])[0].image
     resized = ResizeLongestSide(mobile_sam.img_size).apply_image(image)

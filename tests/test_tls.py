@@ -17,7 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pedvit.cloud.worker import SERVICE_NAME, WorkerServer, serve
 from pedvit.plans.stage import StageSpec
-from pedvit.transport.client import RemoteExecutor, WorkerError
+from pedvit.transport.client import RemoteExecutor
+from pedvit.transport.calls import WorkerError
 from pedvit.cli.certs import register
 from pedvit.transport.tls import ClientTLS, ServerTLS, generate_dev_pki
 

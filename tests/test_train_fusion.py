@@ -1,4 +1,5 @@
-"""Smoke test of the fusion trainer (`scripts/train_fusion.py distil`) on CPU with real MobileSAM weights:
+"""Smoke test of the fusion trainer (`pedvit.training`, run as `scripts/train_fusion.py distil`) on CPU with real
+MobileSAM weights:
 a few steps on cached augmented images change the weights and write weights + metadata, for both objectives
 (the embedding one with the edge's whole-image context pass)."""
 
@@ -42,17 +43,10 @@ def test_distil_with_cache_trains_and_writes_metadata(tmp_path: Path, objective:
     assert ("KL of mask logits" in meta["objective"]) == (objective == "mask")
 
 
-def _trainer_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_fusion", ROOT / "scripts" / "train_fusion.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_seam_distance_marks_window_borders() -> None:
-    dist = _trainer_module().seam_distance()
+    from pedvit.training.features import seam_distance
+
+    dist = seam_distance()
     assert dist.shape == (64, 64)
     # Token rows/columns 0, 13, 14, 27, ... touch a window border; 6 and 7 are a 14-token window's centre.
     assert int(dist[0, 30]) == 0 and int(dist[30, 13]) == 0 and int(dist[14, 40]) == 0
@@ -66,32 +60,33 @@ def test_seam_oracle_interpolates_between_isolated_and_monolithic() -> None:
     """band 0 = the isolated trunk, band 7 (every token is < 7 from a border) = the monolithic trunk."""
     from pedvit.data import real_photos
     from pedvit.models import build_model
-    from pedvit.plans.fusion import monolithic_trunk, stitched_fast
+    from pedvit.training.evaluate import SeamOraclePredictor
+    from pedvit.training.features import monolithic_trunk, resize, stitched_fast
 
-    trainer = _trainer_module()
     model = build_model("mobile_sam").eval()
-    resized = trainer.resize(model, real_photos(min_count=0, names=["camera"])[0].image)
+    resized = resize(model, real_photos(min_count=0, names=["camera"])[0].image)
     neck = model.image_encoder.run_neck
     iso, mono = neck(stitched_fast(model, resized)), neck(monolithic_trunk(model, resized))
     assert float((iso - mono).abs().max()) > 0.1  # the two ends differ, so the checks below can fail
     for band, expected in ((0, iso), (7, mono)):
-        got = trainer._SeamOraclePredictor(model, None, band)._encode(resized, resized)
+        got = SeamOraclePredictor(model, None, band)._encode(resized, resized)
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-    half = trainer._SeamOraclePredictor(model, None, 2)._encode(resized, resized)
+    half = SeamOraclePredictor(model, None, 2)._encode(resized, resized)
     assert float((half - iso).abs().max()) > 0.1 and float((half - mono).abs().max()) > 0.1
 
 
 def test_wide_photo_table_is_disjoint_from_held_out_and_well_formed() -> None:
-    trainer = _trainer_module()
-    wide, extra, held_out = trainer.WIDE_PHOTOS, trainer.EXTRA_PHOTOS, set(trainer.HELD_OUT)
+    from pedvit.training.photos import EXTRA_PHOTOS, HELD_OUT, WIDE_PHOTOS, photo_file_name
+
+    wide, extra, held_out = WIDE_PHOTOS, EXTRA_PHOTOS, set(HELD_OUT)
     assert len(wide) >= 50
     assert not (set(wide) & set(extra)) and not (set(wide) & held_out)
-    files = {trainer._photo_file_name(name, member) for name, (_, _, member, _) in wide.items()}
+    files = {photo_file_name(name, member) for name, (_, _, member, _) in wide.items()}
     assert len(files) == len(wide)  # one file per photo, no clashes
     for name, (spec, source, member, sha) in wide.items():
         assert "==" in spec and len(sha) == 64 and int(sha, 16) >= 0
         assert source == "wheel" or source.endswith((".tar.gz", ".zip"))
-        assert trainer._photo_file_name(name, member).endswith((".jpg", ".png"))
+        assert photo_file_name(name, member).endswith((".jpg", ".png"))
 
 
 @pytest.mark.parametrize("kind", ["tar.gz", "zip"])
@@ -100,7 +95,8 @@ def test_read_member_finds_files_under_the_sdist_top_level_folder(tmp_path: Path
     import tarfile
     import zipfile
 
-    trainer = _trainer_module()
+    from pedvit.training.photos import read_member
+
     payload = b"\xff\xd8 not really a jpeg"
     archive = tmp_path / f"pkg-1.0.{kind}"
     if kind == "zip":
@@ -113,24 +109,25 @@ def test_read_member_finds_files_under_the_sdist_top_level_folder(tmp_path: Path
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tf.addfile(info, io.BytesIO(data))
-    assert trainer._read_member(archive, "tests/images/a.jpg", top_level=True) == payload
+    assert read_member(archive, "tests/images/a.jpg", top_level=True) == payload
     with pytest.raises(KeyError):
-        trainer._read_member(archive, "tests/images/missing.jpg", top_level=True)
+        read_member(archive, "tests/images/missing.jpg", top_level=True)
 
 
 def test_extra_photos_refuses_a_file_that_is_not_the_pinned_one(tmp_path: Path) -> None:
-    trainer = _trainer_module()
     from PIL import Image
 
-    for name, (_, member) in trainer.EXTRA_PHOTOS.items():
-        Image.new("RGB", (8, 8)).save(tmp_path / trainer._photo_file_name(name, member))
-    assert len(trainer.extra_photos(str(tmp_path))) == len(trainer.EXTRA_PHOTOS)  # the original six are not pinned
+    from pedvit.training.photos import EXTRA_PHOTOS, WIDE_PHOTOS, extra_photos, photo_file_name
+
+    for name, (_, member) in EXTRA_PHOTOS.items():
+        Image.new("RGB", (8, 8)).save(tmp_path / photo_file_name(name, member))
+    assert len(extra_photos(str(tmp_path))) == len(EXTRA_PHOTOS)  # the original six are not pinned
     with pytest.raises(SystemExit, match="fetch-extra --wide"):
-        trainer.extra_photos(str(tmp_path), wide=True)
-    for name, (_, _, member, _) in trainer.WIDE_PHOTOS.items():
-        Image.new("RGB", (8, 8)).save(tmp_path / trainer._photo_file_name(name, member))
+        extra_photos(str(tmp_path), wide=True)
+    for name, (_, _, member, _) in WIDE_PHOTOS.items():
+        Image.new("RGB", (8, 8)).save(tmp_path / photo_file_name(name, member))
     with pytest.raises(SystemExit, match="not the pinned"):
-        trainer.extra_photos(str(tmp_path), wide=True)
+        extra_photos(str(tmp_path), wide=True)
 
 
 @pytest.mark.slow
@@ -191,10 +188,11 @@ def test_step_budget_stops_at_110_percent_of_its_minutes_and_never_caps_explicit
     run still saves its weights; an explicit --steps runs them all."""
     import time
 
-    trainer = _trainer_module()
-    late = trainer._StepBudget(0, 1.0, time.perf_counter() - 67, "t")  # 67 s of a 60 s budget gone
+    from pedvit.training.loop import StepBudget
+
+    late = StepBudget(0, 1.0, time.perf_counter() - 67, "t")  # 67 s of a 60 s budget gone
     assert late.finished(5)
-    on_time = trainer._StepBudget(0, 1.0, time.perf_counter() - 30, "t")
+    on_time = StepBudget(0, 1.0, time.perf_counter() - 30, "t")
     assert not on_time.finished(5)
-    explicit = trainer._StepBudget(8, 0.001, time.perf_counter() - 600, "t")
+    explicit = StepBudget(8, 0.001, time.perf_counter() - 600, "t")
     assert not explicit.finished(7) and explicit.finished(8)

@@ -15,7 +15,9 @@ from PIL import Image
 
 from pedvit.edge.build import in_process_workers
 from pedvit.partition import WindowGrid
-from pedvit.web.app import DemoApp, DemoServer, decode_image, ApiError
+from pedvit.web.app import DemoApp
+from pedvit.web.images import ApiError, decode_image
+from pedvit.web.server import DemoServer
 
 pytestmark = pytest.mark.slow  # real weights: two image encodes
 

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from pedvit.edge.build import in_process_workers
-from pedvit.web.app import DemoApp, DemoServer
+from pedvit.web.app import DemoApp
+from pedvit.web.server import DemoServer
 
 pytestmark = pytest.mark.slow
 

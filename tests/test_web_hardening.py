@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from pedvit.web.app import DemoHandler, DemoServer
+from pedvit.web.server import DemoHandler, DemoServer
 
 
 class TinyApp:

@@ -105,7 +105,8 @@ def test_plan_with_adapter_through_the_engine_equals_the_fast_path(mobile_sam) -
     from pedvit.edge.build import in_process_workers
     from pedvit.edge.distributed import DistributedSamPredictor
     from pedvit.models.transforms import ResizeLongestSide
-    from pedvit.plans.fusion import SeamFusion, stitched_fast
+    from pedvit.plans.fusion import SeamFusion
+    from pedvit.training.features import stitched_fast
 
     torch.manual_seed(5)
     module = SeamFusion(hidden=32, depth=1).eval()

@@ -22,7 +22,8 @@ from pedvit.cloud.worker import WorkerServer, serve
 from pedvit.plans.stage import StageSpec
 from pedvit.transport import pedvit_pb2 as pb
 from pedvit.transport import pedvit_pb2_grpc as pb_grpc
-from pedvit.transport.client import RemoteExecutor, WorkerError
+from pedvit.transport.client import RemoteExecutor
+from pedvit.transport.calls import WorkerError
 from pedvit.transport.codec import encode_tensor
 
 REPO = Path(__file__).resolve().parent.parent

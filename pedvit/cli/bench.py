@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pedvit.eval import netem, schedule_bench, throughput_bench
-from pedvit.eval.perf_bench import DEFAULT_PLANS, BenchOptions, markdown, plot, run_bench
+from pedvit.eval.perf_bench import DEFAULT_PLANS, BenchOptions, run_bench
+from pedvit.eval.perf_report import markdown, plot
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

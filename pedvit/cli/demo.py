@@ -7,7 +7,8 @@ import argparse
 from pedvit.edge.build import WorkerSource, open_workers
 from pedvit.edge.cluster import ClusterError
 from pedvit.models import build_model
-from pedvit.web.app import DemoApp, DemoServer
+from pedvit.web.app import DemoApp
+from pedvit.web.server import DemoServer
 
 
 def build_app(args: argparse.Namespace) -> DemoApp:

@@ -20,8 +20,8 @@ from pedvit.eval.accuracy import GT_DATASETS, format_table as format_accuracy, f
 from pedvit.eval.composite import annotated_photos, composite_set
 from pedvit.eval.detect_eval import (clean_photo_share, evaluate_image, format_detect_eval, summarize_detect_eval,
                                      timing)
-from pedvit.eval.privacy_eval import (DEFAULT_WORKERS, SCHEMES, evaluate_photos, format_table, leakage_check, load_images,
-                                      small_random_vit, summarize)
+from pedvit.eval.leakage import leakage_check, small_random_vit
+from pedvit.eval.privacy_eval import DEFAULT_WORKERS, SCHEMES, evaluate_photos, format_table, load_images, summarize
 from pedvit.models import build_model
 from pedvit.plans.plans import make_plan
 from pedvit.privacy.detection import DEFAULT_KINDS

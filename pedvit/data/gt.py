@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 
 from pedvit.data.fetch import labelme_voc_dir, missing_files
-from pedvit.data.photos import _package_dir, _read, to_rgb_uint8
+from pedvit.data.photos import _package_dir, read_photo
 
 __all__ = ["GTInstance", "gt_instances", "instances_from_label_image", "mask_box_xyxy", "DATASETS"]
 
@@ -156,7 +156,7 @@ def _instances_from_labelme_voc(min_area: int) -> list[GTInstance]:
         names = [line.strip() for line in f]
     out: list[GTInstance] = []
     for stem in LABELME_VOC_PHOTOS:
-        image = to_rgb_uint8(_read(folder / "JPEGImages" / f"{stem}.jpg"))
+        image = read_photo(folder / "JPEGImages" / f"{stem}.jpg")
         image.setflags(write=False)
         # labelme writes -1 for "ignore": void, like VOC's 255
         objects = np.load(folder / "SegmentationObjectNpy" / f"{stem}.npy", allow_pickle=False)

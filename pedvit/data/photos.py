@@ -80,6 +80,11 @@ def _read(path: pathlib.Path) -> np.ndarray:
     return skimage.io.imread(str(path))
 
 
+def read_photo(path: str | pathlib.Path) -> np.ndarray:
+    """An image file as ``H x W x 3`` uint8 RGB (grayscale and alpha converted, see :func:`to_rgb_uint8`)."""
+    return to_rgb_uint8(_read(pathlib.Path(path)))
+
+
 def _skimage(name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
         import skimage.data

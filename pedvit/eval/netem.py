@@ -33,6 +33,7 @@ from typing import Any
 
 from pedvit.cloud.launch import WorkerProcess, ready_line, start_worker, stop_workers
 from pedvit.eval import perf_bench
+from pedvit.eval.perf_report import targets
 
 NAME_ROOT = "pvb"
 PROXY_PORT = 50051
@@ -302,7 +303,7 @@ def run_netem_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], lis
                 finally:
                     stop_workers(workers)
                     logs.cleanup()
-    return rows, perf_bench.targets(rows)
+    return rows, targets(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

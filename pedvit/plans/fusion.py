@@ -16,8 +16,8 @@ compute. Nothing about what a worker receives changes.
 
 It is trained by distillation (no labels): input = stitched isolated features (+ the context pass), teacher =
 the monolithic model on the same image, loss through the frozen neck (the shipped weights: the embedding
-over the image content; optionally also mask logits through the frozen decoder; see
-`scripts/train_fusion.py distil`). The shipped weights are on by default for
+over the image content; optionally also mask logits through the frozen decoder; see `pedvit.training.distil`,
+run as `scripts/train_fusion.py distil`). The shipped weights are on by default for
 `tinyvit-isolated` (`DistributedSamPredictor(fusion="auto")`). They were trained on the features of the
 trunk run with a window adapter (`pedvit.plans.window_adapter`), which the weights file carries and the plan
 has the workers run.
@@ -37,14 +37,12 @@ from torch import nn
 from pedvit.models import Sam
 from pedvit.models.common import LayerNorm2d
 
-from .stitch import stitch_windows
-from .window_adapter import WindowAdapter, adapted_encoder
+from .window_adapter import WindowAdapter
 
-__all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "stitched_fast", "monolithic_trunk",
-           "canvas_input", "stitch_isolated", "save_fusion", "context_trunk", "edge_context", "apply_fusion",
-           "load_window_adapter"]
+__all__ = ["SeamFusion", "DEFAULT_WEIGHTS", "load_default_fusion", "load_window_adapter", "save_fusion", "canvas_input",
+           "single_canvas", "context_trunk", "edge_context", "apply_fusion"]
 
-#: Shipped weights (trained by `scripts/train_fusion.py`) and their metadata JSON.
+#: Shipped weights (trained by `pedvit.training`, `scripts/train_fusion.py`) and their metadata JSON.
 DEFAULT_WEIGHTS = pathlib.Path(__file__).with_name("weights") / "fusion_mobile_sam.pt"
 
 
@@ -193,7 +191,7 @@ def context_trunk(model: Sam, x: torch.Tensor, context_px: int) -> torch.Tensor:
 def edge_context(model: Sam, resized: np.ndarray, context_px: int) -> torch.Tensor:
     """1 x C x context_px/16 x context_px/16: the edge's context pass over its own copy of the h x w x 3 uint8
     resized image (nothing here is sent anywhere). Thread-safe: the plan runs it while the workers compute."""
-    return context_trunk(model, _single_canvas(model, resized).to(model.device), context_px)
+    return context_trunk(model, single_canvas(model, resized).to(model.device), context_px)
 
 
 def apply_fusion(model: Sam, fusion: nn.Module, trunk: torch.Tensor, resized: np.ndarray) -> torch.Tensor:
@@ -213,51 +211,12 @@ def canvas_input(model: Sam, resized: torch.Tensor, content_hw: Sequence[tuple[i
     return x * keep
 
 
-def stitch_isolated(encoder: nn.Module, x: torch.Tensor, window_px: int = 224) -> torch.Tensor:
-    """B x 3 x S x S normalised, zero-padded input -> B x C x S/16 x S/16 stitched isolated trunk features.
-
-    Every `window_px` window runs through the trunk alone (what a worker computes for `tinyvit-isolated`,
-    halo 0: the stage normalises its uint8 crop and zeroes everything beyond the content, which is what the
-    padding holds); all windows of one shape, over the whole batch, go through the trunk as one batch.
-    Window origins are multiples of 224 px, so TinyViT's attention windows align at (0, 0). Each crop's seam
-    sides go with it (an encoder with seam padding uses them, as a worker's stage does).
-    """
-    b, _, side, _ = x.shape
-    stride = 16
-    starts = list(range(0, side, window_px))
-    by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for y0 in starts:
-        for x0 in starts:
-            by_shape.setdefault((min(window_px, side - y0), min(window_px, side - x0)), []).append((y0, x0))
-    out = x.new_zeros(b, side // stride, side // stride, encoder.trunk_channels)
-    for (h, w), origins in by_shape.items():
-        crops = torch.cat([x[:, :, y0:y0 + h, x0:x0 + w] for y0, x0 in origins])  # (origins * B) x 3 x h x w
-        seams = encoder.crop_seams([(y0, x0, h, w) for y0, x0 in origins], side).repeat_interleave(b, dim=0)
-        feats = encoder.run_trunk(crops, seams=seams).view(len(origins), b, -1, h // stride, w // stride)
-        stitch_windows(out, (((y0 // stride, x0 // stride, (y0 + h) // stride, (x0 + w) // stride), f.permute(0, 2, 3, 1))
-                             for f, (y0, x0) in zip(feats, origins)))
-    return out.permute(0, 3, 1, 2).contiguous()
-
-
-def _single_canvas(model: Sam, resized: np.ndarray) -> torch.Tensor:
+def single_canvas(model: Sam, resized: np.ndarray) -> torch.Tensor:
+    """1 x 3 x S x S normalised input of one h x w x 3 uint8 resized image (zeros beyond it)."""
     h, w = resized.shape[:2]
     canvas = torch.zeros(1, 3, model.img_size, model.img_size)
     canvas[0, :, :h, :w] = torch.from_numpy(np.array(resized, dtype=np.float32)).permute(2, 0, 1)
     return canvas_input(model, canvas, [(h, w)])
-
-
-@torch.inference_mode()
-def stitched_fast(model: Sam, resized: np.ndarray, window_px: int = 224, *, adapter: WindowAdapter | None = None) -> torch.Tensor:
-    """1 x 320 x 64 x 64 stitched isolated trunk features of one h x w x 3 uint8 resized image, in-process
-    (equal to what `TinyViTIsolated.stitched_trunk` gathers from workers; `scripts/train_fusion.py
-    check-fast-path` measures it); with `adapter`, of the adapted trunk the workers then run."""
-    return stitch_isolated(adapted_encoder(model.image_encoder, adapter), _single_canvas(model, resized), window_px)
-
-
-@torch.inference_mode()
-def monolithic_trunk(model: Sam, resized: np.ndarray) -> torch.Tensor:
-    """1 x 320 x 64 x 64 trunk features of the whole image (the distillation target)."""
-    return model.image_encoder.run_trunk(_single_canvas(model, resized))
 
 
 def load_default_fusion(path: str | pathlib.Path | None = None) -> SeamFusion | None:

@@ -14,21 +14,14 @@ from pedvit.privacy.reconstruction import (
     AttackResult,
     Score,
     grey_baseline,
-    masked_view,
     reconstruct,
     reconstruction_attack,
     score,
 )
-from pedvit.privacy.report import (
-    PrivacyReport,
-    aggregate,
-    cloud_only_views,
-    evaluate_cloud_only,
-    evaluate_views,
-    plot_reconstructions,
-    plot_success_vs_colluders,
-    plot_views,
-)
+from pedvit.privacy.figures import plot_reconstructions, plot_success_vs_colluders, plot_views
+from pedvit.privacy.aggregate import aggregate
+from pedvit.privacy.report import PrivacyReport, cloud_only_views, evaluate_cloud_only, evaluate_views
+from pedvit.privacy.views import masked_view
 
 __all__ = [
     "ATTACKS",

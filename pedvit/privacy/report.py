@@ -1,11 +1,11 @@
 """Privacy evaluation of a distribution plan: exposure, reconstruction and detection attacks, per image,
-aggregated into a table (Markdown + JSON) with figures (PNG, matplotlib Agg, no pyplot state).
+aggregated into a table (`pedvit.privacy.aggregate`; Markdown + JSON) with figures (`pedvit.privacy.figures`).
 
 Input is plain data so any caller (the ``pedvit eval privacy`` CLI, notebooks, tests) can use it::
 
     views = view_masks(grid, assignment.worker_windows, halo_px)       # pedvit.privacy.views
     result = evaluate_views(photo.image, views, scheme="checker", name=photo.name, colluders=(1, 2, 3))
-    rows = aggregate([result, ...])
+    rows = aggregate([result, ...])                                    # pedvit.privacy.aggregate
 
 Row semantics (one row per scheme, number of workers and number of colluders k):
 
@@ -32,14 +32,11 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from pedvit.privacy.detection import DEFAULT_KINDS, detect, detection_attack
 from pedvit.partition import WindowGrid
@@ -52,18 +49,15 @@ from pedvit.privacy.reconstruction import (
     grey_baseline,
     reconstruction_attack,
 )
-from pedvit.privacy.views import masked_view
+from pedvit.privacy.aggregate import aggregate
+from pedvit.privacy.figures import plot_reconstructions, plot_success_vs_colluders, plot_views
 
 __all__ = [
     "downscale",
     "evaluate_views",
     "cloud_only_views",
     "evaluate_cloud_only",
-    "aggregate",
     "PrivacyReport",
-    "plot_views",
-    "plot_reconstructions",
-    "plot_success_vs_colluders",
     "TABLE_COLUMNS",
 ]
 
@@ -92,12 +86,12 @@ def downscale(image: np.ndarray, views: Mapping[str, np.ndarray], max_side: int 
     return img, small
 
 
-def _clean(obj: Any) -> Any:
+def json_ready(obj: Any) -> Any:
     """JSON-safe copy: drop keys starting with '_', NaN/inf -> None, numpy scalars -> Python."""
     if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items() if not str(k).startswith("_")}
+        return {str(k): json_ready(v) for k, v in obj.items() if not str(k).startswith("_")}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -167,110 +161,111 @@ def evaluate_views(
     for k, v in vs.items():
         if v.shape != img.shape[:2]:
             raise ValueError(f"view {k!r} has shape {v.shape}, image is {img.shape[:2]}")
-    n = len(vs)
-    ks = sorted({int(k) for k in colluders if 1 <= int(k) <= n})
+    ks = sorted({int(k) for k in colluders if 1 <= int(k) <= len(vs)})
     if positions not in ("known", "hidden"):
         raise ValueError(f"positions must be 'known' or 'hidden', got {positions!r}")
     if positions == "hidden" and (windows is None or grid is None):
         raise ValueError("positions='hidden' needs the window ids of every view and the grid")
-
-    coalition_views: dict[str, np.ndarray] = {}
-    coalition_info: dict[str, dict[str, Any]] = {}
-    for k in ks:
-        members, union, how = worst_case_coalition(vs, k)
-        if k == 1:
-            label = str(members[0])  # a "coalition" of one is that worker's view: reuse its results
-        else:
-            label = f"k={k}"
-            coalition_views[label] = union
-        coalition_info[str(k)] = {"members": list(members), "selection": how, "_view": label}
-
+    coalition_views, coalition_info = _coalitions(vs, ks)
     small_img, small_views = downscale(img, {**vs, **coalition_views}, max_side)
-    luma = _luma(small_img)
-    baseline = grey_baseline(small_img, original_luma=luma)
-    slots = slots_for(grid, small_img.shape[:2]) if positions == "hidden" else []
-    placements: dict[str, float] = {}
-
-    def attack(label: str, members: Sequence[str]) -> Any:
-        placed = None
-        if positions == "hidden":
-            pieces = cut_pieces(small_img, slots, {m: windows[m] for m in members})  # type: ignore[index]
-            placement = place(pieces, slots, small_img.shape[:2], non_adjacent=non_adjacent, slot_sets=slot_sets)
-            placements[label] = placement.accuracy
-            placed = placed_view(small_img.shape[:2], pieces, slots, placement)
-        r = reconstruction_attack(small_img, small_views[label], methods=methods, threshold=threshold,
-                                  work_side=work_side, keep_images=keep_images, original_luma=luma, placed=placed)
-        r.success = bool(r.success and r.best.ssim > baseline.ssim)
-        return r
-
+    attacker = _ViewAttacker(small_img, small_views, methods=methods, threshold=threshold, work_side=work_side,
+                             keep_images=keep_images, positions=positions, grid=grid, non_adjacent=non_adjacent,
+                             slot_sets=slot_sets,
+                             windows={str(k): list(v) for k, v in windows.items()} if windows is not None else None)
     full_det = detect(small_img, detect_kinds) if detect_kinds else {}
-    det = (detection_attack(small_img, small_views, kinds=detect_kinds, fill=detect_fill,
-                            full_detections=full_det) if detect_kinds else {})
-
-    def det_of(view_name: str) -> dict[str, int]:
-        return {kind: len(det[kind].found_by_view[view_name]) for kind in det}
-
-    arrays: dict[str, Any] = {"image": small_img, "views": {}, "reconstructions": {}}
-    workers: dict[str, Any] = {}
-    if windows is not None:
-        windows = {str(k): list(v) for k, v in windows.items()}
-    for w, mask in vs.items():
-        rec = attack(w, [w])
-        workers[w] = {
-            "exposure": view_exposure(mask, content).as_dict(),
-            "reconstruction": rec.as_dict(),
-            "success": rec.success,
-            "unseen_success": rec.unseen_success,
-            "placement_accuracy": placements.get(w),
-            "detection": det_of(w),
-        }
-        if keep_images:
-            arrays["views"][w] = small_views[w]
-            arrays["reconstructions"][w] = rec.images
+    attacker.detections = (detection_attack(small_img, small_views, kinds=detect_kinds, fill=detect_fill,
+                                            full_detections=full_det) if detect_kinds else {})
+    workers = {w: attacker.outcome(w, [w], view_exposure(mask, content)) for w, mask in vs.items()}
     coalitions: dict[str, Any] = {}
     for k_str, info in coalition_info.items():
-        label = info["_view"]
-        if label in workers:
-            coalitions[k_str] = {"members": info["members"], "selection": info["selection"],
-                                 **{key: workers[label][key] for key in ("exposure", "reconstruction", "success",
-                                                                         "unseen_success", "placement_accuracy",
-                                                                         "detection")}}
-            continue
-        rec = attack(label, [str(m) for m in info["members"]])
-        coalitions[k_str] = {
-            "members": info["members"],
-            "selection": info["selection"],
-            "exposure": view_exposure(coalition_views[label], content).as_dict(),
-            "reconstruction": rec.as_dict(),
-            "success": rec.success,
-            "unseen_success": rec.unseen_success,
-            "placement_accuracy": placements.get(label),
-            "detection": det_of(label),
-        }
-        if keep_images:
-            arrays["reconstructions"][label] = rec.images
-            arrays["views"][label] = small_views[label]
-
-    found_by_any = {kind: len(det[kind].found_by_any_view_of(list(vs))) for kind in det}
+        label, head = info["_view"], {"members": info["members"], "selection": info["selection"]}
+        if label in workers:  # a "coalition" of one is that worker's view: reuse its results
+            coalitions[k_str] = {**head, **{key: workers[label][key] for key in _OUTCOME_KEYS}}
+        else:
+            coalitions[k_str] = {**head, **attacker.outcome(label, [str(m) for m in info["members"]],
+                                                            view_exposure(coalition_views[label], content))}
+    det = attacker.detections
     result: dict[str, Any] = {
         "image": name,
         "scheme": scheme,
-        "n_workers": n,
+        "n_workers": len(vs),
         "positions": positions,
         "shape": list(img.shape[:2]),
         "eval_shape": list(small_img.shape[:2]),
         "threshold": threshold,
         "methods": list(methods),
         "detect_fill": detect_fill,
-        "baseline_grey": baseline.as_dict(),
+        "baseline_grey": attacker.baseline.as_dict(),
         "full_detections": {kind: len(v) for kind, v in full_det.items()},
-        "found_by_any_single_worker": found_by_any,
+        "found_by_any_single_worker": {kind: len(det[kind].found_by_any_view_of(list(vs))) for kind in det},
         "workers": workers,
         "coalitions": coalitions,
     }
     if keep_images:
-        result["_arrays"] = arrays
+        result["_arrays"] = attacker.arrays
     return result
+
+
+#: What `_ViewAttacker.outcome` reports per attacking view (a worker or a coalition).
+_OUTCOME_KEYS = ("exposure", "reconstruction", "success", "unseen_success", "placement_accuracy", "detection")
+
+
+def _coalitions(views: Mapping[str, np.ndarray], ks: Sequence[int]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """The worst-case coalition of each size k: (label -> union view for k >= 2, str(k) -> members, selection
+    and the label of its view; a coalition of one is labelled by its worker)."""
+    coalition_views: dict[str, np.ndarray] = {}
+    coalition_info: dict[str, dict[str, Any]] = {}
+    for k in ks:
+        members, union, how = worst_case_coalition(views, k)
+        if k == 1:
+            label = str(members[0])
+        else:
+            label = f"k={k}"
+            coalition_views[label] = union
+        coalition_info[str(k)] = {"members": list(members), "selection": how, "_view": label}
+    return coalition_views, coalition_info
+
+
+class _ViewAttacker:
+    """The reconstruction (after the jigsaw placement, with hidden positions) and detection attacks on the
+    downscaled views of one image; keeps the arrays for figures when asked."""
+
+    def __init__(self, image: np.ndarray, views: Mapping[str, np.ndarray], *, methods: Sequence[str], threshold: float,
+                 work_side: int, keep_images: bool, positions: str, windows: Mapping[str, Sequence[int]] | None,
+                 grid: WindowGrid | None, non_adjacent: bool, slot_sets: Sequence[Sequence[int]] | None) -> None:
+        self.image, self.views = image, views
+        self.methods, self.threshold, self.work_side, self.keep_images = methods, threshold, work_side, keep_images
+        self.positions, self.windows, self.non_adjacent, self.slot_sets = positions, windows, non_adjacent, slot_sets
+        self.luma = _luma(image)
+        self.baseline = grey_baseline(image, original_luma=self.luma)
+        self.slots = slots_for(grid, image.shape[:2]) if positions == "hidden" else []
+        self.detections: dict[str, Any] = {}
+        self.arrays: dict[str, Any] = {"image": image, "views": {}, "reconstructions": {}}
+
+    def outcome(self, label: str, members: Sequence[str], exposure: Any) -> dict[str, Any]:
+        """Exposure, reconstruction, success, placement accuracy and detections of the view `label`."""
+        placement_accuracy, placed = None, None
+        if self.positions == "hidden":
+            pieces = cut_pieces(self.image, self.slots, {m: self.windows[m] for m in members})  # type: ignore[index]
+            placement = place(pieces, self.slots, self.image.shape[:2], non_adjacent=self.non_adjacent,
+                              slot_sets=self.slot_sets)
+            placement_accuracy = placement.accuracy
+            placed = placed_view(self.image.shape[:2], pieces, self.slots, placement)
+        rec = reconstruction_attack(self.image, self.views[label], methods=self.methods, threshold=self.threshold,
+                                    work_side=self.work_side, keep_images=self.keep_images, original_luma=self.luma,
+                                    placed=placed)
+        rec.success = bool(rec.success and rec.best.ssim > self.baseline.ssim)
+        if self.keep_images:
+            self.arrays["views"][label] = self.views[label]
+            self.arrays["reconstructions"][label] = rec.images
+        return {
+            "exposure": exposure.as_dict(),
+            "reconstruction": rec.as_dict(),
+            "success": rec.success,
+            "unseen_success": rec.unseen_success,
+            "placement_accuracy": placement_accuracy,
+            "detection": {kind: len(self.detections[kind].found_by_view[label]) for kind in self.detections},
+        }
 
 
 def cloud_only_views(image_or_shape: np.ndarray | tuple[int, int]) -> dict[str, np.ndarray]:
@@ -284,176 +279,6 @@ def evaluate_cloud_only(image: np.ndarray, **kwargs: Any) -> dict[str, Any]:
     kwargs.setdefault("scheme", "cloud-only")
     kwargs["colluders"] = (1,)
     return evaluate_views(image, cloud_only_views(image), **kwargs)
-
-
-def _mean(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return float(np.mean(xs)) if xs else None
-
-
-def _max(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return float(np.max(xs)) if xs else None
-
-
-def aggregate(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Table rows, one per (scheme, n_workers, positions, colluders), sorted by those keys (see module
-    docstring)."""
-    groups: dict[tuple[str, int, str], list[Mapping[str, Any]]] = {}
-    for r in results:
-        groups.setdefault((str(r["scheme"]), int(r["n_workers"]), str(r.get("positions", "known"))), []).append(r)
-    rows: list[dict[str, Any]] = []
-    for (scheme, n, positions), rs in sorted(groups.items()):
-        fk = "face" if any("face" in r["full_detections"] for r in rs) else "frontal_face"  # MTCNN + Haar
-        faces_full = sum(r["full_detections"].get(fk, 0) for r in rs)
-        objects_full = sum(sum(r["full_detections"].values()) for r in rs)
-        faces_one = sum(r["found_by_any_single_worker"].get(fk, 0) for r in rs)
-        text_full = sum(r["full_detections"].get("text", 0) for r in rs)
-        text_one = sum(r["found_by_any_single_worker"].get("text", 0) for r in rs)
-        ks = sorted({int(k) for r in rs for k in r["coalitions"]} | {1})
-        for k in ks:
-            units: list[Mapping[str, Any]] = []  # (worker or coalition) entries attacking as one
-            faces_found = objects_found = 0
-            images = 0
-            for r in rs:
-                if k == 1:
-                    units.extend(r["workers"].values())
-                    faces_found += r["found_by_any_single_worker"].get(fk, 0)
-                    objects_found += sum(r["found_by_any_single_worker"].values())
-                    images += 1
-                elif str(k) in r["coalitions"]:
-                    c = r["coalitions"][str(k)]
-                    units.append(c)
-                    faces_found += c["detection"].get(fk, 0)
-                    objects_found += sum(c["detection"].values())
-                    images += 1
-            if not units:
-                continue
-            exp = [u["exposure"]["fraction"] for u in units]
-            ssim = [u["reconstruction"]["best"]["ssim"] for u in units]
-            base = [r["baseline_grey"]["ssim"] for r in rs]
-            gains = [(u["reconstruction"]["best"]["ssim"] - u["reconstruction"]["baseline_grey"]["ssim"])
-                     / max(1e-9, 1 - u["reconstruction"]["baseline_grey"]["ssim"]) for u in units]
-            recs = [u["reconstruction"] for u in units]
-            row: dict[str, Any] = {
-                "scheme": scheme,
-                "n_workers": n,
-                "positions": positions,
-                "colluders": k,
-                "images": images,
-                "units": len(units),
-                "mean_exposure": _mean(exp),
-                "max_exposure": _max(exp),
-                "mean_largest_region": _mean([u["exposure"]["largest_region_fraction"] for u in units]),
-                "max_largest_region": _max([u["exposure"]["largest_region_fraction"] for u in units]),
-                "mean_bbox_coverage": _mean([u["exposure"]["bbox_coverage"] for u in units]),
-                "mean_ssim": _mean(ssim),
-                "max_ssim": _max(ssim),
-                "mean_ssim_gain": _mean(gains),
-                "mean_ssim_unseen": _mean([u["reconstruction"]["best"]["ssim_unseen"] for u in units]),
-                "mean_psnr": _mean([u["reconstruction"]["best"]["psnr"] for u in units]),
-                "mean_baseline_ssim": _mean(base),
-                # the headline: inference beyond the view (unseen pixels, against no-knowledge baselines)
-                "reconstruction_success_rate": float(np.mean([bool(u.get("unseen_success")) for u in units])),
-                "full_image_ssim_success_rate": float(np.mean([bool(u["success"]) for u in units])),
-                "mean_unseen_gain": _mean([rc.get("unseen_gain") for rc in recs]),
-                "max_unseen_gain": _max([rc.get("unseen_gain") for rc in recs]),
-                "mean_ssim_unseen_best": _mean([rc["best_unseen"]["ssim_unseen"] for rc in recs if "best_unseen" in rc]),
-                "mean_ssim_unseen_grey": _mean([rc["baseline_grey"]["ssim_unseen"] for rc in recs]),
-                "mean_ssim_unseen_mean_colour": _mean([rc["baseline_mean_colour"]["ssim_unseen"] for rc in recs
-                                                       if "baseline_mean_colour" in rc]),
-                "mean_psnr_unseen_best": _mean([rc["best_unseen"]["psnr_unseen"] for rc in recs if "best_unseen" in rc]),
-                "mean_psnr_unseen_mean_colour": _mean([rc["baseline_mean_colour"]["psnr_unseen"] for rc in recs
-                                                       if "baseline_mean_colour" in rc]),
-                "placement_accuracy": _mean([u.get("placement_accuracy") for u in units]),
-                "faces_in_full_image": faces_full,
-                "faces_found": faces_found,
-                "faces_found_by_one_worker": faces_one,
-                "text_in_full_image": text_full,
-                "text_found_by_one_worker": text_one,
-                "objects_in_full_image": objects_full,
-                "objects_found": objects_found,
-            }
-            methods = sorted({m for u in units for m in u["reconstruction"]["per_method"]})
-            for m in methods:
-                row[f"mean_ssim_{m}"] = _mean([u["reconstruction"]["per_method"][m]["ssim"]
-                                              for u in units if m in u["reconstruction"]["per_method"]])
-                row[f"mean_ssim_unseen_{m}"] = _mean([u["reconstruction"]["per_method"][m]["ssim_unseen"]
-                                                     for u in units if m in u["reconstruction"]["per_method"]])
-                row[f"best_unseen_share_{m}"] = float(np.mean([rc.get("best_unseen_method") == m for rc in recs]))
-            rows.append(row)
-    return rows
-
-
-# --- figures -----------------------------------------------------------------------------------------
-
-
-def _save(fig: Figure, path: pathlib.Path) -> pathlib.Path:
-    FigureCanvasAgg(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
-
-
-def plot_views(image: np.ndarray, views: Mapping[str, np.ndarray], path: str | pathlib.Path,
-               *, title: str = "") -> pathlib.Path:
-    """PNG: the original and each view (unseen pixels black), with the exposure fraction in each title."""
-    items = list(views.items())
-    fig = Figure(figsize=(2.6 * (len(items) + 1), 2.9))
-    axes = fig.subplots(1, len(items) + 1, squeeze=False)[0]
-    axes[0].imshow(image)
-    axes[0].set_title("original (edge)", fontsize=9)
-    for ax, (w, m) in zip(axes[1:], items):
-        ax.imshow(masked_view(image, m))
-        ax.set_title(f"{w}: {m.mean():.0%} seen", fontsize=9)
-    for ax in axes:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, pathlib.Path(path))
-
-
-def plot_reconstructions(image: np.ndarray, mask: np.ndarray, reconstructions: Mapping[str, np.ndarray],
-                         scores: Mapping[str, Mapping[str, Any]] | None, path: str | pathlib.Path,
-                         *, title: str = "") -> pathlib.Path:
-    """PNG: original, the attacker's view, then each attack's reconstruction with its SSIM/PSNR."""
-    items = list(reconstructions.items())
-    fig = Figure(figsize=(2.6 * (len(items) + 2), 2.9))
-    axes = fig.subplots(1, len(items) + 2, squeeze=False)[0]
-    axes[0].imshow(image)
-    axes[0].set_title("original", fontsize=9)
-    axes[1].imshow(masked_view(image, mask))
-    axes[1].set_title(f"view ({mask.mean():.0%} seen)", fontsize=9)
-    for ax, (m, rec) in zip(axes[2:], items):
-        ax.imshow(rec)
-        s = (scores or {}).get(m)
-        ax.set_title(f"{m}\nSSIM {s['ssim']:.2f} PSNR {s['psnr']:.1f}" if s else m, fontsize=9)
-    for ax in axes:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, pathlib.Path(path))
-
-
-def plot_success_vs_colluders(rows: Sequence[Mapping[str, Any]], path: str | pathlib.Path) -> pathlib.Path:
-    """PNG: reconstruction success rate and mean exposure vs number of colluders, one line per scheme/n."""
-    fig = Figure(figsize=(10, 3.6))
-    ax1, ax2 = fig.subplots(1, 2)
-    series: dict[str, list[Mapping[str, Any]]] = {}
-    for r in rows:
-        series.setdefault(f"{r['scheme']} (n={r['n_workers']}, {r.get('positions', 'known')})", []).append(r)
-    for label, rs in sorted(series.items()):
-        rs = sorted(rs, key=lambda r: r["colluders"])
-        ks = [r["colluders"] for r in rs]
-        ax1.plot(ks, [r["reconstruction_success_rate"] for r in rs], marker="o", label=label)
-        ax2.plot(ks, [r["mean_exposure"] for r in rs], marker="o", label=label)
-    ax1.set(xlabel="colluding workers k", ylabel="unseen-pixel reconstruction success", ylim=(-0.05, 1.05))
-    ax2.set(xlabel="colluding workers k", ylabel="mean exposed fraction", ylim=(-0.05, 1.05))
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax2.legend(fontsize=8, loc="lower right")
-    return _save(fig, pathlib.Path(path))
 
 
 # --- report ------------------------------------------------------------------------------------------
@@ -559,7 +384,7 @@ class PrivacyReport:
         md.write_text(self.to_markdown(rows))
         paths["markdown"] = md
         js = out / "privacy.json"
-        js.write_text(json.dumps(_clean({"title": self.title, "threshold": self.threshold, "rows": rows,
+        js.write_text(json.dumps(json_ready({"title": self.title, "threshold": self.threshold, "rows": rows,
                                          "results": self.results}), indent=1))
         paths["json"] = js
         if figures:

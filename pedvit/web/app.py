@@ -16,24 +16,19 @@ JSON API (errors are always ``{"error": message}`` with a 4xx/5xx status):
   ``compare``) the monolithic mask and its IoU with the distributed one.
 
 The embedding is cached per (image, settings), so new clicks only run the prompt encoder and mask decoder.
+`DemoApp` (here) holds the state and answers the API; `pedvit.web.server` serves it over HTTP, and
+`pedvit.web.images` decodes uploads and encodes the pictures.
 """
 
 from __future__ import annotations
 
-import base64
 import inspect
-import io
-import json
 import logging
-import mimetypes
 import threading
 import time
 import uuid
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -48,91 +43,16 @@ from pedvit.partition.schemes import SCHEMES
 from pedvit.plans.plans import DEFAULT_PLAN_FOR_MODEL, PLANS, make_plan
 from pedvit.privacy.views import view_tile
 
+from .images import MAX_UPLOAD_BYTES, ApiError, data_url, decode_image, mask_iou, mask_rgba, png_bytes
+
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
-STATIC_FILES = {"index.html", "app.js", "style.css"}
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-#: Decompression-bomb guard: Pillow refuses images with more pixels than this (a 20 MB file can declare far more).
-MAX_IMAGE_PIXELS = 40_000_000
-ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "voc", "grace_hopper", "arc2017")
 HALO_CHOICES = (0, 16, 32, 48, 64)
 TILE_SIDE = 320
 #: Worker colours (RGB), one per worker index; the edge is drawn in red.
 WORKER_COLOURS = ((31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189), (23, 190, 207), (188, 189, 34), (140, 86, 75), (227, 119, 194))
 EDGE_COLOUR = (214, 39, 40)
-
-
-class ApiError(Exception):
-    """An error the page shows: HTTP status + message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-# ------------------------------------------------------------------------------------------ image helpers
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode an uploaded file into an H x W x 3 uint8 RGB array, safely.
-
-    Raises ApiError(400/413/415) for empty, oversized, undecodable, unsupported or bomb-sized files.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not data:
-        raise ApiError(400, "empty upload: choose an image file")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise ApiError(413, f"file too large ({len(data)} bytes); the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that: make it an error.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                if img.format not in ALLOWED_FORMATS:
-                    raise ApiError(415, f"unsupported image format {img.format}; use one of {', '.join(sorted(ALLOWED_FORMATS))}")
-                img.load()
-                img = ImageOps.exif_transpose(img)  # phone photos: show them the way up the user sees them
-                rgb = img.convert("RGB")
-    except ApiError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ApiError(413, f"image has too many pixels (limit {MAX_IMAGE_PIXELS:,})") from None
-    except UnidentifiedImageError:
-        raise ApiError(415, "not an image file Pillow can read (PNG, JPEG, WebP, BMP, GIF or TIFF)") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ApiError(400, f"could not decode the image: {error}") from None
-    array = np.asarray(rgb, dtype=np.uint8)
-    if array.shape[0] < 2 or array.shape[1] < 2:
-        raise ApiError(400, f"image too small: {array.shape[1]} x {array.shape[0]} px")
-    return np.ascontiguousarray(array)
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    """H x W x 3|4 uint8 array -> PNG file bytes."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", optimize=False, compress_level=3)
-    return buffer.getvalue()
-
-
-def data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int], alpha: int = 140) -> np.ndarray:
-    """H x W bool mask -> H x W x 4 uint8 overlay (colour where True, transparent elsewhere)."""
-    out = np.zeros(mask.shape + (4,), dtype=np.uint8)
-    out[mask] = (*colour, alpha)
-    return out
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 # ---------------------------------------------------------------------------------------------- the app
@@ -438,161 +358,3 @@ class DemoApp:
         if self.on_close is not None:
             self.on_close()
             self.on_close = None
-
-
-# ------------------------------------------------------------------------------------------------- HTTP
-class DemoHandler(BaseHTTPRequestHandler):
-    """Routes requests to the `DemoApp` in `self.server.app`."""
-
-    server_version = "pedvit-demo"
-    protocol_version = "HTTP/1.1"
-    #: socket timeout (s): a client that stalls mid-request (an upload that announces a size, then stops)
-    #: loses its connection instead of holding a thread forever
-    timeout = 30.0
-
-    @property
-    def app(self) -> DemoApp:
-        return self.server.app  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.info("%s %s", self.address_string(), format % args)
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; style-src 'self'")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, payload: Any) -> None:
-        self._send(status, json.dumps(payload).encode("utf-8"), "application/json")
-
-    def _body(self) -> bytes:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise ApiError(400, "bad Content-Length") from None
-        if length > MAX_UPLOAD_BYTES:
-            self.close_connection = True  # do not read (or keep) the oversized body
-            raise ApiError(413, f"request too large ({length} bytes); the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _json_body(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self._body() or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, "request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "request body must be a JSON object")
-        return data
-
-    def _handle(self, method: str) -> None:
-        path = self.path.split("?", 1)[0]
-        if not self.server.host_allowed(self.headers.get("Host")):  # type: ignore[attr-defined]
-            # DNS rebinding: a page of another site, resolved to this address, must not reach the demo
-            self.close_connection = True
-            return self._json(421, {"error": f"host {self.headers.get('Host')!r} is not served here "
-                                             "(pedvit demo --allowed-host NAME)"})
-        try:
-            if method == "GET":
-                if path in ("/", "/index.html"):
-                    return self._static("index.html")
-                if path.startswith("/static/"):
-                    return self._static(path[len("/static/"):])
-                if path == "/api/config":
-                    return self._json(200, self.app.config())
-                if path.startswith("/api/images/") and path.endswith(".png"):
-                    image_id = path[len("/api/images/"):-len(".png")]
-                    return self._send(200, png_bytes(self.app.image(image_id)), "image/png")
-            elif method == "POST":
-                if path == "/api/images":
-                    return self._json(200, self.app.add_upload(self._body()))
-                if path == "/api/images/sample":
-                    return self._json(200, self.app.add_sample(self._json_body().get("name")))
-                if path == "/api/segment":
-                    return self._json(200, self.app.segment(self._json_body()))
-            raise ApiError(404 if method == "GET" or path.startswith("/api/") else 405, f"no such endpoint: {method} {path}")
-        except ApiError as error:
-            self._json(error.status, {"error": error.message})
-        except TimeoutError:
-            self.close_connection = True  # the client stalled mid-request: drop it (`timeout`)
-            log.info("%s stalled mid-request: connection closed", self.address_string())
-        except Exception as error:  # noqa: BLE001 - the page must get JSON, never a blank 500
-            log.exception("request failed")
-            self._json(500, {"error": f"internal error: {type(error).__name__}: {error}"})
-
-    def _static(self, name: str) -> None:
-        if name not in STATIC_FILES:  # whitelist: no path traversal
-            raise ApiError(404, f"no such file: {name}")
-        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        if content_type.startswith("text/") or content_type.endswith("javascript"):
-            content_type += "; charset=utf-8"
-        self._send(200, (STATIC_DIR / name).read_bytes(), content_type)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-
-class DemoServer(ThreadingHTTPServer):
-    """HTTP server bound to a `DemoApp`. `serve_in_thread()` for tests; `serve_forever()` for the CLI.
-
-    At most `max_connections` connections are served at once (more get 503 at once), each thread's socket
-    times out (`DemoHandler.timeout`), and only requests whose Host header names this server are answered
-    (`allowed_hosts`, besides localhost and the bound address)."""
-
-    daemon_threads = True
-
-    def __init__(self, app: DemoApp, host: str = "127.0.0.1", port: int = 8000, *, max_connections: int = 16,
-                 allowed_hosts: Sequence[str] = ()) -> None:
-        super().__init__((host, port), DemoHandler)
-        self.app = app
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self.allowed_hosts = {h.lower() for h in (*allowed_hosts, "localhost", "127.0.0.1", "[::1]", "::1", host)}
-
-    def host_allowed(self, header: str | None) -> bool:
-        """Whether a request's Host header (with or without the port) names this server."""
-        if not header:
-            return False
-        name = header.strip().lower()
-        if name.startswith("["):  # [::1]:8000
-            name = name[: name.find("]") + 1]
-        elif name.count(":") == 1:
-            name = name.split(":", 1)[0]
-        return name in self.allowed_hosts or name.strip("[]") in self.allowed_hosts
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:  # every thread busy: answer at once rather than queue without bound
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def serve_in_thread(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="pedvit-demo", daemon=True)
-        thread.start()
-        return thread
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
-        self.app.close()
