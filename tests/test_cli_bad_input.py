@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pedvit.cli.segment
+import pedvit.cli.segment_one
 import pedvit.models
 from pedvit.cli import main
 
@@ -18,7 +18,7 @@ def no_model(monkeypatch):
         raise AssertionError("the model was loaded although the input was bad")
 
     monkeypatch.setattr(pedvit.models, "build_model", refuse)
-    monkeypatch.setattr(pedvit.cli.segment, "build_model", refuse)
+    monkeypatch.setattr(pedvit.cli.segment_one, "build_model", refuse)
 
 
 @pytest.fixture()

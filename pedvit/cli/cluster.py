@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pedvit.cloud.launch import pid_alive, stop_pids
-from pedvit.edge.cluster import DEFAULT_CLUSTER_FILE, ClusterError, cluster_status, load_cluster, start_local_workers
+from pedvit.edge.cluster import DEFAULT_CLUSTER_FILE, Cluster, ClusterError, cluster_status, load_cluster, start_local_workers
 from pedvit.edge.membership import scheduler_estimates
 
 
@@ -41,11 +41,18 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_down(args: argparse.Namespace) -> int:
+def _load(path: str) -> Cluster | None:
+    """The cluster file, or None after saying why it cannot be read."""
     try:
-        cluster = load_cluster(args.cluster_file)
+        return load_cluster(path)
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
+        return None
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    cluster = _load(args.cluster_file)
+    if cluster is None:
         return 2
     pids = [w.pid for w in cluster.workers if w.pid]
     alive = stop_pids(pids, args.timeout)
@@ -55,10 +62,8 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    try:
-        cluster = load_cluster(args.cluster_file)
-    except ClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
+    cluster = _load(args.cluster_file)
+    if cluster is None:
         return 2
     statuses = cluster_status(cluster, extras=[scheduler_estimates])
     if args.json:

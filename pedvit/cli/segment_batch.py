@@ -33,7 +33,7 @@ import numpy as np
 
 from pedvit.privacy.views import PALETTE
 
-from .segment import InputError, _save_png, build_predictor, load_image, run_segment
+from .segment_one import InputError, _save_png, build_predictor, load_image, run_segment
 
 __all__ = ["register_arguments", "wants_batch", "collect_images", "run_batch", "render_masks_overlay", "everything_result"]
 

@@ -26,6 +26,7 @@ weights' metadata (`pedvit/plans/weights/fusion_mobile_sam.json`) lists the exac
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 
@@ -47,6 +48,12 @@ def _add_photo_arguments(p: argparse.ArgumentParser) -> None:
     """The training photos beyond the bundled ones (`adapt` and `distil`)."""
     p.add_argument("--extra-dir", default="", help="folder written by fetch-extra (optional)")
     p.add_argument("--wide", action="store_true", help="also train on the WIDE_PHOTOS in --extra-dir (fetch-extra --wide)")
+
+
+def _add_threads(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int], default: int = 0) -> None:
+    """The last option of most subcommands, torch's thread count, and the subcommand's handler."""
+    p.add_argument("--threads", type=int, default=default)
+    p.set_defaults(func=func)
 
 
 def _add_fetch_extra(sub: argparse._SubParsersAction) -> None:
@@ -72,8 +79,7 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--threads", type=int, default=0)
-    p.set_defaults(func=run_adapt)
+    _add_threads(p, run_adapt)
 
 
 def _add_distil(sub: argparse._SubParsersAction) -> None:
@@ -122,8 +128,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window-tokens", type=int, default=14, choices=(14, 28, 42, 56),
                    help="window side of the plan in tokens (default 14 = 224 px)")
     p.add_argument("--json", default="")
-    p.add_argument("--threads", type=int, default=0)
-    p.set_defaults(func=run_score)
+    _add_threads(p, run_score)
 
 
 def _add_seam_oracle(sub: argparse._SubParsersAction) -> None:
@@ -131,16 +136,14 @@ def _add_seam_oracle(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bands", default="1,2,3,5",
                    help="tokens from a border replaced by monolithic ones (0: none; empty: only the error profile)")
     p.add_argument("--weights", default="", help="apply this fusion first (default: none)")
-    p.add_argument("--threads", type=int, default=0)
-    p.set_defaults(func=run_seam_oracle)
+    _add_threads(p, run_seam_oracle)
 
 
 def _add_cost(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cost", help="FLOPs and CPU time of fusion + neck vs the full encoder")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=0)
-    p.set_defaults(func=run_cost)
+    _add_threads(p, run_cost)
 
 
 def _add_dp_curve(sub: argparse._SubParsersAction) -> None:
@@ -150,8 +153,7 @@ def _add_dp_curve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--delta", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="")
-    p.add_argument("--threads", type=int, default=2)
-    p.set_defaults(func=run_dp_curve)
+    _add_threads(p, run_dp_curve, default=2)
 
 
 def _add_check_fast_path(sub: argparse._SubParsersAction) -> None:
