@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,37 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
     return token
 
 
-def _deny(request_or_iterator: Any, context: grpc.ServicerContext) -> None:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+def guarded_handler(handler: grpc.RpcMethodHandler, refusal: Callable[[grpc.ServicerContext], str | None],
+                    code: grpc.StatusCode) -> grpc.RpcMethodHandler:
+    """`handler` with `refusal` checked before its behaviour runs: a reason aborts the call with `code`. The
+    guarded handler keeps the method's streaming kind (else gRPC would wait for messages nobody reads) and
+    its serializers."""
+
+    def check(context: grpc.ServicerContext) -> None:
+        reason = refusal(context)
+        if reason is not None:
+            context.abort(code, reason)
+
+    def unary(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(request: Any, context: grpc.ServicerContext) -> Any:
+            check(context)
+            return fn(request, context)
+        return run
+
+    def streaming(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            check(context)
+            yield from fn(request, context)
+        return run
+
+    kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kw)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kw)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kw)
+    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kw)
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):
@@ -72,12 +101,5 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
             return handler
         if self._authorized(handler_call_details.invocation_metadata):
             return handler
-        # The denying handler must match the method's streaming kind, or gRPC would wait for messages
-        # the handler never reads.
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(_deny)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(_deny)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(_deny)
-        return grpc.unary_unary_rpc_method_handler(_deny)
+        return guarded_handler(handler, lambda context: "missing or invalid bearer token",
+                               grpc.StatusCode.UNAUTHENTICATED)

@@ -17,16 +17,17 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .auth import HEALTH_PREFIX, guarded_handler
 
 _LOCAL_DNS = ("localhost",)
 _LOCAL_IPS = ("127.0.0.1", "::1")
@@ -130,39 +131,9 @@ class ClientCertificateInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+        if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
             return handler
-        return _guarded(handler, self.refusal)
-
-
-def _guarded(handler: grpc.RpcMethodHandler, refusal: Callable[[grpc.ServicerContext], str | None]) -> grpc.RpcMethodHandler:
-    """`handler` with `refusal` checked before its behaviour runs (same streaming kind and serializers)."""
-
-    def check(context: grpc.ServicerContext) -> None:
-        reason = refusal(context)
-        if reason is not None:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
-
-    def unary(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def run(request: Any, context: grpc.ServicerContext) -> Any:
-            check(context)
-            return fn(request, context)
-        return run
-
-    def streaming(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-        def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            check(context)
-            yield from fn(request, context)
-        return run
-
-    kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kw)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kw)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kw)
-    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kw)
+        return guarded_handler(handler, self.refusal, grpc.StatusCode.PERMISSION_DENIED)
 
 
 # --------------------------------------------------------------------------------------------------
