@@ -123,7 +123,7 @@ class SplitEngine:
         self._members_lock = threading.RLock()
         self.edge = InProcessExecutor(plan.edge_stages(model), EDGE)
         #: every worker answer is checked before use (shape, dtype, finite, plausible norms, spot checks)
-        self.checker = AnswerCheck(InProcessExecutor(plan.edge_stages(model), "edge-check"), spot_check)
+        self.checker = AnswerCheck(self.edge, spot_check)
         # Threads are created lazily; the bound only has to cover workers added later plus hedges.
         self._pool = ThreadPoolExecutor(max_workers=max(64, 4 * len(self.executors)), thread_name_prefix="pedvit-fanout")
         #: the recorder of the last finished request: its `record` (`last_run`) and `round_seconds`
