@@ -94,3 +94,23 @@ def test_load_image_modes_and_exif(tmp_path):
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise when shown
     Image.new("RGB", (20, 12)).save(tmp_path / "r.jpg", exif=exif)
     assert load_image(tmp_path / "r.jpg").shape == (20, 12, 3)
+
+
+def test_segment_keeps_faces_on_the_edge_by_default(tmp_path, capsys):
+    """A user who passes no scheme gets `semantic`: the astronaut's face windows are computed on the edge."""
+    from pedvit.data import real_photos
+    from pedvit.partition import WindowGrid
+    from pedvit.partition.detectors import run_detectors, sensitive_windows
+
+    image = real_photos(min_count=1, names=("astronaut",))[0].image
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(image).save(path)
+    report = tmp_path / "r.json"
+    assert main(["segment", str(path), "--in-process", "--local", "3", "--point", "250,120", "--out",
+                 str(tmp_path / "m.png"), "--json", str(report)]) == 0, capsys.readouterr().err
+    result = json.loads(report.read_text())
+    assert result["scheme"] == "semantic" and result["sensitive"]["regions"].get("face", 0) >= 1
+    sent = set().union(*(set(v["windows"]) for v in result["workers"].values()))
+    grid = WindowGrid(image.shape[:2])
+    face_windows = sensitive_windows(grid, run_detectors(image, ("faces",)), 16, 0)
+    assert face_windows and face_windows <= set(result["local_windows"]) and not face_windows & sent

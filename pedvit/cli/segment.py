@@ -65,7 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--local", type=int, default=4, metavar="N",
                    help="workers started on loopback (or in process with --in-process) by default (4)")
     p.add_argument("--plan", default=None, help="split plan (default: the model's)")
-    p.add_argument("--scheme", default="interleaved", choices=("contiguous", "interleaved", "random", "semantic"))
+    # semantic by default: a user's face or a document's text must not leave the device unless they ask for it
+    p.add_argument("--scheme", default="semantic", choices=("contiguous", "interleaved", "random", "semantic"),
+                   help="window assignment (default semantic: interleaved, with --keep-local windows kept on the edge)")
     p.add_argument("--keep-local", default="faces,text", metavar="CLASSES",
                    help="semantic scheme: sensitive classes whose windows never leave the edge, from faces,text,people "
                         "(default faces,text; 'none' for no detection)")

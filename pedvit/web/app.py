@@ -45,6 +45,9 @@ from pedvit.privacy.views import view_tile
 
 from .images import MAX_UPLOAD_BYTES, ApiError, data_url, decode_image, mask_iou, mask_rgba, png_bytes
 
+#: faces and text stay on the edge unless the user picks another scheme
+DEFAULT_SCHEME = "semantic"
+
 log = logging.getLogger(__name__)
 
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "voc", "grace_hopper", "arc2017")
@@ -140,7 +143,7 @@ class DemoApp:
             "plans": self.plans,
             "default_plan": self.default_plan,
             "schemes": list(SCHEMES),
-            "default_scheme": "interleaved" if "interleaved" in SCHEMES else list(SCHEMES)[0],
+            "default_scheme": DEFAULT_SCHEME,
             "halos": list(HALO_CHOICES),
             "dp_supported": self.dp_supported,
             "samples": self.samples(),
@@ -179,7 +182,7 @@ class DemoApp:
         plan = body.get("plan") or self.default_plan
         if plan not in self.plans:
             raise ApiError(400, f"plan {plan!r} does not fit model {self.model.name}; choose one of {', '.join(self.plans)}")
-        scheme = body.get("scheme") or "interleaved"
+        scheme = body.get("scheme") or DEFAULT_SCHEME
         if scheme not in SCHEMES:
             raise ApiError(400, f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
         try:
