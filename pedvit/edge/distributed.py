@@ -88,8 +88,9 @@ class DistributedSamPredictor(SamPredictor):
     def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
         return self.engine.encode(resized, original)
 
-    def close(self) -> None:
-        self.engine.close()
+    def close(self, executors: bool = True) -> None:
+        """Stop the engine's fan-out threads and (``executors``) close its executors (False: they are shared)."""
+        self.engine.close(executors)
 
     def __enter__(self) -> "DistributedSamPredictor":
         return self

@@ -199,7 +199,9 @@ class SplitEngine:
             recorder.append_to(self.ledger)
         return embedding
 
-    def close(self) -> None:
+    def close(self, executors: bool = True) -> None:
+        """Stop the fan-out threads; close the executors too unless the caller shares them (``executors=False``)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for executor in self.executors:
-            executor.close()
+        if executors:
+            for executor in self.executors:
+                executor.close()

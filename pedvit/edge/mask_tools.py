@@ -115,6 +115,12 @@ def stability_scores(logits: torch.Tensor, threshold: float, offset: float) -> t
     return torch.where(low > 0, high.double() / low.clamp(min=1).double(), torch.zeros_like(low, dtype=torch.float64)).float()
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two H x W bool masks; 1.0 when both are empty (they agree)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
 def mask_iou_matrix(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
     """IoU of every pair of H x W bool masks: len(a) x len(b) (0 where both are empty)."""
     if not len(a) or not len(b):

@@ -32,6 +32,7 @@ from torch import nn
 from pedvit.data import DATASETS, GTInstance, Photo, gt_instances, mask_box_xyxy, real_photos
 from pedvit.edge.build import in_process_workers
 from pedvit.edge.distributed import DistributedSamPredictor
+from pedvit.edge.mask_tools import mask_iou
 from pedvit.edge.predictor import SamPredictor
 from pedvit.models import Sam
 from pedvit.plans.fusion import load_default_fusion
@@ -60,14 +61,6 @@ POOLED_DATASETS: dict[str, tuple[str, ...]] = {"voc-all": ("voc", "voc-labelme")
 
 
 # ------------------------------------------------------------------------------------------ basics
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two H x W bool masks; 1.0 when both are empty (they agree)."""
-    union = np.logical_or(a, b).sum()
-    if union == 0:
-        return 1.0
-    return float(np.logical_and(a, b).sum() / union)
-
-
 @dataclass(frozen=True)
 class Prompt:
     """One prompt in original-image pixels: a point (x, y) with label 1, or a box (x0, y0, x1, y1)."""

@@ -36,6 +36,7 @@ import torch
 
 from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.engine import PrivacyConstraintError
+from pedvit.edge.mask_tools import mask_iou
 from pedvit.edge.predictor import SamPredictor
 from pedvit.models import Sam
 from pedvit.partition import ConstraintError, WindowGrid
@@ -43,7 +44,7 @@ from pedvit.partition.schemes import SCHEMES
 from pedvit.plans.plans import DEFAULT_PLAN_FOR_MODEL, PLANS, make_plan
 from pedvit.privacy.views import view_tile
 
-from .images import MAX_UPLOAD_BYTES, ApiError, data_url, decode_image, mask_iou, mask_rgba, png_bytes
+from .images import MAX_UPLOAD_BYTES, ApiError, data_url, decode_image, mask_rgba, png_bytes
 
 #: faces and text stay on the edge unless the user picks another scheme
 DEFAULT_SCHEME = "semantic"
@@ -352,7 +353,7 @@ class DemoApp:
 
     def close(self) -> None:
         for predictor in self.predictors.values():
-            predictor.engine._pool.shutdown(wait=False, cancel_futures=True)  # executors are shared: closed below, once
+            predictor.close(executors=False)  # the executors are shared between predictors: closed below, once
         self.predictors.clear()
         for executor in self.executors:
             close = getattr(executor, "close", None)

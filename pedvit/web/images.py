@@ -80,6 +80,3 @@ def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int], alpha: int = 140) 
     return out
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
