@@ -73,17 +73,20 @@ class Attention(nn.Module):
         q_grid = q.reshape(b, heads, h, w, head_dim)
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, table_h)  # B x heads x H x W x H
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, table_w)  # B x heads x H x W x W
-        rows = max(1, ATTENTION_CHUNK_ELEMENTS // (b * heads * w * n))
-        if rows >= h:
-            bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, heads, n, n)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # B x heads x N x d
-        else:
-            out = torch.empty_like(q)
-            for r0 in range(0, h, rows):
-                r1 = min(h, r0 + rows)
-                queries = slice(r0 * w, r1 * w)
-                bias = (rel_h[:, :, r0:r1, :, :, None] + rel_w[:, :, r0:r1, :, None, :]).reshape(b, heads, -1, n)
-                out[:, :, queries] = F.scaled_dot_product_attention(q[:, :, queries], k, v, attn_mask=bias)
+        rows = min(h, max(1, ATTENTION_CHUNK_ELEMENTS // (b * heads * w * n)))
+        # The bias is written into one contiguous buffer: a plain broadcast add follows the einsum's permuted
+        # strides, and SDPA then copies the whole mask again (about a third of a global block's attention time).
+        # (Under autograd each chunk gets its own tensor: `out=` is not differentiable.)
+        training = torch.is_grad_enabled() and q.requires_grad
+        bias = None if training else torch.empty(b, heads, rows, w, h, w, dtype=q.dtype, device=q.device)
+        out = torch.empty_like(q)
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            queries = slice(r0 * w, r1 * w)
+            pair = (rel_h[:, :, r0:r1, :, :, None], rel_w[:, :, r0:r1, :, None, :])
+            chunk = torch.add(*pair) if bias is None else torch.add(*pair, out=bias[:, :, : r1 - r0])
+            out[:, :, queries] = F.scaled_dot_product_attention(q[:, :, queries], k, v,
+                                                                attn_mask=chunk.reshape(b, heads, -1, n))
         out = out.transpose(1, 2).reshape(b, h, w, c)
         return self.proj(out)
 
