@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from pedvit.eval.projection import (LINKS, LOOPBACK, CallLog, Link, RequestParts, SerialisedExecutor, WorkerCall,
-                                    call_seconds, median_parts, project, projection_rows, relative_error)
+from pedvit.eval.projection import (LINKS, LOOPBACK, CallLog, Link, RequestParts, SerialisedExecutor, TimedEdge,
+                                    WorkerCall, call_seconds, median_parts, parts_of_request, project, projection_rows,
+                                    relative_error)
 
 TEN_MBIT_20MS = Link("10 Mbit/s, 20 ms", 10e6, 0.020)
 
@@ -37,9 +38,11 @@ def test_project_takes_the_slowest_worker_per_round_and_rounds_in_sequence() -> 
     assert project(parts, TEN_MBIT_20MS) == pytest.approx(0.97 + 2 * 0.020 + 0.020)
 
 
-def test_edge_local_windows_bound_the_rounds_from_below() -> None:
-    parts = RequestParts(0.0, ({"a": (WorkerCall(0.2, 0.0, 0, 0),)},), 0.0, 0.0, edge_local_s=0.6)
-    assert project(parts, LOOPBACK) == pytest.approx(0.6)
+def test_edge_local_windows_bound_each_round_from_below() -> None:
+    call = WorkerCall(0.2, 0.0, 0, 0)
+    parts = RequestParts(0.0, ({"a": (call,)}, {"a": (call,)}), 0.0, 0.0, edge_local_s=(0.6, 0.1))
+    # Round 1: the edge's own windows (0.6 s) outlast the worker; round 2: the worker (0.2 s) does.
+    assert project(parts, LOOPBACK) == pytest.approx(0.8)
 
 
 def test_more_workers_with_fewer_windows_each_project_lower_and_slow_links_higher() -> None:
@@ -67,11 +70,11 @@ def test_relative_error() -> None:
 
 
 def test_median_parts_and_json_round_trip() -> None:
-    samples = [RequestParts(p, ({"a": (WorkerCall(c, 0.01, 100, 200),)},), 0.1, d)
+    samples = [RequestParts(p, ({"a": (WorkerCall(c, 0.01, 100, 200),)},), 0.1, d, (d,))
                for p, c, d in ((0.1, 1.0, 0.3), (0.2, 3.0, 0.1), (0.9, 2.0, 0.2))]
     median = median_parts(samples)
     assert median.preprocess_s == pytest.approx(0.2) and median.decode_s == pytest.approx(0.2)
-    assert median.rounds[0]["a"][0].compute_s == pytest.approx(2.0)
+    assert median.rounds[0]["a"][0].compute_s == pytest.approx(2.0) and median.edge_local_s == (0.2,)
     again = RequestParts.from_dict(json.loads(json.dumps(median.to_dict())))
     assert again == median
     with pytest.raises(ValueError):
@@ -113,7 +116,14 @@ class _CountingWorker:
         self.closed = True
 
 
-def test_serialised_executors_run_one_call_at_a_time_and_log_rounds_per_stage() -> None:
+class _EdgeStub:
+    name = "edge"
+
+    def run(self, stage: str, batch: np.ndarray, meta: np.ndarray, **options: object) -> np.ndarray:
+        return batch
+
+
+def test_serialised_executors_run_one_call_at_a_time_and_the_log_keeps_rounds_per_stage() -> None:
     inner, lock, log = _CountingWorker(), threading.Lock(), CallLog()
     executors = [SerialisedExecutor(inner, f"p{i}", lock, log) for i in range(3)]
     batch, meta = np.zeros((2, 4, 4, 3), np.uint8), np.zeros((2, 4), np.int32)
@@ -124,9 +134,14 @@ def test_serialised_executors_run_one_call_at_a_time_and_log_rounds_per_stage() 
         for t in threads:
             t.join()
     assert inner.most_active == 1
-    rounds = log.rounds()
+    edge = TimedEdge(_EdgeStub(), log)
+    edge.run("s2", batch, meta)  # the edge's own windows in round "s2"
+    rounds, local = log.rounds()
     assert len(rounds) == 2 and all(set(r) == {"p0", "p1", "p2"} for r in rounds)
+    assert local[0] == 0.0 and local[1] > 0.0 and edge.name == "edge"
     call = rounds[0]["p1"][0]
     assert call.compute_s == 0.25 and call.bytes_sent == batch.nbytes and call.bytes_received == 10
+    parts = parts_of_request(log, 0.01, 0.1, 0.05)
+    assert parts.rounds == rounds and log.rounds() == ((), ())  # the log is cleared for the next request
     executors[0].close()  # everything else goes to the wrapped executor
     assert inner.closed

@@ -25,7 +25,7 @@ from .perf_bench import (DEFAULT_PLANS, BenchOptions, CodecSpeed, Config, bench_
                          run_model, summarise)
 from .perf_report import targets
 from .projection import (LINKS, LOOPBACK, RequestParts, calibration_executors, median_parts, parts_of_request,
-                         project, projection_rows, relative_error)
+                         project, projection_rows, relative_error, time_edge_windows)
 
 #: Rough seconds per request on a quiet 2-core machine (monolithic MobileSAM encode ~2 s): only for the
 #: estimate printed before the run; the progress bar's ETA comes from the run itself.
@@ -89,13 +89,14 @@ def calibrate(model: Any, options: BenchOptions, image: np.ndarray, codec: Codec
             for n in options.workers:
                 executors, log = calibration_executors(worker.address, n)
                 predictor = open_split_predictor(model, executors, plan, options)
+                time_edge_windows(predictor, log)
                 opened.append(predictor)
                 key = (model.name, plan, n)
                 parts[key] = []
 
                 def measure(p: Any = predictor, lg: Any = log, k: tuple[str, str, int] = key) -> Any:
                     sample = measure_split(p, image, codec)
-                    parts[k].append(parts_of_request(p, lg, sample.preprocess_s, sample.merge_s, sample.decode_s))
+                    parts[k].append(parts_of_request(lg, sample.preprocess_s, sample.merge_s, sample.decode_s))
                     return sample
 
                 configs.append(Config(plan, n, measure))

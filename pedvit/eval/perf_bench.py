@@ -10,7 +10,9 @@ For every model and plan, in the same run and on the same image:
 Per request it records a latency breakdown (edge preprocessing, fan-out rounds, worker compute, serialisation
 estimate, transfer/queueing, edge merge, mask decoder), payload bytes and the edge process CPU seconds
 (`time.process_time`: every thread of this process, so gRPC and codec threads count; worker processes do not).
-Rows report medians over `--repeats` requests, and ratios against the baselines of the same run.
+The configurations run interleaved (one warm-up each, then A B C A B C ..., `run_interleaved`); rows report
+medians over `--repeats` requests, min / max / spread of end-to-end (`bench_noise`), and ratios against the
+baselines of the same run. `pedvit.eval.bench_run` drives a whole run (and the projection's calibration).
 
 Workers run on loopback by default (`--pin-workers` pins them to cores the edge does not use, so that a
 machine with enough cores can show the parallel speedup), on other machines (`--addresses`), or in Linux

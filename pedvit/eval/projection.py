@@ -16,13 +16,15 @@ critical path instead.
 where `compute(c)` is the worker's own stage time for the call's windows (reported by the worker) and
 `overhead(c)` is the call's loopback wall time minus that compute: protobuf + tensor codec + gRPC, which a
 real link does not remove (it also holds the loopback copy of the bytes, a slight over-count). Windows the
-edge computes itself during the rounds (failover, leftovers) run beside the workers: the rounds' total is at
-least the edge's local compute. Bandwidth is per direction and per worker (each worker has its own link).
+edge computes itself during a round (vit-exact's padding windows, failover, leftovers) run beside the
+workers: a round lasts at least the edge's local compute in it. Bandwidth is per direction and per worker
+(each worker has its own link).
 
 **Measuring** (`calibrate`). The edge is pinned to one core and ONE worker process to another; the plan runs
 with N logical workers that all call that process through `SerialisedExecutor`, which lets one call run at
 a time. So each call's compute is the worker's stage time alone on one core, and the edge's parts are timed
-with the edge alone on its core. Bytes per call come from the gRPC client.
+with the edge alone on its core (`TimedEdge` times its local windows per round). Bytes per call come from
+the gRPC client.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import math
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -66,14 +68,16 @@ class WorkerCall:
 class RequestParts:
     """The measured parts of one request (medians over repeats, see `median_parts`).
 
-    rounds: per dispatch round, worker name -> that worker's calls in the round, in order.
+    rounds: per dispatch round, worker name -> that worker's calls in the round, in order;
+    edge_local_s: per round, seconds the edge spent on its own windows during it (same length as rounds;
+        empty means none).
     """
 
     preprocess_s: float
     rounds: tuple[dict[str, tuple[WorkerCall, ...]], ...]
     edge_s: float
     decode_s: float
-    edge_local_s: float = 0.0
+    edge_local_s: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the netem benchmark reads a child run's parts back with `from_dict`)."""
@@ -83,7 +87,7 @@ class RequestParts:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RequestParts":
         rounds = tuple({w: tuple(WorkerCall(**c) for c in calls) for w, calls in rnd.items()} for rnd in data["rounds"])
-        return cls(data["preprocess_s"], rounds, data["edge_s"], data["decode_s"], data.get("edge_local_s", 0.0))
+        return cls(data["preprocess_s"], rounds, data["edge_s"], data["decode_s"], tuple(data.get("edge_local_s", ())))
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -94,11 +98,11 @@ def call_seconds(call: WorkerCall, link: Link) -> float:
 
 
 def rounds_seconds(parts: RequestParts, link: Link) -> float:
-    """The dispatch rounds' share of the critical path: per round the slowest worker, rounds in sequence,
-    and at least the edge's own local windows (computed beside the workers)."""
-    total = sum(max((sum(call_seconds(c, link) for c in calls) for calls in rnd.values()), default=0.0)
-                for rnd in parts.rounds)
-    return max(total, parts.edge_local_s)
+    """The dispatch rounds' share of the critical path: rounds in sequence, each as long as its slowest
+    worker or the edge's own windows in it (computed beside the workers), whichever is longer."""
+    local = parts.edge_local_s or (0.0,) * len(parts.rounds)
+    return sum(max(max((sum(call_seconds(c, link) for c in calls) for calls in rnd.values()), default=0.0), edge)
+               for rnd, edge in zip(parts.rounds, local))
 
 
 def project(parts: RequestParts, link: Link) -> float:
@@ -148,23 +152,52 @@ def median_parts(samples: Sequence[RequestParts]) -> RequestParts:
                            int(med([s.rounds[r][worker][i].bytes_received for s in samples])))
                 for i in range(len(calls)))
         rounds.append(merged)
+    local = tuple(med([s.edge_local_s[r] if s.edge_local_s else 0.0 for s in samples]) for r in range(len(rounds)))
     return RequestParts(med([s.preprocess_s for s in samples]), tuple(rounds), med([s.edge_s for s in samples]),
-                        med([s.decode_s for s in samples]), med([s.edge_local_s for s in samples]))
+                        med([s.decode_s for s in samples]), local)
 
 
 # ------------------------------------------------------------------------------------------ measuring
-@dataclass
 class CallLog:
-    """The calls `SerialisedExecutor`s made, in order: (stage, worker name, WorkerCall)."""
+    """What one request's calls cost, per dispatch round: each worker call (`SerialisedExecutor`) and the
+    edge's own windows (`TimedEdge`). A round is one stage; rounds are kept in the order their stage first
+    appears. Written from the engine's pool threads."""
 
-    calls: list[tuple[str, str, WorkerCall]] = field(default_factory=list)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.stages: list[str] = []
+        self.calls: list[tuple[str, str, WorkerCall]] = []
+        self.local: list[tuple[str, float]] = []
 
-    def rounds(self) -> tuple[dict[str, tuple[WorkerCall, ...]], ...]:
-        """Calls grouped per stage (one dispatch round each, in order of first call) and per worker."""
-        by_stage: dict[str, dict[str, list[WorkerCall]]] = {}
-        for stage, worker, call in self.calls:
-            by_stage.setdefault(stage, {}).setdefault(worker, []).append(call)
-        return tuple({w: tuple(calls) for w, calls in workers.items()} for workers in by_stage.values())
+    def _seen(self, stage: str) -> None:
+        if stage not in self.stages:
+            self.stages.append(stage)
+
+    def add_call(self, stage: str, worker: str, call: WorkerCall) -> None:
+        with self._lock:
+            self._seen(stage)
+            self.calls.append((stage, worker, call))
+
+    def add_local(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self._seen(stage)
+            self.local.append((stage, seconds))
+
+    def rounds(self) -> tuple[tuple[dict[str, tuple[WorkerCall, ...]], ...], tuple[float, ...]]:
+        """(per round: worker -> its calls, per round: the edge's local seconds)."""
+        with self._lock:
+            by_stage: dict[str, dict[str, list[WorkerCall]]] = {stage: {} for stage in self.stages}
+            for stage, worker, call in self.calls:
+                by_stage[stage].setdefault(worker, []).append(call)
+            local = {stage: sum(t for st, t in self.local if st == stage) for stage in self.stages}
+            return (tuple({w: tuple(c) for w, c in by_stage[stage].items()} for stage in self.stages),
+                    tuple(local[stage] for stage in self.stages))
+
+    def clear(self) -> None:
+        with self._lock:
+            self.stages.clear()
+            self.calls.clear()
+            self.local.clear()
 
 
 class SerialisedExecutor:
@@ -182,9 +215,9 @@ class SerialisedExecutor:
             handle.result()
             wall = time.perf_counter() - started
             stats = handle.stats
-            self.log.calls.append((stage, self.name, WorkerCall(
+            self.log.add_call(stage, self.name, WorkerCall(
                 float(stats.compute_seconds), max(0.0, wall - float(stats.compute_seconds)),
-                int(stats.bytes_sent), int(stats.bytes_received))))
+                int(stats.bytes_sent), int(stats.bytes_received)))
         return handle
 
     def run(self, stage: str, batch: np.ndarray, meta: np.ndarray, **options: Any) -> np.ndarray:
@@ -192,6 +225,23 @@ class SerialisedExecutor:
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self.inner, attribute)  # stats, health, info, close: the wrapped executor's
+
+
+class TimedEdge:
+    """Wraps the engine's own executor (the windows the edge computes itself) to log their seconds per round;
+    not serialised: the edge computes beside the workers, as it would with workers on other machines."""
+
+    def __init__(self, inner: Any, log: CallLog) -> None:
+        self.inner, self.log = inner, log
+
+    def run(self, stage: str, batch: np.ndarray, meta: np.ndarray, **options: Any) -> np.ndarray:
+        started = time.perf_counter()
+        out = self.inner.run(stage, batch, meta, **options)
+        self.log.add_local(stage, time.perf_counter() - started)
+        return out
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.inner, attribute)
 
 
 def calibration_executors(address: str, n: int) -> tuple[list[SerialisedExecutor], CallLog]:
@@ -202,9 +252,14 @@ def calibration_executors(address: str, n: int) -> tuple[list[SerialisedExecutor
     return [SerialisedExecutor(RemoteExecutor(address, name=f"p{i}"), f"p{i}", lock, log) for i in range(n)], log
 
 
-def parts_of_request(predictor: Any, log: CallLog, preprocess_s: float, merge_s: float, decode_s: float) -> RequestParts:
-    """The parts of the request just made through `predictor` (whose executors wrote `log`); clears the log."""
-    record = predictor.engine.last_recorder.record
-    parts = RequestParts(preprocess_s, log.rounds(), merge_s, decode_s, float(record.edge_compute_s))
-    log.calls.clear()
-    return parts
+def time_edge_windows(predictor: Any, log: CallLog) -> None:
+    """Make `predictor`'s engine log the seconds of the windows it computes itself (`TimedEdge`); the engine
+    hands its edge executor to each request's round runner."""
+    predictor.engine.edge = TimedEdge(predictor.engine.edge, log)
+
+
+def parts_of_request(log: CallLog, preprocess_s: float, merge_s: float, decode_s: float) -> RequestParts:
+    """The parts of the request whose calls `log` holds; clears the log for the next request."""
+    rounds, local = log.rounds()
+    log.clear()
+    return RequestParts(preprocess_s, rounds, merge_s, decode_s, local)
