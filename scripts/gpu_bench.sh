@@ -61,11 +61,11 @@ PY
 export PATH="$PWD/.gpuvenv/bin:$PATH"
 # MobileSAM: monolithic, cloud-only and tinyvit-isolated with 4 workers.
 timeout 240 pedvit bench --device cuda --models mobile_sam --plans tinyvit-isolated --workers 4 \
-  --repeats "$REPEATS" --json "$OUT/gpu_mobile_sam.json" --markdown "$OUT/gpu_mobile_sam.md" --no-progress \
+  --repeats "$REPEATS" --json "$OUT/gpu_mobile_sam.json" --markdown "$OUT/gpu_mobile_sam.md" --no-progress --no-projection \
   || echo "mobile_sam bench failed or timed out" | tee -a "$OUT/errors.txt"
 # ViT-B: monolithic, cloud-only and vit-exact with 4 workers.
 timeout 300 pedvit bench --device cuda --models vit_b --plans vit-exact --workers 4 \
-  --repeats "$REPEATS" --json "$OUT/gpu_vit_b.json" --markdown "$OUT/gpu_vit_b.md" --no-progress \
+  --repeats "$REPEATS" --json "$OUT/gpu_vit_b.json" --markdown "$OUT/gpu_vit_b.md" --no-progress --no-projection \
   || echo "vit_b bench failed or timed out" | tee -a "$OUT/errors.txt"
 
 python - "$OUT" <<'PY'

@@ -58,7 +58,8 @@ def test_vit_flop_share_estimate() -> None:
 
 @pytest.mark.slow
 def test_tiny_bench_run_writes_json(tmp_path) -> None:
-    """mobile_sam, 1 worker process, 1 repeat: every row has the headline keys and sane values."""
+    """mobile_sam, 1 worker process, 1 repeat: every row has the headline keys and sane values; the projection
+    is calibrated; one sample per row cannot show its spread, so no measured target gets a verdict."""
     out = tmp_path / "bench.json"
     md = tmp_path / "bench.md"
     argv = [sys.executable, "-m", "pedvit", "bench", "--models", "mobile_sam", "--workers", "1", "--repeats", "1",
@@ -69,7 +70,7 @@ def test_tiny_bench_run_writes_json(tmp_path) -> None:
     assert [r["plan"] for r in rows] == ["monolithic", "cloud-only", "tinyvit-isolated"]
     for row in rows:
         assert REQUIRED_KEYS <= row.keys()
-        assert row["end_to_end_s"] > 0
+        assert row["end_to_end_s"] > 0 and row["samples"] == 1 and row["end_to_end_spread"] == 0.0
     mono, cloud, split = rows
     assert mono["latency_ratio_vs_monolithic"] == pytest.approx(1.0)
     assert cloud["bytes_ratio_vs_cloud_only"] == pytest.approx(1.0)
@@ -77,6 +78,17 @@ def test_tiny_bench_run_writes_json(tmp_path) -> None:
     assert cloud["bytes_sent"] >= 1024 * 1024 * 3 and cloud["bytes_received"] == 64 * 64 * 256 * 2
     assert split["bytes_total"] > 0 and split["worker_compute_s"] > 0
     assert any(t["target"].startswith("ViT-H") for t in data["targets"])
+    assert all(t["result"] in ("n/a", "noisy: no verdict") for t in data["targets"] if t["how"] == "measured")
+    assert {"cores", "load_before", "load_after", "steal_share"} <= data["system"].keys()
+    projection = data["projection"]
+    assert [r["link"] for r in projection["rows"]] == ["1 Gbit/s, 5 ms", "50 Mbit/s, 30 ms"]
+    assert projection["rows"][1]["projected_s"] > projection["rows"][0]["projected_s"] > 0
+    parts = projection["parts"]["mobile_sam|tinyvit-isolated|1"]
+    call = parts["rounds"][0]["p0"][0]
+    assert call["compute_s"] > 0 and call["bytes_sent"] > 0  # the one logical worker's trunk call
+    (check,) = projection["validation"]
+    assert check["link"] == "loopback" and check["measured_s"] > 0 and check["result"] == "noisy: no verdict"
+    assert "projected_latency_ratio" in data["headline"]
     assert "tinyvit-isolated" in md.read_text()
 
 
@@ -113,6 +125,12 @@ def test_bench_parser_options() -> None:
     assert args.netem == "wifi,lte" and args.func is bench._cmd_bench
     options = bench.options_from_args(args)
     assert options.workers == (1, 2) and options.models == ("mobile_sam",)
+    quick = bench.options_from_args(build_parser().parse_args(["bench"]))
+    assert quick.models == ("mobile_sam",) and quick.workers == (1, 2, 4) and quick.project
+    full = bench.options_from_args(build_parser().parse_args(["bench", "--full", "--no-projection"]))
+    assert full.models == ("mobile_sam", "vit_b") and full.workers == (1, 2, 4, 8) and not full.project
+    with pytest.raises(SystemExit):
+        bench.options_from_args(build_parser().parse_args(["bench", "--repeats", "0"]))
 
 
 def test_delay_proxy_adds_round_trip_delay() -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pedvit.eval import netem, schedule_bench, throughput_bench
-from pedvit.eval.perf_bench import DEFAULT_PLANS, BenchOptions, run_bench
+from pedvit.eval.bench_run import run_bench
+from pedvit.eval.perf_bench import DEFAULT_PLANS, FULL_MODELS, FULL_WORKERS, QUICK_MODELS, QUICK_WORKERS, BenchOptions
 from pedvit.eval.perf_report import markdown, plot
 
 
@@ -29,30 +30,41 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def resolve_defaults(args: argparse.Namespace) -> None:
+    """Fill --models and --workers left out: the quick default, or the long sweep with --full."""
+    if args.models is None:
+        args.models = ",".join(FULL_MODELS if args.full else QUICK_MODELS)
+    if args.workers is None:
+        args.workers = ",".join(map(str, FULL_WORKERS if args.full else QUICK_WORKERS))
+
+
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
     """The benchmark's options from `pedvit bench` arguments."""
+    resolve_defaults(args)
     plans = dict(DEFAULT_PLANS)
     if args.plans:
         wanted = _csv(args.plans)
         plans = {m: tuple(p for p in DEFAULT_PLANS[m] if p in wanted) for m in DEFAULT_PLANS}
+    if args.repeats < 1:
+        raise SystemExit("pedvit bench: --repeats must be >= 1")
     return BenchOptions(
         models=_csv(args.models), workers=tuple(int(n) for n in _csv(args.workers)), repeats=args.repeats,
         device=args.device, image=args.image, plans=plans, addresses=_csv(args.addresses or ""),
         pin_workers=args.pin_workers, worker_threads=args.worker_threads, edge_threads=args.edge_threads, network=args.network_label,
-        progress=not args.no_progress, fusion=args.fusion,
+        progress=not args.no_progress, fusion=args.fusion, project=not args.no_projection,
     )
 
 
-def write_outputs(args: argparse.Namespace, rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> None:
-    """Print the table; write --json, --markdown and --plot."""
-    text = markdown(rows, checks)
+def write_outputs(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Print the report; write --json (the whole report + the command), --markdown and --plot."""
+    text = markdown(report)
     print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "targets": checks, "command": sys.argv}, indent=1))
+        Path(args.json).write_text(json.dumps({**report, "command": sys.argv}, indent=1))
     if args.markdown:
         Path(args.markdown).write_text(text)
     if args.plot:
-        plot(rows, args.plot)
+        plot(report["rows"], args.plot)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -65,11 +77,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if problem:
             print(f"--netem skipped: {problem}", file=sys.stderr)
             return 0
-        rows, checks = netem.run_netem_bench(args)
-        write_outputs(args, rows, checks)
+        resolve_defaults(args)
+        write_outputs(args, netem.run_netem_bench(args))
         return 0
-    rows, checks = run_bench(options_from_args(args))
-    write_outputs(args, rows, checks)
+    write_outputs(args, run_bench(options_from_args(args)))
     return 0
 
 
@@ -77,10 +88,15 @@ def _add_perf_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="OUT", help="write rows + targets as JSON")
     p.add_argument("--markdown", default=None, metavar="OUT", help="write the table as markdown")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="write a latency-breakdown plot")
-    p.add_argument("--models", default="mobile_sam,vit_b", help="comma-separated models (default mobile_sam,vit_b)")
+    p.add_argument("--full", action="store_true",
+                   help="the long sweep: --models mobile_sam,vit_b --workers 1,2,4,8 (unless given)")
+    p.add_argument("--models", default=None, help="comma-separated models (default mobile_sam; --full: mobile_sam,vit_b)")
     p.add_argument("--plans", default=None, help="comma-separated plans (default: tinyvit-isolated; vit-exact,vit-isolated)")
-    p.add_argument("--workers", default="1,2,4,8", help="worker counts (default 1,2,4,8)")
-    p.add_argument("--repeats", type=int, default=3, help="requests per configuration; medians are reported (default 3)")
+    p.add_argument("--workers", default=None, help="worker counts (default 1,2,4; --full: 1,2,4,8)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="interleaved requests per configuration after one warm-up; min/median/spread reported (default 5)")
+    p.add_argument("--no-projection", action="store_true",
+                   help="skip the calibration of the projected multi-machine latency")
     p.add_argument("--device", default="cpu", help="torch device of edge and workers (cpu, cuda)")
     p.add_argument("--image", default=None, metavar="PATH", help="image to use (default: the first bundled photo)")
     p.add_argument("--addresses", default=None, help="use these running workers (host:port,...) instead of starting them")

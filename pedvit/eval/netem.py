@@ -10,9 +10,11 @@ direction is limited to R.
 Profiles (per worker i, cycling): "wifi" 20 ms RTT / 100 Mbit/s, "lte" 60 ms RTT / 20 Mbit/s, and "mixed"
 (heterogeneous: wifi, lte, wifi, lte, ...).
 
-Workers run inside their namespaces (`ip netns exec`); the edge part of the benchmark runs as a child
-process inside the edge namespace (`ip netns exec <edge> python -m pedvit bench --addresses ...`)
-because a Python 3.11 process cannot move all its threads into another namespace. Namespaces are removed in
+Workers run inside their namespaces (`ip netns exec`), pinned to the cores `--pin-workers` gives them (the
+edge keeps the first core); the edge part of the benchmark runs as a child process inside the edge
+namespace (`ip netns exec <edge> python -m pedvit bench --addresses ...`) because a Python 3.11 process cannot move all its threads into another namespace. The child also calibrates
+the projection (`pedvit.eval.projection`) on its loopback; `netem_validation` then compares the projection
+over each profile's link with the N = 1 row measured behind that link. Namespaces are removed in
 `finally`, at exit (`atexit`), and by `pedvit bench --netem-cleanup`.
 """
 
@@ -33,7 +35,10 @@ from typing import Any
 
 from pedvit.cloud.launch import WorkerProcess, ready_line, start_worker, stop_workers
 from pedvit.eval import perf_bench
+from pedvit.eval.bench_noise import TrustPolicy, read_system, system_report
+from pedvit.eval.bench_run import validate
 from pedvit.eval.perf_report import targets
+from pedvit.eval.projection import Link, RequestParts, project
 
 NAME_ROOT = "pvb"
 PROXY_PORT = 50051
@@ -249,61 +254,108 @@ def ping_rtt_ms(topology: Topology, i: int) -> float | None:
     return None
 
 
-def run_netem_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """For each profile and model: build the namespaces, start the workers inside them, run the edge part of
-    the benchmark inside the edge namespace, tear everything down. Returns (rows, targets)."""
+def _start_link_workers(topology: Topology, links: list[LinkProfile], model: str, args: argparse.Namespace,
+                        logs: str, cpus: list[tuple[int, ...] | None]) -> list[WorkerProcess]:
+    """One worker per link inside its namespace (pinned to `cpus[i]`), behind a user-space delay proxy when the
+    kernel has no netem qdisc. Returns every process started (workers and proxies)."""
+    workers: list[WorkerProcess] = []
+    threads = {"OMP_NUM_THREADS": str(args.worker_threads or 1)}
+    for i in range(len(links)):
+        ns = topology.exec_prefix(topology.worker_ns(i))
+        log = pathlib.Path(logs) / f"w{i}.log"
+        if topology.kernel_delay:
+            argv = ns + perf_bench.bench_worker_argv(model, host=topology.worker_ip(i), device=args.device)
+            workers.append(start_worker(argv, log, name=f"w{i}", host=topology.worker_ip(i), own_session=True,
+                                        env=threads, cpus=cpus[i]))
+            continue
+        # No netem qdisc: the worker listens on the namespace's loopback, a delay proxy on the link.
+        worker = start_worker(ns + perf_bench.bench_worker_argv(model, host="127.0.0.1", device=args.device), log,
+                              name=f"w{i}", own_session=True, env=threads, cpus=cpus[i])
+        workers.append(worker)
+        proxy = ns + [sys.executable, "-m", "pedvit.eval.netem", "proxy", "--listen", f"{topology.worker_ip(i)}:{PROXY_PORT}",
+                      "--target", worker.address, "--delay-ms", str(links[i].rtt_ms / 2)]
+        workers.append(start_worker(proxy, log.with_name(f"proxy{i}.log"), name=f"proxy{i}", host=topology.worker_ip(i),
+                                    own_session=True))
+    return workers
+
+
+def _edge_child(topology: Topology, profile: str, model: str, args: argparse.Namespace, addresses: list[str],
+                out: str, pinned: bool) -> list[str]:
+    """The edge half of the benchmark, run inside the edge namespace (it also calibrates the projection there)."""
+    return topology.exec_prefix(topology.edge_ns) + [
+        sys.executable, "-m", "pedvit", "bench", "--models", model, "--workers", args.workers,
+        "--repeats", str(args.repeats), "--device", args.device, "--json", out,
+        "--addresses", ",".join(addresses), "--network-label", f"netem-{profile}",
+    ] + (["--image", args.image] if args.image else []) + (["--plans", args.plans] if args.plans else []) \
+      + (["--no-progress"] if args.no_progress else []) + (["--pin-workers"] if pinned else []) \
+      + (["--no-projection"] if args.no_projection else []) \
+      + (["--edge-threads", str(args.edge_threads)] if args.edge_threads else [])
+
+
+def run_profile(profile: str, model: str, args: argparse.Namespace, n_max: int) -> dict[str, Any]:
+    """Build the namespaces of one profile, start the workers inside them (pinned off the edge's core where
+    there are 2+ cores), run the edge part inside the edge namespace, tear everything down; returns the
+    child's report with each row labelled with its links."""
+    links = profile_links(profile, n_max)
+    pinned = len(os.sched_getaffinity(0)) >= 2
+    cpus = perf_bench.core_layout(n_max, True)[1] if pinned else [None] * n_max
+    with Topology(links) as topology:
+        rtts = [ping_rtt_ms(topology, i) for i in range(n_max)]
+        print(f"netem {profile}: {n_max} links, measured ping RTT ms {rtts}", file=sys.stderr)
+        logs = tempfile.TemporaryDirectory(prefix="pedvit-netem-workers-")
+        workers: list[WorkerProcess] = []
+        try:
+            workers = _start_link_workers(topology, links, model, args, logs.name, cpus)
+            edge_addresses = [w.address for w in workers if not w.address.startswith("127.")]
+            with tempfile.TemporaryDirectory() as tmp:
+                out = os.path.join(tmp, "report.json")
+                subprocess.run(_edge_child(topology, profile, model, args, edge_addresses, out, pinned), check=True,
+                               stdout=subprocess.DEVNULL)
+                with open(out) as f:
+                    report = json.load(f)
+        finally:
+            stop_workers(workers)
+            logs.cleanup()
+    for row in report["rows"]:
+        row["delay"] = "kernel netem" if topology.kernel_delay else "user-space proxy"
+        row["link_rtt_ms"] = [link.rtt_ms for link in links]
+        row["link_rate_mbit"] = [link.rate_mbit for link in links]
+        row["ping_rtt_ms"] = rtts
+    return report
+
+
+def netem_validation(profile: str, report: dict[str, Any], system: dict[str, Any]) -> list[dict[str, Any]]:
+    """Projected (the child's loopback-calibrated parts over the profile's link) vs measured under netem, for
+    each plan with N = 1 (one worker on its own core, the edge on the other)."""
+    link_profile = profile_links(profile, 1)[0]
+    link = Link(f"netem {profile} ({link_profile.rate_mbit:g} Mbit/s, {link_profile.rtt_ms:g} ms)",
+                link_profile.rate_mbit * 1e6, link_profile.rtt_ms / 1000)
+    parts = report.get("projection", {}).get("parts", {})
+    out = []
+    for row in report["rows"]:
+        key = f"{row['model']}|{row['plan']}|{row['workers']}"
+        if row["workers"] == 1 and key in parts:
+            out.append(validate(row, link.name, project(RequestParts.from_dict(parts[key]), link), system, TrustPolicy()))
+    return out
+
+
+def run_netem_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Every profile x model (`run_profile`); returns the report (rows, targets, projection with the
+    validation under each profile, system)."""
     profiles = [p.strip() for p in str(args.netem).split(",") if p.strip()]
     n_max = max(int(n) for n in args.workers.split(","))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    rows: list[dict[str, Any]] = []
-    for profile in profiles:
-        links = profile_links(profile, n_max)
-        for model in models:
-            with Topology(links) as topology:
-                rtts = [ping_rtt_ms(topology, i) for i in range(n_max)]
-                print(f"netem {profile}: {n_max} links, measured ping RTT ms {rtts}", file=sys.stderr)
-                workers: list[WorkerProcess] = []
-                logs = tempfile.TemporaryDirectory(prefix="pedvit-netem-workers-")
-                threads = {"OMP_NUM_THREADS": str(args.worker_threads or 1)}
-                try:
-                    for i in range(n_max):
-                        ns = topology.exec_prefix(topology.worker_ns(i))
-                        log = pathlib.Path(logs.name) / f"w{i}.log"
-                        if topology.kernel_delay:
-                            argv = ns + perf_bench.bench_worker_argv(model, host=topology.worker_ip(i), device=args.device)
-                            workers.append(start_worker(argv, log, name=f"w{i}", host=topology.worker_ip(i), own_session=True, env=threads))
-                            continue
-                        # No netem qdisc: the worker listens on the namespace's loopback, a delay proxy on the link.
-                        worker = start_worker(ns + perf_bench.bench_worker_argv(model, host="127.0.0.1", device=args.device), log,
-                                              name=f"w{i}", own_session=True, env=threads)
-                        workers.append(worker)
-                        proxy = ns + [sys.executable, "-m", "pedvit.eval.netem", "proxy", "--listen", f"{topology.worker_ip(i)}:{PROXY_PORT}",
-                                      "--target", worker.address, "--delay-ms", str(links[i].rtt_ms / 2)]
-                        workers.append(start_worker(proxy, log.with_name(f"proxy{i}.log"), name=f"proxy{i}", host=topology.worker_ip(i),
-                                                    own_session=True))
-                    edge_addresses = [w.address for w in workers if not w.address.startswith("127.")]
-                    with tempfile.TemporaryDirectory() as tmp:
-                        out = os.path.join(tmp, "rows.json")
-                        child = topology.exec_prefix(topology.edge_ns) + [
-                            sys.executable, "-m", "pedvit", "bench", "--models", model, "--workers", args.workers,
-                            "--repeats", str(args.repeats), "--device", args.device, "--json", out,
-                            "--addresses", ",".join(edge_addresses), "--network-label", f"netem-{profile}",
-                        ] + (["--image", args.image] if args.image else []) + (["--plans", args.plans] if args.plans else []) \
-                          + (["--no-progress"] if args.no_progress else []) \
-                          + (["--edge-threads", str(args.edge_threads)] if args.edge_threads else [])
-                        subprocess.run(child, check=True, stdout=subprocess.DEVNULL)
-                        with open(out) as f:
-                            got = json.load(f)["rows"]
-                    for row in got:
-                        row["delay"] = "kernel netem" if topology.kernel_delay else "user-space proxy"
-                        row["link_rtt_ms"] = [link.rtt_ms for link in links]
-                        row["link_rate_mbit"] = [link.rate_mbit for link in links]
-                        row["ping_rtt_ms"] = rtts
-                    rows += got
-                finally:
-                    stop_workers(workers)
-                    logs.cleanup()
-    return rows, targets(rows)
+    before = read_system()
+    reports = [(profile, run_profile(profile, model, args, n_max)) for profile in profiles for model in models]
+    system = system_report(before, read_system())
+    rows = [row for _, report in reports for row in report["rows"]]
+    projection: dict[str, list[dict[str, Any]]] = {"rows": [], "calibration_rows": [], "validation": []}
+    for profile, report in reports:
+        child = report.get("projection", {})
+        projection["rows"] += [{**r, "network": f"netem-{profile}"} for r in child.get("rows", [])]
+        projection["calibration_rows"] += child.get("calibration_rows", [])
+        projection["validation"] += child.get("validation", []) + netem_validation(profile, report, system)
+    return {"rows": rows, "targets": targets(rows, system), "system": system, "projection": projection}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,9 @@ For every model and plan, in the same run and on the same image:
 Per request it records a latency breakdown (edge preprocessing, fan-out rounds, worker compute, serialisation
 estimate, transfer/queueing, edge merge, mask decoder), payload bytes and the edge process CPU seconds
 (`time.process_time`: every thread of this process, so gRPC and codec threads count; worker processes do not).
-Rows report medians over `--repeats` requests, and ratios against the baselines of the same run.
+The configurations run interleaved (one warm-up each, then A B C A B C ..., `run_interleaved`); rows report
+medians over `--repeats` requests, min / max / spread of end-to-end (`bench_noise`), and ratios against the
+baselines of the same run. `pedvit.eval.bench_run` drives a whole run (and the projection's calibration).
 
 Workers run on loopback by default (`--pin-workers` pins them to cores the edge does not use, so that a
 machine with enough cores can show the parallel speedup), on other machines (`--addresses`), or in Linux
@@ -33,7 +35,7 @@ import numpy as np
 
 from pedvit.cloud.launch import WorkerProcess, start_worker, stop_workers, worker_argv
 
-from .perf_report import targets
+from .bench_noise import interleaved, spread_summary
 
 #: Plans benchmarked per model by default.
 DEFAULT_PLANS: dict[str, tuple[str, ...]] = {
@@ -232,7 +234,8 @@ def _median(samples: Sequence[Sample], key: Callable[[Sample], float]) -> float:
 
 
 def summarise(samples: Sequence[Sample]) -> dict[str, float]:
-    """Medians of every field over repeats."""
+    """Medians of every field over repeats, the sample count, and min / max / spread of end-to-end
+    (spread = (max - min) / median, `bench_noise.spread_summary`)."""
     keys = {
         "end_to_end_s": lambda s: s.end_to_end_s,
         "preprocess_s": lambda s: s.preprocess_s,
@@ -251,15 +254,24 @@ def summarise(samples: Sequence[Sample]) -> dict[str, float]:
         "bytes_received": lambda s: s.bytes_received,
         "bytes_total": lambda s: s.bytes_total,
     }
-    return {name: _median(samples, fn) for name, fn in keys.items()}
+    out: dict[str, float] = {name: _median(samples, fn) for name, fn in keys.items()}
+    spread = spread_summary([s.end_to_end_s for s in samples])
+    out.update(samples=len(samples), end_to_end_min_s=spread["min"], end_to_end_max_s=spread["max"],
+               end_to_end_spread=spread["spread"])
+    return out
 
 
 # ------------------------------------------------------------------------------------------ running
+#: What `pedvit bench` runs without arguments (about 2 minutes on a quiet 2-core machine) and with --full.
+QUICK_MODELS, QUICK_WORKERS = ("mobile_sam",), (1, 2, 4)
+FULL_MODELS, FULL_WORKERS = ("mobile_sam", "vit_b"), (1, 2, 4, 8)
+
+
 @dataclass
 class BenchOptions:
-    models: tuple[str, ...] = ("mobile_sam", "vit_b")
-    workers: tuple[int, ...] = (1, 2, 4, 8)
-    repeats: int = 3
+    models: tuple[str, ...] = QUICK_MODELS
+    workers: tuple[int, ...] = QUICK_WORKERS
+    repeats: int = 5
     device: str = "cpu"
     image: str | None = None
     plans: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PLANS))
@@ -270,6 +282,7 @@ class BenchOptions:
     network: str = "loopback"
     progress: bool = True
     fusion: str = "auto"  # the learned edge fusion of tinyvit-isolated: "auto" (default, as the predictor) or "off"
+    project: bool = True  # measure the parts for the projected multi-machine latency (`pedvit.eval.projection`)
 
 
 def load_image(path: str | None) -> np.ndarray:
@@ -291,107 +304,143 @@ def load_image(path: str | None) -> np.ndarray:
     return np.asarray(image)
 
 
-def _progress(total: int, enabled: bool, desc: str) -> Any:
+def progress_bar(total: int, enabled: bool, desc: str) -> Any:
+    """A tqdm bar on stderr (its ETA is the estimate that counts: it comes from this run's own requests)."""
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
-def run_model(model_name: str, options: BenchOptions, image: np.ndarray, codec: CodecSpeed) -> list[dict[str, Any]]:
-    """Every row (baselines + each plan x worker count) of one model."""
-    import torch
-
-    from pedvit.edge.distributed import DistributedSamPredictor
+def load_model(model_name: str, device: str) -> Any:
     from pedvit.models import build_model
-    from pedvit.transport.client import RemoteExecutor
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = build_model(model_name).to(options.device)
+        return build_model(model_name).to(device)
+
+
+def start_pool(model_name: str, n: int, options: BenchOptions, logs: str,
+               cpus: Sequence[tuple[int, ...] | None] | None = None) -> list[WorkerProcess]:
+    """Start n benchmark workers (one torch thread count for all: --worker-threads, else cores / n or the
+    pinned cores' count); all are stopped again if one fails to start."""
+    layout = list(cpus) if cpus is not None else [None] * n
+    threads = options.worker_threads or (len(layout[0]) if layout[0] else max(1, len(os.sched_getaffinity(0)) // n))
+    started: list[WorkerProcess] = []
+    bar = progress_bar(n, options.progress, f"{model_name}: starting workers")
+    try:
+        for i, worker_cpus in enumerate(layout):
+            started.append(start_worker(bench_worker_argv(model_name, device=options.device), Path(logs) / f"w{i}.log",
+                                        name=f"w{i}", own_session=True, cpus=worker_cpus, env={"OMP_NUM_THREADS": str(threads)}))
+            bar.update()
+    except BaseException:
+        stop_workers(started)
+        raise
+    finally:
+        bar.close()
+    return started
+
+
+@dataclass
+class Config:
+    """One configuration of the interleaved run: a row's label and the function that measures one request."""
+
+    plan: str
+    workers: int
+    measure: Callable[[], Sample]
+    fusion: bool | None = None
+
+
+def open_split_predictor(model: Any, workers: Sequence[Any], plan: str, options: BenchOptions) -> Any:
+    """A `DistributedSamPredictor` over `workers` (addresses or executors), its fusion on the bench's device."""
+    import torch
+
+    from pedvit.edge.distributed import DistributedSamPredictor
+
+    predictor = DistributedSamPredictor(model, list(workers), plan=plan, fusion=options.fusion)
+    fusion = getattr(predictor.plan, "fusion", None)
+    if isinstance(fusion, torch.nn.Module):
+        fusion.to(options.device)
+    return predictor
+
+
+def split_configs(model: Any, options: BenchOptions, addresses: Sequence[str], image: np.ndarray, codec: CodecSpeed,
+                  opened: list[Any]) -> list[Config]:
+    """One config per plan x worker count; their predictors are appended to `opened` (the caller closes them)."""
+    configs = []
+    for plan in options.plans.get(model.name, DEFAULT_PLANS[model.name]):
+        for n in options.workers:
+            predictor = open_split_predictor(model, addresses[:n], plan, options)
+            opened.append(predictor)
+            has_fusion = getattr(predictor.plan, "fusion", None) is not None
+            configs.append(Config(plan, n, lambda p=predictor: measure_split(p, image, codec), has_fusion))
+    return configs
+
+
+def run_interleaved(configs: Sequence[Config], repeats: int, bar: Any) -> list[list[Sample]]:
+    """One warm-up request per config (first calls pay for lazy initialisation: allocator, gRPC channel,
+    thread pools), then `repeats` rounds A B C A B C ...; returns each config's samples."""
+    for config in configs:
+        config.measure()
+        bar.update()
+    samples: dict[int, list[Sample]] = {i: [] for i in range(len(configs))}
+    for i in interleaved(range(len(configs)), repeats):
+        samples[i].append(configs[i].measure())
+        bar.update()
+    return [samples[i] for i in range(len(configs))]
+
+
+def requests_per_model(options: BenchOptions, model_name: str) -> int:
+    """Requests (warm-ups included) `run_model` makes for one model: monolithic, cloud-only, each split config."""
+    configs = 2 + len(options.plans.get(model_name, DEFAULT_PLANS[model_name])) * len(options.workers)
+    return configs * (1 + options.repeats)
+
+
+def run_model(model: Any, options: BenchOptions, image: np.ndarray, codec: CodecSpeed, bar: Any) -> list[dict[str, Any]]:
+    """Every row (baselines + each plan x worker count) of one model, measured interleaved."""
+    from pedvit.transport.client import RemoteExecutor
+
     n_max = max(options.workers)
     started: list[WorkerProcess] = []
     edge_cpus = None
     logs = tempfile.TemporaryDirectory(prefix="pedvit-bench-workers-")
-    if options.addresses:
-        addresses = list(options.addresses)
-        if len(addresses) < n_max:
-            raise ValueError(f"--addresses gives {len(addresses)} workers, --workers asks for {n_max}")
-    else:
-        edge_cpus, layout = core_layout(n_max, options.pin_workers)
-        threads = options.worker_threads or max(1, (len(os.sched_getaffinity(0)) // n_max) if not options.pin_workers else len(layout[0] or (1,)))
-        bar = _progress(n_max, options.progress, f"{model_name}: starting workers")
-        try:
-            for i, cpus in enumerate(layout):
-                started.append(start_worker(bench_worker_argv(model_name, device=options.device), Path(logs.name) / f"w{i}.log",
-                                            name=f"w{i}", own_session=True, cpus=cpus, env={"OMP_NUM_THREADS": str(threads)}))
-                bar.update()
-        except BaseException:
-            stop_workers(started)
-            logs.cleanup()
-            raise
-        finally:
-            bar.close()
-        addresses = [w.address for w in started]
     previous_affinity = os.sched_getaffinity(0)
-    if edge_cpus:
-        os.sched_setaffinity(0, edge_cpus)
-    plans = options.plans.get(model_name, DEFAULT_PLANS[model_name])
-    total = options.repeats * (2 + len(plans) * len(options.workers))
-    bar = _progress(total, options.progress, f"{model_name}")
-    rows: list[dict[str, Any]] = []
+    opened: list[Any] = []
     try:
-        # Warm-up: first calls pay for lazy initialisation (allocator, gRPC channel, thread pools).
+        if options.addresses:
+            addresses = list(options.addresses)
+            if len(addresses) < n_max:
+                raise ValueError(f"--addresses gives {len(addresses)} workers, --workers asks for {n_max}")
+            if options.pin_workers:  # the workers were pinned by whoever started them; the edge keeps its cores
+                edge_cpus = core_layout(n_max, True)[0]
+        else:
+            edge_cpus, layout = core_layout(n_max, options.pin_workers)
+            started = start_pool(model.name, n_max, options, logs.name, layout)
+            addresses = [w.address for w in started]
+        if edge_cpus:
+            os.sched_setaffinity(0, edge_cpus)
         cloud = RemoteExecutor(addresses[0], name="cloud-only")
-        measure_monolithic(model, image)
-        measure_cloud_only(model, image, cloud, codec)
-        mono = summarise([_step(bar, measure_monolithic, model, image) for _ in range(options.repeats)])
-        cloud_only = summarise([_step(bar, measure_cloud_only, model, image, cloud, codec) for _ in range(options.repeats)])
-        cloud.close()
-        base = {"model": model_name, "device": options.device, "network": options.network, "image_size": list(image.shape[:2])}
-        rows.append({**base, "plan": "monolithic", "workers": 0, **mono})
-        rows.append({**base, "plan": "cloud-only", "workers": 1, **cloud_only})
-        for plan in plans:
-            for n in options.workers:
-                with DistributedSamPredictor(model, addresses[:n], plan=plan, fusion=options.fusion) as predictor:
-                    fusion = getattr(predictor.plan, "fusion", None)
-                    if isinstance(fusion, torch.nn.Module):
-                        fusion.to(options.device)
-                    measure_split(predictor, image, codec)  # warm-up
-                    summary = summarise([_step(bar, measure_split, predictor, image, codec) for _ in range(options.repeats)])
-                rows.append({**base, "plan": plan, "workers": n, "fusion": fusion is not None, **summary})
+        opened.append(cloud)
+        configs = [Config("monolithic", 0, lambda: measure_monolithic(model, image)),
+                   Config("cloud-only", 1, lambda: measure_cloud_only(model, image, cloud, codec))]
+        configs += split_configs(model, options, addresses, image, codec, opened)
+        samples = run_interleaved(configs, options.repeats, bar)
     finally:
-        bar.close()
+        for item in opened:
+            item.close()
         os.sched_setaffinity(0, previous_affinity)
         stop_workers(started)
         logs.cleanup()
+    base = {"model": model.name, "device": options.device, "network": options.network, "image_size": list(image.shape[:2])}
+    rows = [{**base, "plan": c.plan, "workers": c.workers, **({"fusion": c.fusion} if c.fusion is not None else {}),
+             **summarise(s)} for c, s in zip(configs, samples)]
     for row in rows:
-        add_ratios(row, mono, cloud_only)
+        add_ratios(row, rows[0], rows[1])
     return rows
 
 
-def _step(bar: Any, fn: Callable[..., Sample], *args: Any) -> Sample:
-    sample = fn(*args)
-    bar.update()
-    return sample
-
-
-def add_ratios(row: dict[str, Any], mono: dict[str, float], cloud_only: dict[str, float]) -> None:
-    """The headline ratios of one row against the baselines of the same run."""
+def add_ratios(row: dict[str, Any], mono: dict[str, Any], cloud_only: dict[str, Any]) -> None:
+    """The headline ratios of one row against the baselines of the same run (medians over medians)."""
     row["latency_ratio_vs_monolithic"] = row["end_to_end_s"] / mono["end_to_end_s"]
     row["edge_cpu_share"] = row["edge_cpu_s"] / mono["edge_cpu_s"]
     row["overhead_share"] = row["overhead_s"] / row["end_to_end_s"] if row["end_to_end_s"] else 0.0
     row["bytes_ratio_vs_cloud_only"] = row["bytes_total"] / cloud_only["bytes_total"] if cloud_only["bytes_total"] else 0.0
-
-
-def run_bench(options: BenchOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """All rows for `options.models`, and the target checks."""
-    if options.edge_threads:
-        import torch
-
-        torch.set_num_threads(options.edge_threads)  # the edge (and the monolithic baseline) use this many
-    image = load_image(options.image)
-    codec = CodecSpeed.measure()
-    rows: list[dict[str, Any]] = []
-    for model in options.models:
-        rows += run_model(model, options, image, codec)
-    return rows, targets(rows)
