@@ -1,11 +1,12 @@
 """`VideoSession`: segment and follow one object through a stream of frames, with temporal privacy.
 
 Frames come one by one (H x W x 3 uint8 RGB). The first frame is prompted by the caller (points and/or a
-box); each later frame is prompted from the previous mask: its bounding box (moved by the camera motion and
-grown by a margin, for the object's own motion) and a positive point at the mask's most interior pixel. When
-the mask is lost (empty, or its area changes more than ``max_area_change`` times from the last good one) the
-frame is prompted again from the last good box alone and recorded with ``lost=True``; a mask that is still
-lost does not replace the last good box. A camera-motion estimate with a weak phase-correlation peak
+box); each later frame is prompted from the previous mask: its bounding box (moved by the camera motion,
+moved on by the object's own velocity between the last two good masks, and grown by a margin) and a positive
+point at the mask's most interior pixel. When the mask is lost (empty, or its area changes more than
+``max_area_change`` times from the last good one) the frame is prompted again from that box alone and
+recorded with ``lost=True``; a mask that is still lost does not replace the last good box (which keeps
+moving with the camera and the velocity). A camera-motion estimate with a weak phase-correlation peak
 (response below ``min_motion_response``: a featureless or cut frame) counts as no motion.
 
 With a `DistributedSamPredictor`, each frame's windows are placed by a temporal policy
@@ -158,6 +159,7 @@ class VideoSession:
         self._good_box: np.ndarray | None = None  # last good mask's box, in the current frame's pixels
         self._good_area = 0
         self._good_point: tuple[float, float] | None = None
+        self._velocity = (0.0, 0.0)  # the object's own motion in the frame, px per frame (x, y)
         n = max(1, len(self.worker_names))
         self.policy_coverage = SceneCoverage(n)  # the policy's booking (estimated motion, grown by its margin)
         self.coverage = SceneCoverage(n)  # what the workers were really sent, as `ledger check` replays it
@@ -304,13 +306,16 @@ class VideoSession:
         """(mask, score, prompt, lost) of the current embedding."""
         if not self.records:
             mask, score = self._predict(self.first_prompt)
-            self._remember(mask)
+            self._remember(mask, None)
             return mask, score, self._describe(self.first_prompt), False
         assert self._good_box is not None and self._good_point is not None
-        # the scene moved by -shift in the frame: move the last good box and point with it
+        # the scene moved by -shift in the frame: move the last good box and point with it, then predict the
+        # object's own motion in the frame (constant velocity since the last two good masks)
         dx, dy = -shift[1], -shift[0]
-        self._good_box = self._good_box + np.array([dx, dy, dx, dy])
-        self._good_point = (self._good_point[0] + dx, self._good_point[1] + dy)
+        compensated = self._good_box + np.array([dx, dy, dx, dy])
+        vx, vy = self._velocity
+        self._good_box = compensated + np.array([vx, vy, vx, vy])
+        self._good_point = (self._good_point[0] + dx + vx, self._good_point[1] + dy + vy)
         box = self._grown(self._good_box)
         prompt: dict[str, Any] = {"box": box}
         x, y = self._good_point
@@ -318,23 +323,29 @@ class VideoSession:
         if 0 <= x < w and 0 <= y < h:
             prompt.update(points=np.array([[x, y]]), labels=np.array([1]))
         mask, score = self._predict(prompt)
-        if self._is_lost(mask):
+        lost = self._is_lost(mask)
+        if lost:
             prompt = {"box": box}
             mask, score = self._predict(prompt)
-            if not self._is_lost(mask):
-                self._remember(mask)
-            return mask, score, self._describe(prompt), True
-        self._remember(mask)
-        return mask, score, self._describe(prompt), False
+        if not self._is_lost(mask):
+            self._remember(mask, compensated)
+        return mask, score, self._describe(prompt), lost
 
     def _is_lost(self, mask: np.ndarray) -> bool:
         area, good = int(mask.sum()), self._good_area
         return area == 0 or not good / self.max_area_change <= area <= good * self.max_area_change
 
-    def _remember(self, mask: np.ndarray) -> None:
-        if mask.any():
-            self._good_box, self._good_area = _box_of(mask), int(mask.sum())
-            self._good_point = interior_point(mask)
+    def _remember(self, mask: np.ndarray, previous_box: np.ndarray | None) -> None:
+        """A good mask: its box, area and interior point; its centre's motion since `previous_box` (the last good
+        box moved by the camera; None on the first frame) becomes the velocity the next prompt assumes."""
+        if not mask.any():
+            return
+        box = _box_of(mask)
+        if previous_box is not None:
+            centre, before = (box[:2] + box[2:]) / 2, (previous_box[:2] + previous_box[2:]) / 2
+            self._velocity = (float(centre[0] - before[0]), float(centre[1] - before[1]))
+        self._good_box, self._good_area = box, int(mask.sum())
+        self._good_point = interior_point(mask)
 
     def _grown(self, box: np.ndarray) -> np.ndarray:
         """`box` grown by the margin and clipped to the frame (at least 1 px wide and high)."""
