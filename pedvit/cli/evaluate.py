@@ -58,7 +58,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
     print(f"static camera ({still['frames']} frames): windows sent per frame {still['with_reuse']['sent_per_frame_mean']} "
           f"with reuse vs {still['without_reuse']['sent_per_frame_mean']} without ({still['fewer_windows_sent']:.0%} fewer; "
           f"computed {still['fewer_windows_computed']:.0%} fewer), mean IoU {still['with_reuse']['mean_iou']:.3f} vs "
-          f"{still['without_reuse']['mean_iou']:.3f} (gap {still['mean_iou_gap']:+.3f})")
+          f"{still['without_reuse']['mean_iou']:.3f} (gap {still['mean_iou_gap']:+.3f}; monolithic "
+          f"{still['monolithic']['mean_iou']:.3f})")
     if args.json:
         pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         pathlib.Path(args.json).write_text(json.dumps(results, indent=1))

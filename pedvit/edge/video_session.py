@@ -3,7 +3,8 @@
 Frames come one by one (H x W x 3 uint8 RGB). The first frame is prompted by the caller (points and/or a
 box); each later frame is prompted from the previous mask: its bounding box (moved by the camera motion,
 moved on by the object's own velocity between the last two good masks, and grown by a margin) and a positive
-point at the mask's most interior pixel. When the mask is lost (empty, or its area changes more than
+point at the mask's most interior pixel; of the decoder's three candidates the one closest to the predicted
+box wins. When the mask is lost (empty, or its area changes more than
 ``max_area_change`` times from the last good one) the frame is prompted again from that box alone and
 recorded with ``lost=True``; a mask that is still lost does not replace the last good box (which keeps
 moving with the camera and the velocity). A camera-motion estimate with a weak phase-correlation peak
@@ -88,6 +89,14 @@ def _box_of(mask: np.ndarray) -> np.ndarray:
     """4 (x0, y0, x1, y1) float box around an H x W bool mask (exclusive ends)."""
     ys, xs = np.nonzero(mask)
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two (x0, y0, x1, y1) boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 0.0
 
 
 def interior_point(mask: np.ndarray) -> tuple[float, float]:
@@ -322,11 +331,11 @@ class VideoSession:
         h, w = self.frame_size or (0, 0)
         if 0 <= x < w and 0 <= y < h:
             prompt.update(points=np.array([[x, y]]), labels=np.array([1]))
-        mask, score = self._predict(prompt)
+        mask, score = self._predict(prompt, self._good_box)
         lost = self._is_lost(mask)
         if lost:
             prompt = {"box": box}
-            mask, score = self._predict(prompt)
+            mask, score = self._predict(prompt, self._good_box)
         if not self._is_lost(mask):
             self._remember(mask, compensated)
         return mask, score, self._describe(prompt), lost
@@ -356,10 +365,25 @@ class VideoSession:
         y0, y1 = np.clip([y0 - my, y1 + my], 0, h)
         return np.array([min(x0, w - 1), min(y0, h - 1), max(x1, min(x0, w - 1) + 1), max(y1, min(y0, h - 1) + 1)])
 
-    def _predict(self, prompt: dict[str, Any]) -> tuple[np.ndarray, float]:
+    def _predict(self, prompt: dict[str, Any], expected: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """(H x W mask, predicted IoU) for `prompt`. With `expected` (the box where the last good mask should be
+        now) the decoder gives three candidates and the one closest to it in shape wins (box IoU, less the
+        log area ratio): the single best-scored mask is often a part of the object (a piece cut at a window
+        border by a split encoder), which then shrinks frame by frame."""
+        multimask = expected is not None
         masks, scores, _ = self.predictor.predict(point_coords=prompt.get("points"), point_labels=prompt.get("labels"),
-                                                  box=prompt.get("box"), multimask_output=False)
-        return masks[0], float(scores[0])
+                                                  box=prompt.get("box"), multimask_output=multimask)
+        if not multimask:
+            return masks[0], float(scores[0])
+
+        def fit(i: int) -> float:
+            if not masks[i].any():
+                return -np.inf
+            area_ratio = abs(np.log(max(1, int(masks[i].sum())) / max(1, self._good_area)))
+            return _box_iou(_box_of(masks[i]), expected) - area_ratio
+
+        best = max(range(len(masks)), key=lambda i: (round(fit(i), 2), scores[i]))
+        return masks[best], float(scores[best])
 
     @staticmethod
     def _describe(prompt: dict[str, Any]) -> dict[str, Any]:
