@@ -229,8 +229,8 @@ class VideoSession:
         return mask, record
 
     def _start(self, size: tuple[int, int]) -> None:
-        self.frame_size = size
         self._check_prompt_inside(size)
+        self.frame_size = size
         model = self.predictor.model
         window_tokens = self.predictor.plan.window_tokens if self.distributed else 14
         self._grid = WindowGrid(size, input_size=model.img_size, window_tokens=window_tokens)
@@ -257,7 +257,7 @@ class VideoSession:
         content = set(self._grid.content_ids)
         unchanged = frozenset(content - set(self._reuse.changed(frame))) if self._reuse is not None else frozenset()
         # windows reused now must have features: a window never computed is computed (on the edge if unchanged)
-        reusable = frozenset(w for w in unchanged if any(key[1] == w for key in self._features))
+        reusable = unchanged & {wid for _, wid in self._features}
         placed: dict[str, Any] = {}
 
         def assign(grid: WindowGrid, constraints: Constraints, members: Sequence[str]) -> Assignment:
