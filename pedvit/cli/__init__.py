@@ -10,10 +10,10 @@ import sys
 import signal
 import threading
 
-from . import bench, certs, cluster, data, demo, evaluate, ledger, plans, segment, worker
+from . import bench, certs, cluster, data, demo, evaluate, ledger, plans, segment, video, worker
 
 #: The command modules, in the order their commands appear in --help.
-COMMANDS = (segment, plans, worker, cluster, ledger, certs, data, evaluate, bench, demo)
+COMMANDS = (segment, video, plans, worker, cluster, ledger, certs, data, evaluate, bench, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

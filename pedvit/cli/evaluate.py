@@ -21,6 +21,7 @@ from pedvit.eval.composite import annotated_photos, composite_set
 from pedvit.eval.detect_eval import (clean_photo_share, evaluate_image, format_detect_eval, summarize_detect_eval,
                                      timing)
 from pedvit.eval.leakage import leakage_check, small_random_vit
+from pedvit.eval.video_tracking import tracking_experiment
 from pedvit.eval.privacy_eval import DEFAULT_WORKERS, SCHEMES, evaluate_photos, format_table, load_images, summarize
 from pedvit.models import build_model
 from pedvit.plans.plans import make_plan
@@ -31,11 +32,53 @@ from pedvit.privacy.report import PrivacyReport
 
 
 def register(subparsers: Any) -> None:
-    """Add `pedvit eval accuracy|privacy`."""
-    evaluate = subparsers.add_parser("eval", help="accuracy and privacy evaluations")
+    """Add `pedvit eval accuracy|privacy|video`."""
+    evaluate = subparsers.add_parser("eval", help="accuracy, privacy and video evaluations")
     eval_sub = evaluate.add_subparsers(dest="eval_command", metavar="EVALUATION", required=True)
     _add_accuracy(eval_sub)
     _add_privacy(eval_sub)
+    _add_video(eval_sub)
+
+
+# --------------------------------------------------------------------------------------------------- video
+def _cmd_video(args: argparse.Namespace) -> int:
+    torch.set_grad_enabled(False)
+    if args.frames < 2 or args.stride < 1 or args.static_frames < 2:
+        print("error: --frames and --static-frames must be >= 2, --stride >= 1", file=sys.stderr)
+        return 2
+    model = build_model("mobile_sam")
+    results = tracking_experiment(model, n_frames=args.frames, stride=args.stride, workers=args.workers,
+                                  cap=args.cap, static_frames=args.static_frames,
+                                  progress=lambda text: print(text, file=sys.stderr))
+    pan, still = results["pan"], results["static_reuse"]
+    print(f"pan ({pan['frames']} frames): mean IoU vs the known mask: monolithic {pan['monolithic']['mean_iou']:.3f}, "
+          f"distributed {pan['distributed']['mean_iou']:.3f} (gap {pan['mean_iou_gap']:+.3f}; vs monolithic "
+          f"{pan['distributed_vs_monolithic_iou_mean']:.3f}); lost frames {pan['monolithic']['lost_frames']} / "
+          f"{pan['distributed']['lost_frames']}; max worker coverage {pan['distributed']['max_worker_scene_coverage']:.3f}")
+    print(f"static camera ({still['frames']} frames): windows sent per frame {still['with_reuse']['sent_per_frame_mean']} "
+          f"with reuse vs {still['without_reuse']['sent_per_frame_mean']} without ({still['fewer_windows_sent']:.0%} fewer; "
+          f"computed {still['fewer_windows_computed']:.0%} fewer), mean IoU {still['with_reuse']['mean_iou']:.3f} vs "
+          f"{still['without_reuse']['mean_iou']:.3f} (gap {still['mean_iou_gap']:+.3f}; monolithic "
+          f"{still['monolithic']['mean_iou']:.3f})")
+    if args.json:
+        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def _add_video(eval_sub: Any) -> argparse.ArgumentParser:
+    """Register `pedvit eval video` (tracking accuracy; the model-free coverage numbers: python -m
+    pedvit.eval.video_eval)."""
+    parser = eval_sub.add_parser("video", help="tracking IoU on generated clips (monolithic vs distributed) and "
+                                              "the accuracy cost of static-window reuse")
+    parser.add_argument("--frames", type=int, default=40, help="frames of the pan taken (default 40)")
+    parser.add_argument("--stride", type=int, default=2, help="take every STRIDE-th frame of the 300-frame pan (default 2)")
+    parser.add_argument("--static-frames", type=int, default=40, help="frames of the static-camera clip (default 40)")
+    parser.add_argument("--workers", type=int, default=4, help="in-process workers (default 4)")
+    parser.add_argument("--cap", type=float, default=0.30, help="coverage cap of the sticky policy (default 0.30)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write the results (per-frame IoU) here")
+    parser.set_defaults(func=_cmd_video)
+    return parser
 
 
 # ------------------------------------------------------------------------------------------------ accuracy

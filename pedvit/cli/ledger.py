@@ -12,7 +12,7 @@ from pedvit.edge.ledger import KEY_ENV, LedgerPolicy, check_ledger, ledger_head,
 def _cmd_check(args: argparse.Namespace) -> int:
     key = Path(args.key_file).read_bytes().strip() if args.key_file else ledger_key_from_env()
     classes = tuple(c for c in (args.keep_local or "").split(",") if c)
-    policy = LedgerPolicy(args.max_windows_per_worker, args.max_share, classes)
+    policy = LedgerPolicy(args.max_windows_per_worker, args.max_share, classes, args.max_scene_coverage)
     try:
         count, problems = check_ledger(args.file, policy, key=key, head=args.head)
         _, head = ledger_head(args.file)
@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        help="most of an image's content windows one worker may receive, as a fraction")
     check.add_argument("--keep-local", default=None, metavar="CLASSES",
                        help="sensitive classes whose detectors must have run on every request, e.g. faces,text")
+    check.add_argument("--max-scene-coverage", type=float, default=None, metavar="F",
+                       help="videos (`pedvit video`): most share of a video's scene one worker may have been sent over "
+                            "all its frames (default: the cap the video's records state)")
     check.add_argument("--key-file", default=None, metavar="FILE",
                        help=f"the edge's ledger key, to verify each record's MAC (default: ${KEY_ENV})")
     check.add_argument("--head", default=None, metavar="HASH", help="a head printed by an earlier check: "

@@ -21,7 +21,7 @@ from pedvit.edge.engine import PrivacyConstraintError
 from pedvit.partition.detectors import DetectorError
 
 from .segment_batch import register_arguments, run_batch, wants_batch
-from .segment_one import InputError, load_image, parse_box, parse_point, run_segment
+from .segment_one import InputError, add_predictor_arguments, load_image, parse_box, parse_point, run_segment
 
 __all__ = ["InputError", "load_image", "register", "run_segment"]
 
@@ -55,38 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="prompt point in pixels (label 1 foreground, default; 0 background); repeatable")
     p.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="prompt box in pixels")
     p.add_argument("--multimask", action="store_true", help="predict 3 masks and keep the best-scored")
-    p.add_argument("--model", default="mobile_sam")
-    p.add_argument("--checkpoint", default=None)
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--monolithic", action="store_true", help="run the whole model here (reference)")
-    mode.add_argument("--in-process", action="store_true", help="split over in-process workers (no network)")
-    mode.add_argument("--workers", metavar="HOST:PORT,...", help="running workers")
-    mode.add_argument("--cluster", metavar="FILE", help="cluster file (see `pedvit cluster up`)")
-    p.add_argument("--local", type=int, default=4, metavar="N",
-                   help="workers started on loopback (or in process with --in-process) by default (4)")
-    p.add_argument("--plan", default=None, help="split plan (default: the model's)")
-    # semantic by default: a user's face or a document's text must not leave the device unless they ask for it
-    p.add_argument("--scheme", default="semantic", choices=("contiguous", "interleaved", "random", "semantic"),
-                   help="window assignment (default semantic: interleaved, with --keep-local windows kept on the edge)")
-    p.add_argument("--keep-local", default="faces,text", metavar="CLASSES",
-                   help="semantic scheme: sensitive classes whose windows never leave the edge, from faces,text,people "
-                        "(default faces,text; 'none' for no detection)")
-    p.add_argument("--halo", type=int, default=0, metavar="PX", help="context pixels around windows (multiple of 16)")
-    p.add_argument("--window-tokens", type=int, default=14, metavar="T",
-                   help="window side in tokens for tinyvit-isolated: 14 (224 px, default) or a multiple, e.g. 28 (448 px)")
-    p.add_argument("--no-fusion", action="store_true",
-                   help="skip the trained edge fusion module and the workers' window adapter (tinyvit-isolated applies both by "
-                        "default; docs/fusion_and_dp.md)")
-    p.add_argument("--wire-dtype", default="float16", choices=("float16", "float32"))
-    p.add_argument("--reveal-positions", action="store_true",
-                   help="send each window's origin and keep the window order (default: hidden where the plan "
-                        "allows: tinyvit-isolated workers get their windows shuffled, without origins)")
-    p.add_argument("--no-local-compute", action="store_true", help="the edge may not compute windows itself")
-    p.add_argument("--ledger", default=None, metavar="FILE", help="append an audit record (JSON line) here")
-    p.add_argument("--tls-ca", default=None)
-    p.add_argument("--tls-cert", default=None)
-    p.add_argument("--tls-key", default=None)
-    p.add_argument("--token-file", default=None)
+    add_predictor_arguments(p)
     p.add_argument("--out", default=None, metavar="MASK.png", help="mask PNG (0/255, original size)")
     p.add_argument("--overlay", default=None, metavar="OVERLAY.png")
     p.add_argument("--views", default=None, metavar="VIEWS.png", help="what each worker received")

@@ -13,7 +13,7 @@ from pedvit.partition import Constraints
 from pedvit.plans.plans import SplitPlan
 
 from .build import build_plan, resolve_executors
-from .engine import RunRecord, SplitEngine
+from .engine import CallerRequest, RunRecord, SplitEngine
 from .ledger import Ledger
 from .predictor import SamPredictor
 
@@ -87,6 +87,11 @@ class DistributedSamPredictor(SamPredictor):
 
     def _encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
         return self.engine.encode(resized, original)
+
+    def set_frame(self, image: np.ndarray, caller: CallerRequest) -> None:
+        """`set_image` (H x W x 3 uint8 RGB) with the caller's own assignment, reused windows and record extras
+        (`CallerRequest`; a video session's frame)."""
+        self._set_image(image, "RGB", lambda resized, original: self.engine.encode(resized, original, caller))
 
     def close(self, executors: bool = True) -> None:
         """Stop the engine's fan-out threads and (``executors``) close its executors (False: they are shared)."""

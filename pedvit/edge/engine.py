@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,21 +23,59 @@ import torch
 
 from pedvit.models import Sam
 from pedvit.partition import Constraints, WindowGrid
-from pedvit.plans.plans import SplitPlan
+from pedvit.plans.plans import Dispatch, Jobs, SplitPlan
 
 from .estimates import PerfTable
 from .executor import Executor
 from .executors import InProcessExecutor
 from .ledger import Ledger
-from .planner import Planner
+from .planner import CallerAssign, Planner
 from .recorder import RunIdentity, RunRecord, RunRecorder, WorkerRecord
 from .rounds import DispatchSettings, OutgoingHook, RoundRunner
 from .routing import EDGE, PrivacyConstraintError
 from .verify import AnswerCheck
 
-__all__ = ["EDGE", "PrivacyConstraintError", "RunRecord", "SplitEngine", "WorkerRecord"]
+__all__ = ["CallerRequest", "EDGE", "PrivacyConstraintError", "RunRecord", "SplitEngine", "WorkerRecord"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class CallerRequest:
+    """What a caller decides itself for one request (a video session) instead of the engine.
+
+    Attributes:
+        assign: the caller's assignment (`CallerAssign`, checked against the request's constraints); None: the
+            engine's scheme or schedule.
+        reuse: window ids whose outputs are taken from `feature_cache` (computed in an earlier request): they
+            are neither computed nor sent, and must be edge windows in the assignment. A window the cache lacks
+            for a stage is computed on the edge.
+        feature_cache: (stage, window id) -> that window's last output (h' x w' x C' float); every window computed
+            in this request updates it. None: no caching.
+        extra: merged into the run record's ``extra`` (and so its ledger line), e.g. a video's id and frame index.
+    """
+
+    assign: CallerAssign | None = None
+    reuse: frozenset[int] = frozenset()
+    feature_cache: dict[tuple[str, int], np.ndarray] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _reusing(dispatch: Dispatch, caller: CallerRequest, reused_out: set[int]) -> Dispatch:
+    """`dispatch` that serves the caller's reusable windows from its feature cache (adding their ids to
+    `reused_out`) and stores every computed window's output there."""
+    cache = caller.feature_cache
+    assert cache is not None
+
+    def run(stage: str, jobs: Jobs, force_local: frozenset[int]) -> dict[int, np.ndarray]:
+        cached = {wid for wid in jobs if wid in caller.reuse and (stage, wid) in cache}
+        outputs = dispatch(stage, {wid: job for wid, job in jobs.items() if wid not in cached}, force_local)
+        cache.update({(stage, wid): out for wid, out in outputs.items()})
+        outputs.update({wid: cache[(stage, wid)] for wid in cached})
+        reused_out.update(cached)
+        return outputs
+
+    return run
 
 
 class SplitEngine:
@@ -184,15 +223,24 @@ class SplitEngine:
         """The request's constraints and keep-local detection summary (`Planner.constraints_for`)."""
         return self.planner.constraints_for(original, grid)
 
-    def encode(self, resized: np.ndarray, original: np.ndarray) -> torch.Tensor:
+    def encode(self, resized: np.ndarray, original: np.ndarray, caller: CallerRequest | None = None) -> torch.Tensor:
         """h x w x 3 uint8 resized image (and the H x W x 3 original, for sensitive-region detection) ->
-        1 x 256 x 64 x 64 embedding."""
+        1 x 256 x 64 x 64 embedding. `caller`: the caller's own assignment, reused windows and record extras."""
         started = time.perf_counter()
+        caller = caller or CallerRequest()
         grid = WindowGrid(original.shape[:2], input_size=self.model.img_size, window_tokens=self.plan.window_tokens)
-        request = self.planner.plan_request(original, grid, self.available_workers())
+        request = self.planner.plan_request(original, grid, self.available_workers(), caller_assign=caller.assign)
+        sent_reusable = sorted(set(caller.reuse) & set(request.assignment.sent))
+        if sent_reusable:
+            raise ValueError(f"windows {sent_reusable} are to be reused but are assigned to workers")
         recorder = RunRecorder(self.identity, request, grid, original.shape[:2], time.perf_counter() - started)
         runner = RoundRunner(self.settings, self._pool, self.perf, self.edge, request, grid, recorder, self.checker)
-        embedding = self.plan.encode(self.model, resized, grid, runner.run_round)
+        reused: set[int] = set()
+        dispatch = runner.run_round if caller.feature_cache is None else _reusing(runner.run_round, caller, reused)
+        embedding = self.plan.encode(self.model, resized, grid, dispatch)
+        recorder.record.extra.update(caller.extra)
+        if caller.feature_cache is not None:
+            recorder.record.extra["reused_windows"] = sorted(reused)
         recorder.finish(time.perf_counter() - started, self.outgoing.params if self.outgoing is not None else None)
         self.last_recorder = recorder
         if self.ledger is not None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .video_ledger import video_coverage_problems
+
 #: the ``prev`` of the first record
 GENESIS = "0" * 64
 #: environment variable holding the edge's ledger key (any string; kept off the ledger's machine if possible)
@@ -133,11 +135,14 @@ class LedgerPolicy:
         max_share: most of an image's content windows one worker may receive, as a fraction (None: no limit
             beyond never the whole image).
         keep_local_classes: sensitive classes whose detectors must have run (e.g. ``("faces", "text")``).
+        max_scene_coverage: videos: most share of a video's scene one worker may have been sent, replayed over
+            its frames (`pedvit.edge.video_ledger`; None: the cap each video's records state).
     """
 
     max_windows_per_worker: int | None = None
     max_share: float | None = None
     keep_local_classes: tuple[str, ...] = ()
+    max_scene_coverage: float | None = None
 
 
 def _check_worker(rid: Any, name: str, windows: set[int], record: dict[str, Any], limit: int,
@@ -212,18 +217,23 @@ def _check_chain(number: int, line: str, record: dict[str, Any], expected: tuple
 def check_ledger(path: str | os.PathLike[str], policy: LedgerPolicy = LedgerPolicy(), *,
                  key: bytes | None = None, head: str | None = None) -> tuple[int, list[str]]:
     """(number of requests checked, violations): the hash chain (and MAC with ``key``), each record against
-    ``policy``, and with ``head`` (a `ledger_head` hash kept elsewhere) that the ledger still reaches it."""
+    ``policy``, each video's frames against the scene-coverage cap, and with ``head`` (a `ledger_head` hash kept
+    elsewhere) that the ledger still reaches it."""
     count, problems = 0, []
     expected = (0, GENESIS)
     seen_head = head is None
+    videos = []
     for number, line, record in _lines(path):
         problems += _check_chain(number, line, record, expected, key)
         problems += check_record(record, policy)
+        if "video" in record.get("extra", {}):
+            videos.append(record)
         count += 1
         chain = record.get("chain") if isinstance(record.get("chain"), dict) else {}
         seq = chain.get("seq")
         expected = ((seq if isinstance(seq, int) else count - 1) + 1, line_hash(line))
         seen_head = seen_head or line_hash(line) == head
+    problems += video_coverage_problems(videos, policy.max_scene_coverage)
     if not seen_head:
         problems.append(f"the ledger never reaches the head {head}: records were removed from its end, or it is "
                         "another ledger")

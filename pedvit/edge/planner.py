@@ -37,6 +37,11 @@ from .scheduler import InfeasibleScheduleError, Schedule, schedule
 
 log = logging.getLogger(__name__)
 
+#: a caller's own assignment of one request: (the request's grid, its constraints with keep-local windows found,
+#: the names of the workers offered work, in order) -> an `Assignment` indexed in that order (a video session's
+#: temporal policy); the planner checks it against the constraints like any other
+CallerAssign = Callable[[WindowGrid, Constraints, Sequence[str]], Assignment]
+
 #: the order of a worker's windows with hidden positions: OS randomness, which a worker cannot predict or replay
 _SHUFFLE = random.SystemRandom()
 
@@ -144,8 +149,10 @@ class Planner:
         }
         return constraints, detection
 
-    def plan_request(self, original: np.ndarray, grid: WindowGrid, members: Mapping[str, Executor]) -> RequestPlan:
-        """Plan one request over the available `members` (H x W x 3 `original`, for keep-local detection).
+    def plan_request(self, original: np.ndarray, grid: WindowGrid, members: Mapping[str, Executor], *,
+                     caller_assign: CallerAssign | None = None) -> RequestPlan:
+        """Plan one request over the available `members` (H x W x 3 `original`, for keep-local detection);
+        `caller_assign` replaces the scheme / schedule with the caller's assignment (checked all the same).
 
         Raises `ConstraintError` when no assignment keeps the hard constraints (or there is nobody to compute:
         no workers and local compute forbidden), `DetectorError` when detection fails.
@@ -158,10 +165,15 @@ class Planner:
             everything_local = Assignment({}, tuple(grid.content_ids), tuple(grid.padding_ids), self.scheme)
             request = RequestPlan(everything_local, constraints, {}, max_share(grid, 1, constraints))
         else:
-            request = self._assign(grid, constraints, members)
+            if caller_assign is None:
+                request = self._assign(grid, constraints, members)
+            else:
+                assignment = caller_assign(grid, constraints, list(members))
+                request = RequestPlan(assignment, constraints, members, max_share(grid, len(members), constraints))
             problems = check_assignment(request.assignment, grid, constraints)
             if problems:
-                raise ConstraintError("assignment breaks the privacy constraints: " + "; ".join(problems))
+                whose = "the caller's assignment" if caller_assign is not None else "assignment"
+                raise ConstraintError(f"{whose} breaks the privacy constraints: " + "; ".join(problems))
         request.detection = detection
         request.position_period = self.position_period
         return request

@@ -45,6 +45,11 @@ class SamPredictor:
     # ----------------------------------------------------------------------------------------- image
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Compute the embedding of an H x W x 3 uint8 image (RGB, or BGR with image_format="BGR")."""
+        self._set_image(image, image_format, self._encode)
+
+    def _set_image(self, image: np.ndarray, image_format: str,
+                   encode: Callable[[np.ndarray, np.ndarray], torch.Tensor]) -> None:
+        """`set_image` with the embedding computed by `encode(resized, original)`."""
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         image = validate_image(image)
@@ -58,7 +63,7 @@ class SamPredictor:
         self.timings["preprocess_s"] = time.perf_counter() - started
         started = time.perf_counter()
         with torch.inference_mode():
-            self.features = self._encode(resized, image)
+            self.features = encode(resized, image)
         self.timings["encode_s"] = time.perf_counter() - started
         self.is_image_set = True
 

@@ -150,20 +150,22 @@ def coverage_violations(
     n_workers: int,
     cap: float,
     keep_local: Sequence[AbstractSet[int]] | None = None,
+    window_tokens: int = 14,
 ) -> list[str]:
     """Check a recorded video assignment independently of the policy that made it.
 
     Replays each frame's ``worker -> window ids`` on a fresh ledger registered with ``offsets``
     (``T x 2``, e.g. ground truth or a re-estimate) and returns one message per problem: a worker's
     coverage above ``cap`` (first frame where it happens), an unknown worker or window id, a window sent to
-    two workers, a keep-local window sent. Empty list: the recording keeps the cap.
+    two workers, a keep-local window sent. Empty list: the recording keeps the cap. ``window_tokens``: the
+    window side the frames were cut with (``WindowGrid``).
     """
     off = np.asarray(offsets, dtype=float)
     if off.ndim != 2 or off.shape[1] != 2 or len(off) != len(worker_windows):
         raise ValueError(f"offsets must be T x 2 with T = {len(worker_windows)} frames, got shape {off.shape}")
     if keep_local is not None and len(keep_local) != len(worker_windows):
         raise ValueError(f"keep_local has {len(keep_local)} entries for {len(worker_windows)} frames")
-    boxes = window_frame_boxes(WindowGrid(frame_size))
+    boxes = window_frame_boxes(WindowGrid(frame_size, window_tokens=window_tokens))
     ledger = SceneCoverage(n_workers)
     problems: list[str] = []
     over: set[int] = set()

@@ -1,0 +1,30 @@
+"""`pedvit eval video`'s tracking experiment, on a few frames of the generated clips with the real MobileSAM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pedvit.eval.video_tracking import mask_iou, tracking_experiment
+
+
+def test_mask_iou() -> None:
+    a = np.zeros((4, 4), bool)
+    b = a.copy()
+    assert mask_iou(a, b) == 1.0
+    a[:2] = True
+    b[1:3] = True
+    assert mask_iou(a, b) == pytest.approx(1 / 3)
+
+
+@pytest.mark.slow
+def test_tracking_experiment_on_a_few_frames(mobile_sam) -> None:
+    results = tracking_experiment(mobile_sam, n_frames=3, stride=2, workers=4, cap=0.3, static_frames=3)
+    pan, still = results["pan"], results["static_reuse"]
+    assert pan["monolithic"]["mean_iou"] > 0.9 and pan["distributed"]["mean_iou"] > 0.9
+    assert len(pan["distributed"]["iou"]) == 3 and pan["distributed"]["max_worker_scene_coverage"] <= 0.3
+    # a static camera: after the first frame only the windows the disc moves through are computed again
+    assert still["with_reuse"]["computed_per_frame"][0] == still["without_reuse"]["computed_per_frame"][0]
+    assert max(still["with_reuse"]["computed_per_frame"][1:]) < still["without_reuse"]["computed_per_frame"][1]
+    assert still["fewer_windows_sent"] > 0.3
+    assert abs(still["mean_iou_gap"]) < 0.05
