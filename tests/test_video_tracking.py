@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pedvit.eval.video_tracking import mask_iou, tracking_experiment
+from pedvit.edge.mask_tools import mask_iou
+from pedvit.eval.video_tracking import tracking_experiment
 
 
 def test_mask_iou() -> None:

@@ -20,18 +20,13 @@ import numpy as np
 
 from pedvit.edge.build import in_process_workers
 from pedvit.edge.distributed import DistributedSamPredictor
+from pedvit.edge.mask_tools import mask_iou
 from pedvit.edge.predictor import SamPredictor
 from pedvit.edge.video_session import VideoSession
 from pedvit.models import Sam
 from pedvit.video.clips import Clip, pan_clip, static_clip
 
-__all__ = ["mask_iou", "run_session", "tracking_experiment"]
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two H x W bool masks (1.0 when both are empty)."""
-    union = int((a | b).sum())
-    return 1.0 if union == 0 else float((a & b).sum() / union)
+__all__ = ["run_session", "tracking_experiment"]
 
 
 def _first_box(mask: np.ndarray) -> list[float]:
