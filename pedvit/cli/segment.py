@@ -21,7 +21,7 @@ from pedvit.edge.engine import PrivacyConstraintError
 from pedvit.partition.detectors import DetectorError
 
 from .segment_batch import register_arguments, run_batch, wants_batch
-from .segment_one import InputError, load_image, parse_box, parse_point, run_segment
+from .segment_one import InputError, load_image, parse_box, parse_point, parse_probability, run_segment
 
 __all__ = ["InputError", "load_image", "register", "run_segment"]
 
@@ -80,6 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="send each window's origin and keep the window order (default: hidden where the plan "
                         "allows: tinyvit-isolated workers get their windows shuffled, without origins)")
     p.add_argument("--no-local-compute", action="store_true", help="the edge may not compute windows itself")
+    p.add_argument("--spot-check", type=parse_probability, default=0.0, metavar="P",
+                   help="probability that a worker answer gets one random window recomputed on the edge and compared "
+                        "(catches plausible but wrong features; default 0: shape, dtype, finite values and feature "
+                        "norms are checked on every answer regardless)")
     p.add_argument("--ledger", default=None, metavar="FILE", help="append an audit record (JSON line) here")
     p.add_argument("--tls-ca", default=None)
     p.add_argument("--tls-cert", default=None)

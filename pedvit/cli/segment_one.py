@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
@@ -41,6 +42,17 @@ def parse_point(text: str) -> tuple[float, float, int]:
     if label not in (0, 1):
         raise argparse.ArgumentTypeError(f"point label must be 1 (foreground) or 0 (background), got {label}")
     return x, y, label
+
+
+def parse_probability(text: str) -> float:
+    """"P" with 0 <= P <= 1 (e.g. `--spot-check`) -> P."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text!r}")
+    return value
 
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
@@ -112,7 +124,7 @@ def build_predictor(args: argparse.Namespace, model: Sam) -> tuple[SamPredictor,
         plan=args.plan, scheme=args.scheme, halo_px=args.halo, window_tokens=args.window_tokens,
         fusion="off" if args.no_fusion else "auto",
         ledger=args.ledger, wire_dtype=args.wire_dtype, allow_local=not args.no_local_compute,
-        hide_positions=not args.reveal_positions, keep_local_classes=args.keep_local,
+        hide_positions=not args.reveal_positions, keep_local_classes=args.keep_local, spot_check=args.spot_check,
     )
     source = worker_source(args)
     started = time.perf_counter()
