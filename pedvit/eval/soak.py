@@ -5,9 +5,11 @@ fault mode (`pedvit.cloud.worker.FaultInjection`: half answer NaN, half garbage,
 `hostile_rate`). Before each request the driver draws a process fault with probability `fault_rate`, at a
 random moment of the request, on a random honest worker:
 
-* ``kill``: SIGKILL; the dead process stays a member for 0-2 requests (calls to it fail over), then it is
-  replaced by a fresh process (or, with probability 1/4 while the fleet is above 3/4 of its size, dropped);
-* ``stop``: SIGSTOP; SIGCONT after 0-2 more requests (the engine's stall check fails it meanwhile).
+* ``kill`` (odd-numbered honest workers only, so the others run throughout and their RSS can be followed):
+  SIGKILL; the dead process stays a member for 0-2 requests (calls to it fail over), then it is replaced by
+  a fresh process (or, with probability 1/4 while the fleet is above 3/4 of its size, dropped);
+* ``stop`` (any honest worker): SIGSTOP; SIGCONT after 0-2 more requests (the engine's stall check fails it
+  meanwhile).
 
 Every request encodes one of a few real photos and decodes one point prompt with one long-lived
 `DistributedSamPredictor` (default engine settings, a ledger). Each result is compared with a fault-free
@@ -111,8 +113,11 @@ class SoakReport:
     ledger_problems: list[str] = field(default_factory=list)
     max_embedding_diff: float = 0.0
     max_mask_diff: float = 0.0
-    worker_rss_mb: dict[str, list[float]] = field(default_factory=dict)  # survivors: [start, end]
-    worker_rss_growth_max: float = 0.0
+    #: workers that ran through the whole soak: [after the warm-up, after `settle_requests`, at the end]
+    worker_rss_mb: dict[str, list[float]] = field(default_factory=dict)
+    settle_requests: int = 0
+    worker_rss_growth_max: float = 0.0  # largest end / settled - 1 (steady state: a leak grows with requests)
+    worker_rss_growth_from_warmup_max: float = 0.0  # largest end / after-warm-up - 1 (includes allocator warm-up)
     edge_rss_mb: list[float] = field(default_factory=list)  # [start, end]
     #: every `RSS_EVERY` requests: (requests done, median RSS of the original workers still running, edge RSS)
     rss_trace: list[tuple[int, float, float]] = field(default_factory=list)
@@ -178,9 +183,11 @@ class _Fleet:
         self.generation: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def honest_targets(self) -> list[str]:
-        """Honest members that are running (neither dead nor stopped)."""
-        return sorted(n for n in self.processes if n not in self.hostile and n not in self.dead and n not in self.stopped)
+    def honest_targets(self, kind: str) -> list[str]:
+        """Honest members that are running (neither dead nor stopped) and may get fault `kind`: any of them may
+        be stopped, only the odd-numbered ones killed (the others live through the soak: their RSS is tracked)."""
+        running = [n for n in self.processes if n not in self.hostile and n not in self.dead and n not in self.stopped]
+        return sorted(n for n in running if kind == "stop" or int(n.split(".")[0][1:]) % 2 == 1)
 
     def apply(self, kind: str, name: str, rng: random.Random, report: SoakReport) -> None:
         """Apply a process fault to member `name` (called from a timer thread during a request)."""
@@ -323,7 +330,10 @@ def _drive(fleet: _Fleet, images: list[np.ndarray], refs: list[tuple[torch.Tenso
         _one_request(predictor, images[i % len(images)], refs[i % len(refs)], report, rejected)
     report.worker_rss_mb = {n: [rss_mb(p.pid)] for n, p in fleet.processes.items()}
     report.edge_rss_mb = [rss_mb(os.getpid())]
+    report.settle_requests = max(RSS_EVERY, config.requests // 10) if config.requests > RSS_EVERY else 0
     for i in range(config.requests):
+        if i == report.settle_requests:
+            _sample_workers(fleet, report)
         fault = _schedule_fault(fleet, rng, report, config.fault_rate)
         record = _one_request(predictor, images[i % len(images)], refs[i % len(refs)], report, rejected)
         if fault is not None:
@@ -335,16 +345,24 @@ def _drive(fleet: _Fleet, images: list[np.ndarray], refs: list[tuple[torch.Tenso
         report.requests += 1
         if report.requests % RSS_EVERY == 0:
             alive = [rss_mb(fleet.processes[n].pid) for n in report.worker_rss_mb if n in fleet.running()]
-            report.rss_trace.append((report.requests, round(float(np.median(alive)), 1), round(rss_mb(os.getpid()), 1)))
+            median = round(float(np.median(alive)), 1) if alive else 0.0
+            report.rss_trace.append((report.requests, median, round(rss_mb(os.getpid()), 1)))
             log.info("soak: %d/%d requests, lost %d, wrong %d", report.requests, config.requests, report.lost,
                      report.wrong)
     fleet.resume_all()
+    _sample_workers(fleet, report)
+    report.worker_rss_mb = {n: [round(v, 1) for v in vs] for n, vs in report.worker_rss_mb.items() if len(vs) == 3}
+    rss = report.worker_rss_mb.values()
+    report.worker_rss_growth_max = max((end / settled - 1 for _, settled, end in rss), default=0.0)
+    report.worker_rss_growth_from_warmup_max = max((end / start - 1 for start, _, end in rss), default=0.0)
+    report.edge_rss_mb = [round(v, 1) for v in (*report.edge_rss_mb, rss_mb(os.getpid()))]
+
+
+def _sample_workers(fleet: _Fleet, report: SoakReport) -> None:
+    """Append the RSS of every tracked worker still running its first process."""
     for name, values in report.worker_rss_mb.items():
         if name in fleet.running():
             values.append(rss_mb(fleet.processes[name].pid))
-    report.worker_rss_mb = {n: [round(v, 1) for v in vs] for n, vs in report.worker_rss_mb.items() if len(vs) == 2}
-    report.worker_rss_growth_max = max((end / start - 1 for start, end in report.worker_rss_mb.values()), default=0.0)
-    report.edge_rss_mb = [round(v, 1) for v in (*report.edge_rss_mb, rss_mb(os.getpid()))]
 
 
 def _tally(report: SoakReport, log_dir: Path, rejected: set[tuple[str, str]], ledger: Path) -> None:
@@ -362,10 +380,13 @@ def _schedule_fault(fleet: _Fleet, rng: random.Random, report: SoakReport,
                     fault_rate: float) -> tuple[threading.Timer, str] | None:
     """Maybe start a timer that kills or stops a random honest worker 0-0.5 s into the next request:
     (the timer, the victim's name), or None."""
-    targets = fleet.honest_targets()
-    if rng.random() >= fault_rate or len(targets) < 2:
+    if rng.random() >= fault_rate:
         return None
-    kind, victim = rng.choice(("kill", "stop")), rng.choice(targets)
+    kind = rng.choice(("kill", "stop"))
+    targets = fleet.honest_targets(kind)
+    if len(fleet.honest_targets("stop")) < 2 or not targets:
+        return None
+    victim = rng.choice(targets)
     timer = threading.Timer(rng.uniform(0.0, 0.5), fleet.apply, args=(kind, victim, random.Random(rng.random()), report))
     timer.start()
     return timer, victim
@@ -385,8 +406,10 @@ def format_report(report: SoakReport) -> str:
         f"failovers {report.failovers}",
         f"injected answers {report.injected}, detected {report.detected}, undetected {len(report.undetected)}, "
         f"false rejections {len(report.false_rejections)}",
-        f"worker RSS (MiB, {len(rss)} survivors) start {np.median([s for s, _ in rss]) if rss else 0:.0f} "
-        f"end {np.median([e for _, e in rss]) if rss else 0:.0f} (median), max growth {growth:.1f} %; "
-        f"edge RSS {report.edge_rss_mb} MiB",
+        f"worker RSS (MiB, median of {len(rss)} that ran throughout) after warm-up "
+        f"{np.median([r[0] for r in rss]) if rss else 0:.0f}, after {report.settle_requests} requests "
+        f"{np.median([r[1] for r in rss]) if rss else 0:.0f}, end {np.median([r[2] for r in rss]) if rss else 0:.0f}; "
+        f"max growth {growth:.1f} % since request {report.settle_requests} "
+        f"({100 * report.worker_rss_growth_from_warmup_max:.1f} % since the warm-up); edge RSS {report.edge_rss_mb} MiB",
         f"ledger: {report.ledger_records} records, {len(report.ledger_problems)} problems",
     ])
