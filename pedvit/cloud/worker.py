@@ -62,9 +62,9 @@ FAULT_KINDS = ("garbage", "nan")
 @dataclass(frozen=True)
 class FaultInjection:
     """TEST ONLY (fault soaks): a hostile worker. After an honest compute, each answer is corrupted with
-    probability `rate`: ``"nan"`` sets every 97th value to NaN, ``"garbage"`` replaces the answer by finite
-    random values at 1000x its RMS. Nothing about the request is stored; only its id is logged, so a soak can
-    match every injected answer with the edge's rejection."""
+    probability `rate`: ``"nan"`` sets every 97th value to NaN, ``"garbage"`` replaces the answer by random
+    values at 1000x its RMS (inf where the dtype cannot hold them). Nothing about the request is stored; only
+    its id is logged, so a soak can match every injected answer with the edge's rejection."""
 
     kind: str
     rate: float = 1.0
