@@ -10,6 +10,8 @@ from pedvit.models import build_model
 from pedvit.web.app import DemoApp
 from pedvit.web.server import DemoServer
 
+from .segment_one import parse_probability
+
 
 def build_app(args: argparse.Namespace) -> DemoApp:
     """Model + workers from the CLI options (`--local N` default, `--workers`, `--cluster`, `--in-process N`;
@@ -22,7 +24,7 @@ def build_app(args: argparse.Namespace) -> DemoApp:
     if source.mode == "local":
         print(f"starting {args.local} local workers ...", flush=True)
     workers = open_workers(model, source)
-    return DemoApp(model, workers.executors, on_close=workers.close)
+    return DemoApp(model, workers.executors, on_close=workers.close, spot_check=args.spot_check)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -67,4 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tls-cert", default=None, help="the edge's client certificate (PEM)")
     parser.add_argument("--tls-key", default=None, help="the edge's private key (PEM)")
     parser.add_argument("--token-file", default=None, help="bearer token the workers require (local workers get it too)")
+    parser.add_argument("--spot-check", type=parse_probability, default=0.0, metavar="P",
+                        help="probability that a worker answer gets one random window recomputed on the edge and compared "
+                             "(default 0)")
     parser.set_defaults(func=run_demo)

@@ -1,9 +1,11 @@
-"""`pedvit eval accuracy` and `pedvit eval privacy [--detect-eval]`: the evaluations of `pedvit.eval`."""
+"""`pedvit eval accuracy`, `pedvit eval privacy [--detect-eval]` and `pedvit eval soak`: the evaluations of
+`pedvit.eval`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import pathlib
 import sys
 import time
@@ -23,6 +25,7 @@ from pedvit.eval.detect_eval import (clean_photo_share, evaluate_image, format_d
 from pedvit.eval.leakage import leakage_check, small_random_vit
 from pedvit.eval.video_tracking import tracking_experiment
 from pedvit.eval.privacy_eval import DEFAULT_WORKERS, SCHEMES, evaluate_photos, format_table, load_images, summarize
+from pedvit.eval.soak import SoakConfig, format_report as format_soak, run_soak
 from pedvit.models import build_model
 from pedvit.plans.plans import make_plan
 from pedvit.privacy.detection import DEFAULT_KINDS
@@ -32,12 +35,13 @@ from pedvit.privacy.report import PrivacyReport
 
 
 def register(subparsers: Any) -> None:
-    """Add `pedvit eval accuracy|privacy|video`."""
-    evaluate = subparsers.add_parser("eval", help="accuracy, privacy and video evaluations")
+    """Add `pedvit eval accuracy|privacy|video|soak`."""
+    evaluate = subparsers.add_parser("eval", help="accuracy, privacy, video and fault-soak evaluations")
     eval_sub = evaluate.add_subparsers(dest="eval_command", metavar="EVALUATION", required=True)
     _add_accuracy(eval_sub)
     _add_privacy(eval_sub)
     _add_video(eval_sub)
+    _add_soak(eval_sub)
 
 
 # --------------------------------------------------------------------------------------------------- video
@@ -79,6 +83,46 @@ def _add_video(eval_sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--json", default=None, metavar="FILE", help="write the results (per-frame IoU) here")
     parser.set_defaults(func=_cmd_video)
     return parser
+
+
+
+# ---------------------------------------------------------------------------------------------------- soak
+def _add_soak(eval_sub: Any) -> None:
+    """Register `pedvit eval soak` (`pedvit.eval.soak`)."""
+    defaults = SoakConfig()
+    p = eval_sub.add_parser("soak", help="requests over real worker processes with injected faults (docs/hardening.md)")
+    p.add_argument("--workers", type=int, default=defaults.workers, help=f"worker processes (default {defaults.workers})")
+    p.add_argument("--requests", type=int, default=defaults.requests, help=f"requests (default {defaults.requests})")
+    p.add_argument("--hostile", type=int, default=defaults.hostile,
+                   help=f"workers answering garbage / NaN now and then (default {defaults.hostile})")
+    p.add_argument("--hostile-rate", type=float, default=defaults.hostile_rate,
+                   help=f"probability that a hostile worker corrupts an answer (default {defaults.hostile_rate})")
+    p.add_argument("--fault-rate", type=float, default=defaults.fault_rate,
+                   help=f"probability that a request gets a worker killed or stopped (default {defaults.fault_rate})")
+    p.add_argument("--image-side", type=int, default=defaults.image_side,
+                   help=f"photos scaled to this longest side in px (default {defaults.image_side})")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--out-dir", default=None, metavar="DIR", help="keep the ledger and worker logs here")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
+    p.set_defaults(func=_cmd_soak)
+
+
+def _cmd_soak(args: argparse.Namespace) -> int:
+    try:
+        config = SoakConfig(workers=args.workers, requests=args.requests, hostile=args.hostile,
+                            hostile_rate=args.hostile_rate, fault_rate=args.fault_rate, image_side=args.image_side,
+                            seed=args.seed)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pedvit.eval.soak").setLevel(logging.INFO)  # progress every few requests
+    report = run_soak(config, args.out_dir)
+    print(format_soak(report))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    held = not (report.lost or report.wrong or report.undetected or report.ledger_problems)
+    return 0 if held and report.worker_rss_growth_max < 0.10 else 1
 
 
 # ------------------------------------------------------------------------------------------------ accuracy

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
@@ -41,6 +42,17 @@ def parse_point(text: str) -> tuple[float, float, int]:
     if label not in (0, 1):
         raise argparse.ArgumentTypeError(f"point label must be 1 (foreground) or 0 (background), got {label}")
     return x, y, label
+
+
+def parse_probability(text: str) -> float:
+    """"P" with 0 <= P <= 1 (e.g. `--spot-check`) -> P."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text!r}")
+    return value
 
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
@@ -126,6 +138,10 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
                    help="send each window's origin and keep the window order (default: hidden where the plan "
                         "allows: tinyvit-isolated workers get their windows shuffled, without origins)")
     p.add_argument("--no-local-compute", action="store_true", help="the edge may not compute windows itself")
+    p.add_argument("--spot-check", type=parse_probability, default=0.0, metavar="P",
+                   help="probability that a worker answer gets one random window recomputed on the edge and compared "
+                        "(catches plausible but wrong features; default 0: shape, dtype, finite values and feature "
+                        "norms are checked on every answer regardless)")
     p.add_argument("--ledger", default=None, metavar="FILE", help="append an audit record (JSON line) here")
     p.add_argument("--tls-ca", default=None)
     p.add_argument("--tls-cert", default=None)
@@ -149,7 +165,7 @@ def build_predictor(args: argparse.Namespace, model: Sam) -> tuple[SamPredictor,
         plan=args.plan, scheme=args.scheme, halo_px=args.halo, window_tokens=args.window_tokens,
         fusion="off" if args.no_fusion else "auto",
         ledger=args.ledger, wire_dtype=args.wire_dtype, allow_local=not args.no_local_compute,
-        hide_positions=not args.reveal_positions, keep_local_classes=args.keep_local,
+        hide_positions=not args.reveal_positions, keep_local_classes=args.keep_local, spot_check=args.spot_check,
     )
     source = worker_source(args)
     started = time.perf_counter()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pedvit.cloud.launch import exit_with_parent, ready_line
-from pedvit.cloud.worker import DEFAULT_MAX_REQUEST_PIXELS, serve
+from pedvit.cloud.worker import DEFAULT_MAX_REQUEST_PIXELS, FAULT_KINDS, FaultInjection, serve
 from pedvit.plans.stage import Stage
 from pedvit.transport.auth import read_token_file
 from pedvit.transport.codec import DEFAULT_MAX_MESSAGE_BYTES
@@ -54,6 +54,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                         "(repeatable; the shipped adapter is always served)")
     p.add_argument("--slowdown-per-window", type=float, default=0.0, metavar="S",
                    help="TEST ONLY: sleep S seconds per window to emulate a slow worker")
+    # Hidden: a hostile worker for fault soaks (pedvit.eval.soak); corrupts answers after compute.
+    p.add_argument("--inject-fault", choices=FAULT_KINDS, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--fault-rate", type=float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--stages-factory", default=DEFAULT_STAGES_FACTORY, metavar="MODULE:FUNC",
                    help="TEST ONLY: callable (model_name, checkpoint) -> {name: Stage}")
 
@@ -88,6 +91,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         return 2
     tls = ServerTLS(*tls_files, edge_names=tuple(args.tls_edge_name)) if all(tls_files) else None
     token = read_token_file(args.token_file) if args.token_file else None
+    try:
+        fault = FaultInjection(args.inject_fault, args.fault_rate) if args.inject_fault else None
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     factory = _load_factory(args.stages_factory)
     options: dict[str, Any] = {}
     if args.device != "cpu":  # test factories take (model_name, checkpoint) only
@@ -101,7 +109,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         args.port, stages, host=args.host, model_name=args.model, worker_id=args.worker_id, tls=tls, token=token,
         max_message_bytes=int(args.max_message_mb * 2**20), max_workers=args.threads,
         max_request_pixels=int(args.max_request_mpx * 2**20), max_concurrent=args.max_concurrent,
-        delay_per_window_s=args.slowdown_per_window,
+        delay_per_window_s=args.slowdown_per_window, fault=fault,
     )
 
     def _shutdown(signum: int, frame: object) -> None:

@@ -55,6 +55,37 @@ def pedvit_version() -> str:
 DEFAULT_MAX_REQUEST_PIXELS = 4 * 1024 * 1024
 
 
+#: Kinds of `FaultInjection`.
+FAULT_KINDS = ("garbage", "nan")
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """TEST ONLY (fault soaks): a hostile worker. After an honest compute, each answer is corrupted with
+    probability `rate`: ``"nan"`` sets every 97th value to NaN, ``"garbage"`` replaces the answer by random
+    values at 1000x its RMS (inf where the dtype cannot hold them). Nothing about the request is stored; only
+    its id is logged, so a soak can match every injected answer with the edge's rejection."""
+
+    kind: str
+    rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {list(FAULT_KINDS)}, got {self.kind!r}")
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"fault rate must be a probability in [0, 1], got {self.rate}")
+
+    def corrupt(self, out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A corrupted copy of the B x ... answer `out` (same shape and dtype)."""
+        if self.kind == "nan":
+            bad = out.copy()
+            bad.flat[::97] = np.nan
+            return bad
+        honest = out.astype(np.float32)
+        rms = float(np.sqrt(np.mean(honest * honest))) or 1.0
+        return rng.uniform(-1000 * rms, 1000 * rms, out.shape).astype(out.dtype)
+
+
 class _Refusal(Exception):
     """A request answered with a gRPC status other than OK (raised before or between compute)."""
 
@@ -79,6 +110,7 @@ class WorkerServicer(pb_grpc.WindowWorkerServicer):
         chunk_windows: a batch runs in chunks of this many windows; between chunks the call's deadline and
             cancellation are honoured (DEADLINE_EXCEEDED / CANCELLED instead of finishing late).
         delay_per_window_s: TEST ONLY. Sleep this long per window of each batch to emulate a slow worker.
+        fault: TEST ONLY. Corrupt answers after compute (`FaultInjection`); None (default): honest answers.
     """
 
     def __init__(
@@ -93,6 +125,7 @@ class WorkerServicer(pb_grpc.WindowWorkerServicer):
         queue_timeout_s: float = 30.0,
         chunk_windows: int = 8,
         delay_per_window_s: float = 0.0,
+        fault: FaultInjection | None = None,
     ) -> None:
         if min(max_request_pixels, max_concurrent, chunk_windows) < 1 or queue_timeout_s < 0:
             raise ValueError("max_request_pixels, max_concurrent and chunk_windows must be >= 1, queue_timeout_s >= 0")
@@ -110,6 +143,8 @@ class WorkerServicer(pb_grpc.WindowWorkerServicer):
         self.max_concurrent, self.queue_timeout_s = int(max_concurrent), float(queue_timeout_s)
         self.chunk_windows = int(chunk_windows)
         self._slots = threading.BoundedSemaphore(self.max_concurrent)
+        self.fault = fault
+        self._fault_rng = np.random.default_rng()
 
     # -- request handling ---------------------------------------------------------------------------
 
@@ -189,6 +224,9 @@ class WorkerServicer(pb_grpc.WindowWorkerServicer):
         started = time.perf_counter()
         try:
             out = self._compute(stage, batch, meta, context).astype(out_dtype, copy=False)
+            if self.fault is not None and out.dtype.kind == "f" and self._fault_rng.random() < self.fault.rate:
+                out = self.fault.corrupt(out, self._fault_rng)
+                logger.warning("TEST ONLY: injected a %s answer for request %r", self.fault.kind, request.request_id[:64])
             response = pb.StageResponse(
                 output=encode_tensor(out),
                 compute_seconds=time.perf_counter() - started,
@@ -297,6 +335,7 @@ def serve(
     max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
     max_concurrent: int = 2,
     delay_per_window_s: float = 0.0,
+    fault: FaultInjection | None = None,
 ) -> WorkerServer:
     """Start a worker serving `stages` on `host:port` (port 0 picks a free port) and return it.
 
@@ -307,14 +346,14 @@ def serve(
         max_workers: threads handling calls concurrently (at most 4x as many calls are queued; beyond that
             gRPC answers RESOURCE_EXHAUSTED at once).
         max_request_pixels, max_concurrent: see `WorkerServicer`.
-        delay_per_window_s: TEST ONLY, see `WorkerServicer`.
+        delay_per_window_s, fault: TEST ONLY, see `WorkerServicer`.
 
     Raises:
         OSError: if the address cannot be bound.
     """
     servicer = WorkerServicer(
         stages, model_name, worker_id, max_message_bytes=max_message_bytes, max_request_pixels=max_request_pixels,
-        max_concurrent=max_concurrent, delay_per_window_s=delay_per_window_s,
+        max_concurrent=max_concurrent, delay_per_window_s=delay_per_window_s, fault=fault,
     )
     options = [
         ("grpc.max_receive_message_length", int(max_message_bytes)),

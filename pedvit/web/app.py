@@ -95,14 +95,18 @@ class DemoApp:
         model: the model the edge holds (the monolithic comparison and the decoder use it too).
         executors: the workers (`RemoteExecutor`s or `InProcessExecutor`s); the page may use the first n.
         on_close: called once by `close()` (e.g. stop local worker subprocesses).
+        spot_check: probability that a worker answer gets one window recomputed on the edge
+            (`pedvit.edge.verify.AnswerCheck`).
     """
 
-    def __init__(self, model: Sam, executors: Sequence[Any], *, on_close: Callable[[], None] | None = None, max_images: int = 16, max_embeddings: int = 12) -> None:
+    def __init__(self, model: Sam, executors: Sequence[Any], *, on_close: Callable[[], None] | None = None, max_images: int = 16, max_embeddings: int = 12,
+                 spot_check: float = 0.0) -> None:
         if not executors:
             raise ValueError("the demo needs at least one worker")
         self.model = model.eval()
         self.executors = list(executors)
         self.on_close = on_close
+        self.spot_check = spot_check
         self.lock = threading.Lock()  # one model call at a time (the predictors hold per-image state)
         self.decoder = SamPredictor(self.model)
         self.images: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -214,7 +218,8 @@ class DemoApp:
     def _predictor(self, s: Settings) -> DistributedSamPredictor:
         key = s.key()
         if key not in self.predictors:
-            options: dict[str, Any] = {"allow_local": s.allow_local, "fusion": "auto" if s.fusion else "off"}
+            options: dict[str, Any] = {"allow_local": s.allow_local, "fusion": "auto" if s.fusion else "off",
+                                       "spot_check": self.spot_check}
             if s.dp_epsilon is not None:
                 options["dp_epsilon"] = s.dp_epsilon
             self.predictors[key] = DistributedSamPredictor(
