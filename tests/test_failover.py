@@ -64,8 +64,10 @@ def test_sigkill_mid_request_fails_over(mobile_sam, astronaut, tmp_path):
     assert killed.is_set()
     victim_windows = set(record.assignment[victim.name])
     ref_embedding, ref_masks = _reference(mobile_sam, astronaut, 3)
-    assert torch.equal(embedding, ref_embedding)
-    assert np.array_equal(masks, ref_masks)
+    # The victim's windows are recomputed elsewhere, in a batch of another size when the machine is busy
+    # (hedges, stall checks): float rounding of the batched products may differ, nothing more.
+    assert float((embedding - ref_embedding).abs().max()) < 1e-4
+    assert (masks != ref_masks).mean() < 1e-3
     assert record.workers[victim.name].failed and record.workers[victim.name].errors
     assert {f["window"] for f in record.failovers} == victim_windows
     assert all(f["from"] == victim.name and f["to"] != victim.name for f in record.failovers)
