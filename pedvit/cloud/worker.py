@@ -31,6 +31,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from pedvit.plans.stage import Stage
+from pedvit.cloud.heap import release_free_heap
 from pedvit.transport import pedvit_pb2 as pb
 from pedvit.transport import pedvit_pb2_grpc as pb_grpc
 from pedvit.transport.auth import BearerTokenInterceptor
@@ -243,6 +244,8 @@ class WorkerServicer(pb_grpc.WindowWorkerServicer):
             context.abort(grpc.StatusCode.INTERNAL, f"stage {request.stage!r} failed ({type(exc).__name__})")
         finally:
             self._slots.release()
+            del batch, meta
+            release_free_heap()  # keep resident memory flat over a long life (glibc arenas, docs/hardening.md)
         # Tensor bytes plus a framing allowance; ByteSize() would serialize the whole message once more.
         size = len(response.output.data) + len(self.worker_id) + 256
         if size > self.max_message_bytes:
