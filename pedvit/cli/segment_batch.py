@@ -33,7 +33,7 @@ import numpy as np
 
 from pedvit.privacy.views import PALETTE
 
-from .segment_one import InputError, _save_png, build_predictor, load_image, run_segment
+from .segment_one import InputError, _save_png, build_predictor, close_predictor, load_image, run_segment
 
 __all__ = ["register_arguments", "wants_batch", "collect_images", "run_batch", "render_masks_overlay", "everything_result"]
 
@@ -253,11 +253,7 @@ def run_batch(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
-        close = getattr(predictor, "close", None)
-        if close is not None:
-            close()
-        if workers is not None:
-            workers.close()
+        close_predictor(predictor, workers)
     if out_dir is not None:
         summary = {"mode": mode, "everything": bool(args.everything), "edge_runtime": args.edge_runtime,
                    "pipelined": pipelined, "done": done, "skipped": problems}

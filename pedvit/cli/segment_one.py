@@ -157,6 +157,15 @@ def worker_source(args: argparse.Namespace) -> WorkerSource:
                         token_file=args.token_file, checkpoint=args.checkpoint)
 
 
+def close_predictor(predictor: SamPredictor, workers: WorkerSet | None) -> None:
+    """Close what `build_predictor` opened: the predictor's engine (if it has one), then its workers."""
+    close = getattr(predictor, "close", None)
+    if close is not None:
+        close()
+    if workers is not None:
+        workers.close()
+
+
 def build_predictor(args: argparse.Namespace, model: Sam) -> tuple[SamPredictor, WorkerSet | None]:
     """(predictor, its workers to close after the request; None for --monolithic) for the parsed arguments."""
     if args.monolithic:
@@ -260,11 +269,7 @@ def run_segment(args: argparse.Namespace, prepared: tuple[Any, str, Any] | None 
         grid = getattr(getattr(predictor, "engine", None), "last_grid", None)
     finally:
         if prepared is None:
-            close = getattr(predictor, "close", None)
-            if close is not None:
-                close()
-            if workers is not None:
-                workers.close()
+            close_predictor(predictor, workers)
     result = _result(args, image, model.name, mode, prompt, masks, scores, predictor.timings)
     mask = masks[result["best"]]
     if record is not None:

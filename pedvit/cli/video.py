@@ -35,8 +35,8 @@ from pedvit.partition import ConstraintError
 from pedvit.partition.detectors import DetectorError
 
 from .segment_batch import IMAGE_SUFFIXES
-from .segment_one import (InputError, _save_png, add_predictor_arguments, build_predictor, load_image, parse_box,
-                          parse_point, prompt_from_args, render_overlay)
+from .segment_one import (InputError, _save_png, add_predictor_arguments, build_predictor, close_predictor, load_image,
+                          parse_box, parse_point, prompt_from_args, render_overlay)
 
 __all__ = ["open_frames", "register"]
 
@@ -157,11 +157,7 @@ def run_video(args: argparse.Namespace) -> dict[str, Any]:
             if args.overlay:
                 overlays.append(_overlay(frame, mask, record.prompt))
     finally:
-        close = getattr(predictor, "close", None)
-        if close is not None:
-            close()
-        if workers is not None:
-            workers.close()
+        close_predictor(predictor, workers)
     elapsed = time.perf_counter() - started
     if args.overlay and overlays:
         _write_overlay(Path(args.overlay), overlays, args.fps)
