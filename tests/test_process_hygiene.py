@@ -64,3 +64,45 @@ def test_workers_stop_with_their_parent(tmp_path: Path, how: str) -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def _children_of(parent_pid: int) -> list[int]:
+    """Worker processes tied to `parent_pid` by the launcher (PEDVIT_PARENT_PID in their environment)."""
+    marker = f"PEDVIT_PARENT_PID={parent_pid}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:  # gone, or not ours to read
+                continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_the_real_demo_command_stops_its_workers(tmp_path: Path, sig: signal.Signals) -> None:
+    """`pedvit demo --local 2` (what `docker stop` / Ctrl-C hit): once it serves, a signal ends it and both of its
+    real MobileSAM workers."""
+    demo = subprocess.Popen([sys.executable, "-m", "pedvit", "demo", "--local", "2", "--port", "0"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert demo.stdout is not None
+        deadline = time.monotonic() + 240
+        for line in demo.stdout:  # "starting 2 local workers ...", then the serving line
+            if line.startswith("pedvit demo: http") or time.monotonic() > deadline:
+                break
+        workers = _children_of(demo.pid)
+        assert len(workers) == 2 and all(_alive(p) for p in workers), line
+        demo.send_signal(sig)
+        demo.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in workers), "a worker outlived `pedvit demo`"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        for pid in _children_of(demo.pid):
+            os.kill(pid, signal.SIGKILL)
