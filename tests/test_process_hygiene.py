@@ -46,6 +46,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _wait_gone(pids: list[int], timeout_s: float = 30.0) -> bool:
+    """Whether every process in `pids` has exited within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not any(_alive(p) for p in pids)
+
+
 @pytest.mark.parametrize("how", ["sigterm_cli", "sigkill"])
 def test_workers_stop_with_their_parent(tmp_path: Path, how: str) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
@@ -57,10 +65,7 @@ def test_workers_stop_with_their_parent(tmp_path: Path, how: str) -> None:
         assert len(pids) == 2 and all(_alive(p) for p in pids)
         parent.send_signal(signal.SIGTERM if how == "sigterm_cli" else signal.SIGKILL)
         parent.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(_alive(p) for p in pids), "a worker outlived its parent"
+        assert _wait_gone(pids), "a worker outlived its parent"
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -97,10 +102,7 @@ def test_the_real_demo_command_stops_its_workers(tmp_path: Path, sig: signal.Sig
         assert len(workers) == 2 and all(_alive(p) for p in workers), line
         demo.send_signal(sig)
         demo.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(_alive(p) for p in workers), "a worker outlived `pedvit demo`"
+        assert _wait_gone(workers), "a worker outlived `pedvit demo`"
     finally:
         if demo.poll() is None:
             demo.kill()
