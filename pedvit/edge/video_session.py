@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
+import torch
 
 from pedvit.partition import Assignment, Constraints, WindowGrid
 from pedvit.video import NaivePolicy, SceneCoverage, StickyPolicy, TemporalPolicy, WindowReuse, estimate_shift
@@ -36,6 +37,7 @@ from pedvit.video.coverage import window_frame_boxes
 
 from .distributed import DistributedSamPredictor
 from .engine import CallerRequest
+from .mask_tools import box_iou, mask_boxes
 from .predictor import SamPredictor, validate_image
 
 __all__ = ["FrameRecord", "FrameSizeError", "VideoSession", "TEMPORAL_POLICIES"]
@@ -87,16 +89,7 @@ class FrameRecord:
 
 def _box_of(mask: np.ndarray) -> np.ndarray:
     """4 (x0, y0, x1, y1) float box around an H x W bool mask (exclusive ends)."""
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two (x0, y0, x1, y1) boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return float(w * h / union) if union > 0 else 0.0
+    return mask_boxes(torch.from_numpy(mask)[None])[0].double().numpy()
 
 
 def interior_point(mask: np.ndarray) -> tuple[float, float]:
@@ -376,11 +369,13 @@ class VideoSession:
         if not multimask:
             return masks[0], float(scores[0])
 
+        box_ious = box_iou(mask_boxes(torch.from_numpy(masks)), torch.from_numpy(expected)[None])[:, 0].numpy()
+
         def fit(i: int) -> float:
             if not masks[i].any():
                 return -np.inf
             area_ratio = abs(np.log(max(1, int(masks[i].sum())) / max(1, self._good_area)))
-            return _box_iou(_box_of(masks[i]), expected) - area_ratio
+            return float(box_ious[i]) - area_ratio
 
         best = max(range(len(masks)), key=lambda i: (round(fit(i), 2), scores[i]))
         return masks[best], float(scores[best])

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pedvit.data import mask_box_xyxy
 from pedvit.edge.build import in_process_workers
 from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.mask_tools import mask_iou
@@ -29,16 +30,11 @@ from pedvit.video.clips import Clip, pan_clip, static_clip
 __all__ = ["run_session", "tracking_experiment"]
 
 
-def _first_box(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
-
-
 def run_session(clip: Clip, predictor: SamPredictor, **session_options: Any) -> dict[str, Any]:
     """Follow the clip's object from a box on its first frame: masks (T x H x W bool), per-frame IoU vs the
     known mask, windows sent to workers and computed (sent + edge, reused ones excluded) per frame, lost
     frames, the final max worker scene coverage and the seconds per frame."""
-    session = VideoSession(predictor, box=_first_box(clip.object_masks[0]), **session_options)
+    session = VideoSession(predictor, box=list(mask_box_xyxy(clip.object_masks[0])), **session_options)
     masks, ious = [], []
     started = time.perf_counter()
     for frame, truth in zip(clip.frames, clip.object_masks):
