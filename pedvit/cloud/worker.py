@@ -245,7 +245,7 @@ class WorkerServicer(pb_grpc.WindowWorkerServicer):
         finally:
             self._slots.release()
             del batch, meta
-            release_free_heap()  # keep resident memory flat over a long life (glibc arenas, docs/hardening.md)
+            release_free_heap()  # 2-8 ms: keeps resident memory from climbing with glibc arenas (docs/hardening.md)
         # Tensor bytes plus a framing allowance; ByteSize() would serialize the whole message once more.
         size = len(response.output.data) + len(self.worker_id) + 256
         if size > self.max_message_bytes:
