@@ -15,6 +15,7 @@ written, the ledger gets no record for it); a lost object is re-prompted and rec
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -41,8 +42,7 @@ from .segment_one import (InputError, _save_png, add_predictor_arguments, build_
 __all__ = ["open_frames", "register"]
 
 
-def _video_frames(path: Path) -> Iterator[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
+def _video_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
     try:
         while True:
             ok, frame = capture.read()
@@ -73,21 +73,15 @@ def open_frames(source: str) -> tuple[np.ndarray, Iterator[np.ndarray | InputErr
     if not path.is_file():
         raise InputError(f"video {path} not found")
     capture = cv2.VideoCapture(str(path))
-    opened = capture.isOpened()
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if opened else 0
-    capture.release()
-    if not opened:
+    if not capture.isOpened():
+        capture.release()
         raise InputError(f"cannot read video {path} (not a video OpenCV can decode)")
-    frames = _video_frames(path)
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    frames = _video_frames(capture)  # releases the capture when exhausted or closed
     first = next(frames, None)
     if first is None:
         raise InputError(f"video {path} has no frames")
-    return first, _chain(first, frames), count if count > 0 else None
-
-
-def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    yield first
-    yield from rest
+    return first, itertools.chain([first], frames), count if count > 0 else None
 
 
 def _overlay(frame: np.ndarray, mask: np.ndarray, prompt: dict[str, Any]) -> np.ndarray:
