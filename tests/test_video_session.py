@@ -16,6 +16,7 @@ from pedvit.cli import main as cli_main
 from pedvit.edge.build import in_process_workers
 from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.engine import CallerRequest
+from pedvit.edge.executors import InProcessExecutor
 from pedvit.edge.ledger import Ledger, check_ledger, read_ledger
 from pedvit.edge.predictor import SamPredictor
 from pedvit.edge.video_session import FrameSizeError, VideoSession, interior_point
@@ -151,3 +152,37 @@ def test_lost_object_featureless_frames_and_a_frame_of_another_size(mobile_sam, 
     assert records[1].shift == (0.0, 0.0) and records[1].motion_response < 0.05  # no motion from a black frame
     assert "points" not in records[2].prompt  # re-prompted from the last good box alone
     assert json.dumps([r.prompt for r in records])  # the records serialise
+
+
+class _DiesAfter(InProcessExecutor):
+    """TEST ONLY: an honest worker that fails every call after its first `calls` (a crash mid-video)."""
+
+    def __init__(self, honest: InProcessExecutor, calls: int) -> None:
+        super().__init__(honest.stages, honest.name)
+        self.calls_left = calls
+
+    def compute(self, stage, batch, meta, out_dtype):
+        self.calls_left -= 1
+        if self.calls_left < 0:
+            raise RuntimeError("worker crashed")
+        return super().compute(stage, batch, meta, out_dtype)
+
+
+@pytest.mark.slow
+def test_failover_keeps_the_coverage_cap(mobile_sam, clip, tmp_path: Path) -> None:
+    # a fast pan (every 8th frame of the 300): a worker dies in frame 2; its windows are failed over within the
+    # single-image constraints, and the session's cap rule keeps each other worker within 0.3 of the scene
+    workers = in_process_workers(mobile_sam, 4)
+    workers[0] = _DiesAfter(workers[0], calls=2)
+    ledger = tmp_path / "video.jsonl"
+    failovers: list[dict] = []
+    with DistributedSamPredictor(mobile_sam, workers, ledger=ledger) as predictor:
+        session = VideoSession(predictor, box=_box(clip.object_masks[0]), temporal="sticky", coverage_cap=0.3,
+                               reuse=False)
+        for frame in clip.frames[:40:8]:
+            session.add_frame(frame)
+            failovers += predictor.last_run.failovers
+    assert failovers, "the dying worker should have caused failovers"
+    assert session.max_worker_scene_coverage <= 0.3
+    assert check_ledger(ledger) == (5, [])
+    assert cli_main(["ledger", "check", str(ledger), "--max-scene-coverage", "0.3"]) == 0

@@ -32,7 +32,7 @@ from .ledger import Ledger
 from .planner import CallerAssign, Planner
 from .recorder import RunIdentity, RunRecord, RunRecorder, WorkerRecord
 from .rounds import DispatchSettings, OutgoingHook, RoundRunner
-from .routing import EDGE, PrivacyConstraintError
+from .routing import EDGE, MayReceive, PrivacyConstraintError
 from .verify import AnswerCheck
 
 __all__ = ["CallerRequest", "EDGE", "PrivacyConstraintError", "RunRecord", "SplitEngine", "WorkerRecord"]
@@ -53,12 +53,16 @@ class CallerRequest:
         feature_cache: (stage, window id) -> that window's last output (h' x w' x C' float); every window computed
             in this request updates it. None: no caching.
         extra: merged into the run record's ``extra`` (and so its ledger line), e.g. a video's id and frame index.
+        may_receive: ``(worker, window id, windows it holds in this request) -> bool``: may a failover or a hedge
+            send the worker that window beyond the caller's assignment (on top of the request's constraints; a
+            refused window goes to another worker or the edge). None: the constraints alone decide.
     """
 
     assign: CallerAssign | None = None
     reuse: frozenset[int] = frozenset()
     feature_cache: dict[tuple[str, int], np.ndarray] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    may_receive: MayReceive | None = None
 
 
 def _reusing(dispatch: Dispatch, caller: CallerRequest, reused_out: set[int]) -> Dispatch:
@@ -234,7 +238,8 @@ class SplitEngine:
         if sent_reusable:
             raise ValueError(f"windows {sent_reusable} are to be reused but are assigned to workers")
         recorder = RunRecorder(self.identity, request, grid, original.shape[:2], time.perf_counter() - started)
-        runner = RoundRunner(self.settings, self._pool, self.perf, self.edge, request, grid, recorder, self.checker)
+        runner = RoundRunner(self.settings, self._pool, self.perf, self.edge, request, grid, recorder, self.checker,
+                             may_receive=caller.may_receive)
         reused: set[int] = set()
         dispatch = runner.run_round if caller.feature_cache is None else _reusing(runner.run_round, caller, reused)
         embedding = self.plan.encode(self.model, resized, grid, dispatch)

@@ -25,7 +25,7 @@ from .estimates import EDGE_ID, PerfTable
 from .executor import CallHandle, Executor
 from .planner import RequestPlan
 from .recorder import RunRecorder
-from .routing import EDGE, Routing
+from .routing import EDGE, MayReceive, Routing
 from .verify import AnswerCheck
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,8 @@ class RoundRunner:
     """
 
     def __init__(self, settings: DispatchSettings, pool: ThreadPoolExecutor, perf: PerfTable, edge: Executor,
-                 plan: RequestPlan, grid: WindowGrid, recorder: RunRecorder, checker: AnswerCheck | None = None) -> None:
+                 plan: RequestPlan, grid: WindowGrid, recorder: RunRecorder, checker: AnswerCheck | None = None,
+                 may_receive: MayReceive | None = None) -> None:
         self.settings = settings
         self.checker = checker
         self.pool = pool
@@ -155,7 +156,7 @@ class RoundRunner:
         self.plan = plan
         self.recorder = recorder
         self.routing = Routing(plan, grid, recorder, perf, allow_local=settings.allow_local,
-                               adaptive=settings.adaptive)
+                               adaptive=settings.adaptive, may_receive=may_receive)
 
     def run_round(self, stage: str, jobs: Jobs, force_local: frozenset[int]) -> dict[int, np.ndarray]:
         """Run one round (a `pedvit.plans.plans.Dispatch`): every job on its owner (the edge's own windows and

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 
 from pedvit.partition import WindowGrid
 from pedvit.partition.constraints import placement_cost, share_cap
@@ -23,6 +24,10 @@ from .scheduler import pick_hedge
 
 #: the edge's name in routes, failovers and hedges (the id of its estimate)
 EDGE = EDGE_ID
+
+
+#: (worker, window id, windows the worker holds in this request) -> may the worker also be sent that window?
+MayReceive = Callable[[str, int, frozenset[int]], bool]
 
 
 class PrivacyConstraintError(RuntimeError):
@@ -40,16 +45,20 @@ class Routing:
         perf: the estimates table (backoff state; predicted times with adaptive scheduling).
         allow_local: may the edge compute windows itself.
         adaptive: adaptive scheduling (failover candidates rank by predicted time).
+        may_receive: the caller's own rule on top of the request's constraints for windows sent beyond its
+            assignment (failovers and hedges); a video session refuses what would push a worker past its scene
+            coverage cap. None: no rule.
     """
 
     def __init__(self, plan: RequestPlan, grid: WindowGrid, recorder: RunRecorder, perf: PerfTable, *,
-                 allow_local: bool, adaptive: bool) -> None:
+                 allow_local: bool, adaptive: bool, may_receive: MayReceive | None = None) -> None:
         self.plan = plan
         self.grid = grid
         self.recorder = recorder
         self.perf = perf
         self.allow_local = allow_local
         self.adaptive = adaptive
+        self.may_receive = may_receive
         #: window id -> the worker that computes it (the edge's windows are absent; failovers update it)
         self.owner = plan.owners()
         #: workers that failed in this request (never offered its windows again)
@@ -87,7 +96,7 @@ class Routing:
 
         A worker is legal when `placement_cost` (the rule `pick_hedge` uses too) lets it take the window on top
         of what it holds (`holdings`): share cap, never the whole image, spread limit, and no adjacent pair
-        under "require". Legal workers rank by new adjacent pairs ("prefer"; "off" ignores them), then
+        under "require"; and the caller's `may_receive` rule, if any, agrees. Legal workers rank by new adjacent pairs ("prefer"; "off" ignores them), then
         `_failover_cost`, then fewest windows held, then name.
 
         With local compute allowed, the edge (trusted, hence always privacy-safe) takes the window when no
@@ -110,7 +119,7 @@ class Routing:
             new_pairs = placement_cost(window_id, held[name], cap=cap, neighbours=neighbours,
                                        adjacency=constraints.adjacency, spread_groups=constraints.spread_groups,
                                        n_workers=len(names))
-            if new_pairs is not None:
+            if new_pairs is not None and self._caller_allows(name, window_id, held[name]):
                 candidates.append((new_pairs, self._failover_cost(name, owned[name] + 1), len(held[name]), name))
         best = min(candidates, default=None)
         if self.allow_local:
@@ -138,6 +147,9 @@ class Routing:
             )
         return name
 
+    def _caller_allows(self, name: str, window_id: int, held: set[int]) -> bool:
+        return self.may_receive is None or self.may_receive(name, window_id, frozenset(held))
+
     def _failover_cost(self, name: str, n_windows: int) -> float:
         """Rank of a failover candidate: with adaptive scheduling, its predicted seconds for the windows it
         would then hold (a straggler in backoff or known to be slow ranks last); otherwise 0 (fewest windows
@@ -157,10 +169,22 @@ class Routing:
             return {}
         estimates = {n: e for n, e in plan.estimates.items() if n not in self.dead}
         constraints = plan.constraints
-        return pick_hedge(
+        held = self.holdings()
+        picked = pick_hedge(
             window_ids, plan.schedule, estimates, plan.edge_estimate if self.allow_local else None,
             max_per_worker=plan.max_per_worker, neighbours=self.grid.neighbours,
             adjacency=constraints.adjacency, spread_groups=constraints.spread_groups, allow_local=self.allow_local,
-            exclude={straggler, *self.dead}, also_held=self.holdings(), n_workers=len(plan.members),
+            exclude={straggler, *self.dead}, also_held=held, n_workers=len(plan.members),
             now=self.perf.clock(),
         )
+        if self.may_receive is None:
+            return picked
+        allowed: dict[str, tuple[int, ...]] = {}
+        for target, wids in picked.items():
+            kept: list[int] = []
+            for wid in wids:
+                if target == EDGE or self._caller_allows(target, wid, held.get(target, set()) | set(kept)):
+                    kept.append(wid)
+            if kept:
+                allowed[target] = tuple(kept)
+        return allowed

@@ -4,7 +4,7 @@ A `VideoSession` frame's ledger record carries ``extra.video = {"id", "frame", "
 [names in the policy's order], "temporal", "coverage_cap"}`` next to the usual per-worker windows. This module
 groups the records by video, orders them by frame and replays what each worker was sent with
 `pedvit.video.coverage.coverage_violations`: a worker above the scene-coverage cap, a window sent to two
-workers, a keep-local window sent. The cap is the auditor's (``--max-scene-coverage``), else the one the
+workers (unless the record lists it as failed over or hedged), a keep-local window sent. The cap is the auditor's (``--max-scene-coverage``), else the one the
 records state (only as trustworthy as the chain that protects it).
 """
 
@@ -57,6 +57,7 @@ def _check_video(video_id: str, frames: list[dict[str, Any]], cap: float | None)
         (int(size[0]), int(size[1])), [r["extra"]["video"]["offset"] for r in frames], per_frame, max(1, len(names)),
         1.0 if limit is None else float(limit), keep_local=[set(r.get("keep_local", [])) for r in frames],
         window_tokens=int(frames[0].get("window_tokens", 14)),
+        moved=[{int(row["window"]) for row in (*r.get("failovers", []), *r.get("hedges", []))} for r in frames],
     )
     # the replay numbers workers in the video's worker order: name them
     legend = ", ".join(f"{i}={name}" for i, name in enumerate(names))

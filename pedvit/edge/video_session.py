@@ -267,7 +267,7 @@ class VideoSession:
 
         caller = CallerRequest(assign=assign if self.policy is not None else None, reuse=reusable,
                                feature_cache=self._features if self.use_reuse else None,
-                               extra={"video": self._ledger_extra(index)})
+                               extra={"video": self._ledger_extra(index)}, may_receive=self._within_cap)
         self.predictor.set_frame(frame, caller)
         run = self.predictor.last_run
         assert run is not None
@@ -296,6 +296,18 @@ class VideoSession:
                 local.update(ids)
         placed["held_back"] = sorted(local - keep - reusable)
         return Assignment(by_member, tuple(sorted(local)), tuple(grid.padding_ids), f"temporal-{self.temporal}")
+
+    def _within_cap(self, name: str, window_id: int, held: frozenset[int]) -> bool:
+        """May a failover or a hedge send worker `name` window `window_id` in this frame on top of the windows
+        it `held` already: its scene coverage, with all of them, stays within the cap (exactly as `pedvit ledger
+        check` replays it)."""
+        if self.coverage_cap is None:
+            return True
+        assert self._grid is not None
+        worker = self.worker_names.index(name)
+        boxes = window_frame_boxes(self._grid)
+        scene = [SceneCoverage.scene_box(boxes[wid], self._offset) for wid in {*held, window_id} if wid in boxes]
+        return self.coverage.coverage(worker, self.coverage.new_pixels_of(worker, scene)) <= self.coverage_cap
 
     def _ledger_extra(self, index: int) -> dict[str, Any]:
         """The video fields of a frame's ledger record (what `pedvit ledger check` replays)."""

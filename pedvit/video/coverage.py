@@ -105,6 +105,19 @@ class SceneCoverage:
         unseen = self._scene[ys, xs] & ~self._seen[self._worker(worker), ys, xs]
         return int(np.count_nonzero(unseen))
 
+    def new_pixels_of(self, worker: int, boxes: Sequence[Box]) -> int:
+        """How many scene pixels of the union of ``boxes`` ``worker`` has not seen yet."""
+        if not boxes:
+            return 0
+        w = self._worker(worker)
+        bounds = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                  max(b[3] for b in boxes))
+        ys, xs = self._ensure(bounds)
+        union = np.zeros((ys.stop - ys.start, xs.stop - xs.start), dtype=bool)
+        for y0, x0, y1, x1 in boxes:
+            union[y0 - bounds[0]: y1 - bounds[0], x0 - bounds[1]: x1 - bounds[1]] = True
+        return int(np.count_nonzero(union & self._scene[ys, xs] & ~self._seen[w, ys, xs]))
+
     def mark(self, worker: int, box: Box) -> int:
         """Record that ``worker`` received the scene pixels of ``box``; returns how many it had not seen."""
         w = self._worker(worker)
@@ -151,20 +164,23 @@ def coverage_violations(
     cap: float,
     keep_local: Sequence[AbstractSet[int]] | None = None,
     window_tokens: int = 14,
+    moved: Sequence[AbstractSet[int]] | None = None,
 ) -> list[str]:
     """Check a recorded video assignment independently of the policy that made it.
 
     Replays each frame's ``worker -> window ids`` on a fresh ledger registered with ``offsets``
     (``T x 2``, e.g. ground truth or a re-estimate) and returns one message per problem: a worker's
     coverage above ``cap`` (first frame where it happens), an unknown worker or window id, a window sent to
-    two workers, a keep-local window sent. Empty list: the recording keeps the cap. ``window_tokens``: the
-    window side the frames were cut with (``WindowGrid``).
+    two workers (unless ``moved`` lists it for that frame: failed over or hedged, so sent again; every worker
+    it reached counts in the coverage), a keep-local window sent. Empty list: the recording keeps the cap.
+    ``window_tokens``: the window side the frames were cut with (``WindowGrid``).
     """
     off = np.asarray(offsets, dtype=float)
     if off.ndim != 2 or off.shape[1] != 2 or len(off) != len(worker_windows):
         raise ValueError(f"offsets must be T x 2 with T = {len(worker_windows)} frames, got shape {off.shape}")
-    if keep_local is not None and len(keep_local) != len(worker_windows):
-        raise ValueError(f"keep_local has {len(keep_local)} entries for {len(worker_windows)} frames")
+    for name, per_frame in (("keep_local", keep_local), ("moved", moved)):
+        if per_frame is not None and len(per_frame) != len(worker_windows):
+            raise ValueError(f"{name} has {len(per_frame)} entries for {len(worker_windows)} frames")
     boxes = window_frame_boxes(WindowGrid(frame_size, window_tokens=window_tokens))
     ledger = SceneCoverage(n_workers)
     problems: list[str] = []
@@ -180,7 +196,7 @@ def coverage_violations(
                 if wid not in boxes:
                     problems.append(f"frame {t}: worker {w} got window {wid!r}, not a content window")
                     continue
-                if wid in taken:
+                if wid in taken and (moved is None or wid not in moved[t]):
                     problems.append(f"frame {t}: window {wid} sent to workers {taken[wid]} and {w}")
                 if keep_local is not None and wid in keep_local[t]:
                     problems.append(f"frame {t}: keep-local window {wid} sent to worker {w}")
