@@ -186,3 +186,29 @@ def test_failover_keeps_the_coverage_cap(mobile_sam, clip, tmp_path: Path) -> No
     assert session.max_worker_scene_coverage <= 0.3
     assert check_ledger(ledger) == (5, [])
     assert cli_main(["ledger", "check", str(ledger), "--max-scene-coverage", "0.3"]) == 0
+
+
+@pytest.mark.slow
+def test_a_face_missed_in_one_frame_stays_on_the_edge(mobile_sam) -> None:
+    # three frames of the astronaut; in the middle one her face is painted over, so the detector finds nothing
+    # there. The windows where the face was one frame earlier stay local all the same (keep-local memory).
+    from skimage import data
+
+    photo = np.ascontiguousarray(data.astronaut()[:448, :448])
+    hidden = photo.copy()
+    hidden[20:230, 120:330] = 128
+    with DistributedSamPredictor(mobile_sam, in_process_workers(mobile_sam, 4), scheme="semantic") as predictor:
+        records = []
+        for memory in (10, 0):
+            session = VideoSession(predictor, box=[100, 0, 448, 448], temporal="sticky", keep_local_memory=memory,
+                                   reuse=False)
+            records.append([session.add_frame(frame)[1] for frame in (photo, hidden, photo)])
+    with_memory, without = records
+    face_windows = set(with_memory[0].kept_local)
+    assert face_windows and not with_memory[1].kept_local  # the detector missed the painted-over face
+    assert face_windows <= set(with_memory[1].remembered_local)
+    assert not face_windows & {w for ids in with_memory[1].windows_per_worker.values() for w in ids}
+    # without the memory the same windows go to workers in the middle frame
+    assert face_windows & {w for ids in without[1].windows_per_worker.values() for w in ids}
+    with pytest.raises(ValueError, match="keep_local_memory must be an int >= 0"):
+        VideoSession(predictor, box=[0, 0, 10, 10], keep_local_memory=-1)

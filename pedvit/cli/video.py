@@ -112,6 +112,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.coverage_cap is not None and not 0 < args.coverage_cap <= 1:
         raise InputError(f"--coverage-cap must be in (0, 1], got {args.coverage_cap}")
+    if args.keep_local_memory < 0:
+        raise InputError(f"--keep-local-memory must be >= 0, got {args.keep_local_memory}")
     if args.coverage_cap is not None and args.temporal != "sticky":
         raise InputError("--coverage-cap needs --temporal sticky")
     if args.overlay and Path(args.overlay).suffix.lower() not in (".mp4", ".gif"):
@@ -130,7 +132,8 @@ def run_video(args: argparse.Namespace) -> dict[str, Any]:
     model = build_model(args.model, args.checkpoint)
     predictor, workers = build_predictor(args, model)
     session = VideoSession(predictor, points=points, labels=labels, box=box, temporal=args.temporal,
-                           coverage_cap=args.coverage_cap, reuse=not args.no_reuse)
+                           coverage_cap=args.coverage_cap, reuse=not args.no_reuse,
+                           keep_local_memory=args.keep_local_memory)
     skipped: list[dict[str, Any]] = []
     overlays: list[np.ndarray] = []
     started = time.perf_counter()
@@ -200,6 +203,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--coverage-cap", type=float, default=None, metavar="F",
                    help="sticky: most share of the scene one worker may see over the video")
     p.add_argument("--no-reuse", action="store_true", help="recompute (and send) unchanged windows every frame")
+    p.add_argument("--keep-local-memory", type=int, default=10, metavar="K",
+                   help="faces / text found in one of the last K frames stay on the edge where they now are, even "
+                        "when the detector misses them (default 10; 0: each frame alone)")
     p.add_argument("--out", required=True, metavar="DIR", help="one mask PNG per frame (0/255)")
     p.add_argument("--overlay", default=None, metavar="OUT.mp4|OUT.gif", help="the frames with masks and prompts")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of --overlay (default 10)")

@@ -17,7 +17,9 @@ with the camera and the velocity). A camera-motion estimate with a weak phase-co
 With a `DistributedSamPredictor`, each frame's windows are placed by a temporal policy
 (`pedvit.video.assign`: ``naive`` or ``sticky`` with an optional per-worker scene-coverage cap) registered on a
 scene mosaic by the estimated camera motion (`pedvit.video.motion`); keep-local windows (the engine's
-semantic scheme: faces, text) stay on the edge, and windows whose pixels did not change since they were last
+semantic scheme: faces, text) stay on the edge, and so does, for ``keep_local_memory`` frames, the scene
+region where such content was found (a detector that misses a face in one frame does not send it), and
+windows whose pixels did not change since they were last
 computed (`pedvit.video.reuse.WindowReuse`) reuse their cached features and are not sent again. The engine
 checks each frame's assignment against the single-image constraints and writes it to its ledger with the
 video's id, the frame index and its scene offset, so that `pedvit ledger check` can replay the coverage caps
@@ -68,6 +70,8 @@ class FrameRecord:
         windows_per_worker: worker name -> window ids it was sent in this frame.
         kept_local: keep-local windows (sensitive content) the edge computed.
         held_back: windows the temporal policy kept on the edge (share or coverage cap).
+        remembered_local: windows kept on the edge because they overlap sensitive content found in one of the
+            last ``keep_local_memory`` frames (moved with the camera), though not found in this one.
         reused: windows whose cached features were reused (neither computed nor sent).
         lost: the mask was lost and the frame was re-prompted from the last good box.
         prompt: the prompt used: ``{"box": [x0, y0, x1, y1]}`` and/or ``{"points": [[x, y], ...]}``.
@@ -91,6 +95,7 @@ class FrameRecord:
     score: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     max_worker_scene_coverage: float = 0.0
+    remembered_local: list[int] = field(default_factory=list)
 
 
 def _box_of(mask: np.ndarray) -> np.ndarray:
@@ -132,6 +137,9 @@ class VideoSession:
             mask's counts as lost.
         min_motion_response: camera-motion estimates with a weaker phase-correlation peak count as no motion.
         box_margin: the previous box is grown by this share of its size (at least 8 px) on every side.
+        keep_local_memory: sensitive content (the engine's keep-local windows: faces, text) found in one of the
+            last this many frames stays on the edge where it now is (moved by the camera motion), even when
+            the detector misses it in the current frame; 0: each frame decides alone.
         video_id: the id the ledger records carry (default: a fresh random id).
     """
 
@@ -139,7 +147,7 @@ class VideoSession:
                  labels: Sequence[int] | None = None, box: Sequence[float] | None = None, temporal: str = "sticky",
                  coverage_cap: float | None = None, reuse: bool = True, region_px: int = 280,
                  max_area_change: float = 1.5, min_motion_response: float = 0.05, box_margin: float = 0.1,
-                 video_id: str | None = None) -> None:
+                 keep_local_memory: int = 10, video_id: str | None = None) -> None:
         if points is None and box is None:
             raise ValueError("the first frame needs a prompt: points and/or a box")
         self.first_prompt = self._first_prompt(points, labels, box)
@@ -147,6 +155,11 @@ class VideoSession:
             raise ValueError(f"max_area_change must be > 1, got {max_area_change!r}")
         if box_margin < 0:
             raise ValueError(f"box_margin must be >= 0, got {box_margin!r}")
+        if isinstance(keep_local_memory, bool) or not isinstance(keep_local_memory, int) or keep_local_memory < 0:
+            raise ValueError(f"keep_local_memory must be an int >= 0, got {keep_local_memory!r}")
+        self.keep_local_memory = keep_local_memory
+        #: (frame index, scene box) of each keep-local window found by the detectors in recent frames
+        self._sensitive: list[tuple[int, tuple[int, int, int, int]]] = []
         self.predictor = predictor
         self.max_area_change, self.min_motion_response = max_area_change, min_motion_response
         self.box_margin = box_margin
@@ -249,7 +262,8 @@ class VideoSession:
     # ------------------------------------------------------------------------------------------ encode
     def _encode(self, frame: np.ndarray, index: int) -> dict[str, Any]:
         """Compute the frame's embedding; the placement part of its `FrameRecord`."""
-        empty: dict[str, Any] = {"windows_per_worker": {}, "kept_local": [], "held_back": [], "reused": []}
+        empty: dict[str, Any] = {"windows_per_worker": {}, "kept_local": [], "held_back": [], "reused": [],
+                                 "remembered_local": []}
         if not self.distributed:
             self.predictor.set_image(frame)
             return empty
@@ -275,6 +289,7 @@ class VideoSession:
             "windows_per_worker": {n: sorted(w.windows) for n, w in run.workers.items() if w.windows},
             "kept_local": sorted(run.keep_local),
             "held_back": placed.get("held_back", []),
+            "remembered_local": placed.get("remembered_local", []),
             "reused": list(run.extra.get("reused_windows", [])),
         }
 
@@ -283,7 +298,11 @@ class VideoSession:
         """The policy's assignment of this frame over the engine's available `members` (a worker that is not
         available now has its windows computed on the edge)."""
         assert self.policy is not None
-        keep = frozenset(constraints.keep_local)
+        detected = frozenset(constraints.keep_local)
+        remembered = self._remembered_sensitive(grid, index) - detected
+        self._remember_sensitive(grid, index, detected)
+        keep = detected | remembered
+        placed["remembered_local"] = sorted(remembered)
         frame_assignment = self.policy.assign_frame(index, grid, np.asarray(self._offset), keep | reusable,
                                                     self.policy_coverage)
         by_member: dict[int, tuple[int, ...]] = {i: () for i in range(len(members))}
@@ -308,6 +327,25 @@ class VideoSession:
         boxes = window_frame_boxes(self._grid)
         scene = [SceneCoverage.scene_box(boxes[wid], self._offset) for wid in {*held, window_id} if wid in boxes]
         return self.coverage.coverage(worker, self.coverage.new_pixels_of(worker, scene)) <= self.coverage_cap
+
+    def _remembered_sensitive(self, grid: WindowGrid, index: int) -> frozenset[int]:
+        """Content windows of this frame that overlap sensitive content found in the last `keep_local_memory`
+        frames (in scene coordinates)."""
+        self._sensitive = [(t, box) for t, box in self._sensitive if index - t <= self.keep_local_memory]
+        if not self._sensitive:
+            return frozenset()
+        found = set()
+        for wid, frame_box in window_frame_boxes(grid).items():
+            y0, x0, y1, x1 = SceneCoverage.scene_box(frame_box, self._offset)
+            if any(y0 < b[2] and b[0] < y1 and x0 < b[3] and b[1] < x1 for _, b in self._sensitive):
+                found.add(wid)
+        return frozenset(found)
+
+    def _remember_sensitive(self, grid: WindowGrid, index: int, detected: frozenset[int]) -> None:
+        if self.keep_local_memory == 0:
+            return
+        boxes = window_frame_boxes(grid)
+        self._sensitive += [(index, SceneCoverage.scene_box(boxes[wid], self._offset)) for wid in detected if wid in boxes]
 
     def _ledger_extra(self, index: int) -> dict[str, Any]:
         """The video fields of a frame's ledger record (what `pedvit ledger check` replays)."""
