@@ -10,6 +10,8 @@ import sys
 import signal
 import threading
 
+from pedvit.cloud.heap import limit_heap_growth
+
 from . import bench, certs, cluster, data, demo, evaluate, ledger, plans, segment, video, worker
 
 #: The command modules, in the order their commands appear in --help.
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # Every command (workers, and the edge computing windows on its fan-out threads) is long-running and
+    # multi-threaded: fewer malloc arenas keep resident memory down (docs/hardening.md, memory).
+    limit_heap_growth()
     # SIGTERM (docker stop, systemd, Kubernetes) unwinds like Ctrl-C: `finally` blocks stop local workers.
     # (`pedvit worker` installs its own graceful handler.)
     in_main_thread = threading.current_thread() is threading.main_thread()

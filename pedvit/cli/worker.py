@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pedvit.cloud.launch import exit_with_parent, ready_line
-from pedvit.cloud.heap import limit_heap_growth
 from pedvit.cloud.worker import DEFAULT_MAX_REQUEST_PIXELS, FAULT_KINDS, FaultInjection, serve
 from pedvit.plans.stage import Stage
 from pedvit.transport.auth import read_token_file
@@ -97,7 +96,6 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    limit_heap_growth()  # before any thread starts: fewer malloc arenas, less resident memory over time
     factory = _load_factory(args.stages_factory)
     options: dict[str, Any] = {}
     if args.device != "cpu":  # test factories take (model_name, checkpoint) only

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from pedvit.cloud.heap import release_free_heap
 from pedvit.models import Sam
 from pedvit.partition import Constraints, WindowGrid
 from pedvit.plans.plans import Dispatch, Jobs, SplitPlan
@@ -250,6 +251,7 @@ class SplitEngine:
         self.last_recorder = recorder
         if self.ledger is not None:
             recorder.append_to(self.ledger)
+        release_free_heap()  # a few ms: the windows computed here (failovers, hedges, keep-local) leave free blocks
         return embedding
 
     def close(self, executors: bool = True) -> None:

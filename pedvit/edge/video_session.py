@@ -40,6 +40,7 @@ import torch
 from pedvit.partition import Assignment, Constraints, WindowGrid
 from pedvit.video import NaivePolicy, SceneCoverage, StickyPolicy, TemporalPolicy, WindowReuse, estimate_shift
 from pedvit.video.coverage import window_frame_boxes
+from pedvit.video.memory import SensitiveMemory
 
 from .distributed import DistributedSamPredictor
 from .engine import CallerRequest
@@ -155,11 +156,7 @@ class VideoSession:
             raise ValueError(f"max_area_change must be > 1, got {max_area_change!r}")
         if box_margin < 0:
             raise ValueError(f"box_margin must be >= 0, got {box_margin!r}")
-        if isinstance(keep_local_memory, bool) or not isinstance(keep_local_memory, int) or keep_local_memory < 0:
-            raise ValueError(f"keep_local_memory must be an int >= 0, got {keep_local_memory!r}")
-        self.keep_local_memory = keep_local_memory
-        #: (frame index, scene box) of each keep-local window found by the detectors in recent frames
-        self._sensitive: list[tuple[int, tuple[int, int, int, int]]] = []
+        self.sensitive_memory = SensitiveMemory(keep_local_memory)
         self.predictor = predictor
         self.max_area_change, self.min_motion_response = max_area_change, min_motion_response
         self.box_margin = box_margin
@@ -299,8 +296,8 @@ class VideoSession:
         available now has its windows computed on the edge)."""
         assert self.policy is not None
         detected = frozenset(constraints.keep_local)
-        remembered = self._remembered_sensitive(grid, index) - detected
-        self._remember_sensitive(grid, index, detected)
+        remembered = self.sensitive_memory.windows(grid, self._offset, index) - detected
+        self.sensitive_memory.remember(grid, self._offset, index, detected)
         keep = detected | remembered
         placed["remembered_local"] = sorted(remembered)
         frame_assignment = self.policy.assign_frame(index, grid, np.asarray(self._offset), keep | reusable,
@@ -317,9 +314,8 @@ class VideoSession:
         return Assignment(by_member, tuple(sorted(local)), tuple(grid.padding_ids), f"temporal-{self.temporal}")
 
     def _within_cap(self, name: str, window_id: int, held: frozenset[int]) -> bool:
-        """May a failover or a hedge send worker `name` window `window_id` in this frame on top of the windows
-        it `held` already: its scene coverage, with all of them, stays within the cap (exactly as `pedvit ledger
-        check` replays it)."""
+        """May a failover or a hedge send worker `name` window `window_id` on top of the windows it `held` in this
+        frame: yes if its scene coverage with all of them stays within the cap (as `ledger check` replays it)."""
         if self.coverage_cap is None:
             return True
         assert self._grid is not None
@@ -327,25 +323,6 @@ class VideoSession:
         boxes = window_frame_boxes(self._grid)
         scene = [SceneCoverage.scene_box(boxes[wid], self._offset) for wid in {*held, window_id} if wid in boxes]
         return self.coverage.coverage(worker, self.coverage.new_pixels_of(worker, scene)) <= self.coverage_cap
-
-    def _remembered_sensitive(self, grid: WindowGrid, index: int) -> frozenset[int]:
-        """Content windows of this frame that overlap sensitive content found in the last `keep_local_memory`
-        frames (in scene coordinates)."""
-        self._sensitive = [(t, box) for t, box in self._sensitive if index - t <= self.keep_local_memory]
-        if not self._sensitive:
-            return frozenset()
-        found = set()
-        for wid, frame_box in window_frame_boxes(grid).items():
-            y0, x0, y1, x1 = SceneCoverage.scene_box(frame_box, self._offset)
-            if any(y0 < b[2] and b[0] < y1 and x0 < b[3] and b[1] < x1 for _, b in self._sensitive):
-                found.add(wid)
-        return frozenset(found)
-
-    def _remember_sensitive(self, grid: WindowGrid, index: int, detected: frozenset[int]) -> None:
-        if self.keep_local_memory == 0:
-            return
-        boxes = window_frame_boxes(grid)
-        self._sensitive += [(index, SceneCoverage.scene_box(boxes[wid], self._offset)) for wid in detected if wid in boxes]
 
     def _ledger_extra(self, index: int) -> dict[str, Any]:
         """The video fields of a frame's ledger record (what `pedvit ledger check` replays)."""
