@@ -712,8 +712,9 @@ function togglePlay() {
   const fps = Math.min(15, Math.max(2, (video.clip && video.clip.fps) || 10));
   $("video-play").textContent = "Pause";
   video.timer = setInterval(() => {
-    if (video.current >= video.result.frames.length - 1) return stopPlaying();
-    showVideoFrame(video.current + 1);
+    const next = video.current + 1;
+    if (next >= video.result.frames.length - 1) stopPlaying();  // the last frame stays on screen
+    if (next <= video.result.frames.length - 1) showVideoFrame(next);
   }, 1000 / fps);
 }
 
