@@ -214,3 +214,26 @@ def test_the_page_has_the_video_tab(server) -> None:
         pytest.skip("node not installed: the script's syntax is checked only with it")
     checked = subprocess.run([node, "--check", str(STATIC_DIR / "app.js")], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stderr
+
+
+def test_coverage_maps_show_what_each_worker_saw() -> None:
+    from types import SimpleNamespace
+
+    from pedvit.video import SceneCoverage
+    from pedvit.web.video import coverage_maps
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(40, 255, (2, 20, 30, 3), dtype=np.uint8)
+    offsets = [(0.0, 0.0), (10.0, 0.0)]  # the camera moved 10 px down: a 30 x 30 scene
+    coverage = SceneCoverage(2)
+    for offset in offsets:
+        coverage.add_frame((20, 30), offset)
+    coverage.mark(0, (0, 0, 20, 15))  # worker 0 saw the left half of frame 0; worker 1 nothing
+    records = [SimpleNamespace(index=i, offset=o) for i, o in enumerate(offsets)]
+    seen, nothing = coverage_maps(frames, records, coverage)  # type: ignore[arg-type]
+    assert seen.shape == nothing.shape == (30, 30, 4) and (seen[..., 3] == 255).all()  # the scene, cropped
+    # the mosaic holds the last frame where frames overlap: scene rows 10..29 are frame 1
+    assert np.array_equal(seen[:10, :15, :3], frames[0][:10, :15])
+    assert np.array_equal(seen[10:20, :15, :3], frames[1][:10, :15])
+    assert np.array_equal(seen[:, 15:, :3], nothing[:, 15:, :3])  # unseen: dimmed for both
+    assert (nothing[..., :3] < 64).all()

@@ -129,7 +129,7 @@ class DemoApp:
         self.default_plan = DEFAULT_PLAN_FOR_MODEL.get(self.model.name, self.plans[0] if self.plans else "")
         self.dp_supported = self._dp_supported()
         self._samples: list[str] | None = None
-        self.video = VideoTab(self)
+        self.video = VideoTab(self.lock, self.parse_settings, self._predictor, self._prompts, self.api_error)
 
     # ------------------------------------------------------------------------------ configuration
     def _plan_fits(self, name: str) -> bool:

@@ -27,18 +27,19 @@ import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 
+from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.video_session import TEMPORAL_POLICIES, FrameRecord, VideoSession
 from pedvit.video import SceneCoverage, pan_clip, static_clip, window_frame_boxes
 
 from .images import MAX_UPLOAD_BYTES, ApiError, data_url, mask_rgba, png_bytes, worker_colour
 
-if TYPE_CHECKING:
-    from .app import DemoApp, Settings
+#: (points N x 2 | None, labels N | None, box 4 | None) of a request body
+Prompts = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +220,21 @@ def coverage_maps(frames: np.ndarray, records: list[FrameRecord], coverage: Scen
 class VideoTab:
     """Clips and background runs of the demo's video tab (HTTP-free; `DemoApp.video`).
 
+    What it shares with the image tab (`DemoApp` passes its own):
+
     Args:
-        app: the demo (its model lock, settings, predictors and prompt parsing are shared with the image tab).
+        lock: the model lock (one model call at a time).
+        parse_settings: request body -> the split settings (ApiError for bad ones).
+        predictor: settings -> the cached `DistributedSamPredictor` for them.
+        parse_prompts: request body -> its points, labels and box (ApiError for bad ones).
+        api_error: an exception from an encode -> the page's ApiError.
     """
 
-    def __init__(self, app: DemoApp) -> None:
-        self.app = app
+    def __init__(self, lock: threading.Lock, parse_settings: Callable[[dict[str, Any]], Any],
+                 predictor: Callable[[Any], DistributedSamPredictor], parse_prompts: Callable[[dict[str, Any]], Prompts],
+                 api_error: Callable[[Exception], ApiError]) -> None:
+        self.lock = lock
+        self.parse_settings, self.predictor, self.parse_prompts, self.api_error = parse_settings, predictor, parse_prompts, api_error
         self.clips: OrderedDict[str, StoredClip] = OrderedDict()
         self.jobs: OrderedDict[str, VideoJob] = OrderedDict()
         self._state_lock = threading.Lock()  # clips and jobs (the model lock is held for whole frames)
@@ -293,9 +303,9 @@ class VideoTab:
         if not isinstance(clip_id, str):
             raise ApiError(400, "clip_id missing: upload or pick a clip first")
         clip = self.clip(clip_id)
-        settings = self.app.parse_settings(body)
+        settings = self.parse_settings(body)
         temporal, cap, reuse = self._temporal(body)
-        points, labels, box = self.app._prompts(body)
+        points, labels, box = self.parse_prompts(body)
         height, width = clip.frames.shape[1:3]
         self._check_inside(points, box, width, height)
         with self._state_lock:
@@ -331,13 +341,13 @@ class VideoTab:
         self.jobs[job_id].cancel.set()
         return {"job_id": job_id, "state": snapshot["state"], "cancelling": not self.jobs[job_id].finished}
 
-    def _run(self, job: VideoJob, frames: np.ndarray, settings: Settings, prompt: dict[str, Any]) -> None:
+    def _run(self, job: VideoJob, frames: np.ndarray, settings: Any, prompt: dict[str, Any]) -> None:
         """The background thread: one `VideoSession` frame at a time behind the model lock."""
         started = time.perf_counter()
         job.state = "running"
         try:
-            with self.app.lock:
-                predictor = self.app._predictor(settings)
+            with self.lock:
+                predictor = self.predictor(settings)
             session = VideoSession(predictor, points=prompt["points"], labels=prompt["labels"], box=prompt["box"],
                                    temporal=job.settings["temporal"], coverage_cap=job.settings["coverage_cap"],
                                    reuse=job.settings["reuse"])
@@ -346,11 +356,11 @@ class VideoTab:
                 if job.cancel.is_set():
                     job.state = "cancelled"
                     return
-                with self.app.lock:
+                with self.lock:
                     try:
                         mask, record = session.add_frame(frame)
                     except Exception as error:  # noqa: BLE001 - mapped to the page's message, as the image tab does
-                        raise self.app.api_error(error) from None
+                        raise self.api_error(error) from None
                     if not job.windows and predictor.engine.last_grid is not None:
                         job.windows = {wid: [x0, y0, x1, y1] for wid, (y0, x0, y1, x1)
                                        in window_frame_boxes(predictor.engine.last_grid).items()}
