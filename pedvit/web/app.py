@@ -58,7 +58,7 @@ from pedvit.plans.plans import DEFAULT_PLAN_FOR_MODEL, PLANS, make_plan
 from pedvit.privacy.views import view_tile
 
 from .images import EDGE_COLOUR, MAX_UPLOAD_BYTES, WORKER_COLOURS, ApiError, data_url, decode_image, hex_colour, mask_rgba, png_bytes
-from .video import MAX_CLIP_FRAMES, SAMPLE_CLIPS, VideoTab
+from .video import DEFAULT_TEMPORAL, MAX_CLIP_FRAMES, SAMPLE_CLIPS, VideoTab
 
 #: faces and text stay on the edge unless the user picks another scheme
 DEFAULT_SCHEME = "semantic"
@@ -166,7 +166,7 @@ class DemoApp:
             "samples": self.samples(),
             "max_upload_bytes": MAX_UPLOAD_BYTES,
             "video": {"sample_clips": list(SAMPLE_CLIPS), "max_frames": MAX_CLIP_FRAMES,
-                      "temporal_policies": list(TEMPORAL_POLICIES), "default_temporal": "sticky"},
+                      "temporal_policies": list(TEMPORAL_POLICIES), "default_temporal": DEFAULT_TEMPORAL},
         }
 
     # ------------------------------------------------------------------------------------ images

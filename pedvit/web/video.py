@@ -49,6 +49,7 @@ MAX_CLIP_FRAME_PIXELS = 1920 * 1080
 #: frames are scaled down to this long side (the model resizes to 1024 px anyway; playback stays small)
 FRAME_LONG_SIDE = 640
 SAMPLE_CLIPS = ("pan", "static")
+DEFAULT_TEMPORAL = "sticky"
 SAMPLE_FRAMES = 40
 MAX_CLIPS = 4
 MAX_JOBS = 8
@@ -272,7 +273,7 @@ class VideoTab:
     # ------------------------------------------------------------------------------------ runs
     @staticmethod
     def _temporal(body: dict[str, Any]) -> tuple[str, float | None, bool]:
-        temporal = body.get("temporal") or "sticky"
+        temporal = body.get("temporal") or DEFAULT_TEMPORAL
         if temporal not in TEMPORAL_POLICIES:
             raise ApiError(400, f"temporal must be one of {', '.join(TEMPORAL_POLICIES)}, got {temporal!r}")
         cap = body.get("coverage_cap")
