@@ -619,7 +619,7 @@ function drawWorkerRows(f, res) {
     label.className = "name";
     label.style.color = w.colour;
     label.textContent = w.name;
-    name.append(label, " · " + sent + " windows now · " + (100 * coverage).toFixed(1) + "% of the scene so far");
+    name.append(label, " · " + sent + (sent === 1 ? " window" : " windows") + " now · " + (100 * coverage).toFixed(1) + "% of the scene so far");
     const bar = document.createElement("div");
     bar.className = "bar";
     const fill = document.createElement("div");
