@@ -384,6 +384,7 @@ function initVideo(v) {
 }
 
 async function pickClip(name) {
+  if (video.running) return showError("a video run is in progress: wait for it or cancel it first");
   showError("");
   setStatus("generating the " + name + " clip…", true);
   try {
@@ -395,6 +396,7 @@ async function pickClip(name) {
 }
 
 async function uploadClip(file) {
+  if (video.running) return showError("a video run is in progress: wait for it or cancel it first");
   showError("");
   if (!file) return;
   if (state.config && file.size > state.config.max_upload_bytes) {
