@@ -123,3 +123,59 @@ def test_right_click_has_no_context_menu_and_errors_show(browser_page, server):
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_selector("#error:not([hidden])", timeout=60_000)
     assert "impossible" in page.locator("#error").inner_text()
+
+
+def test_video_tab_upload_box_run_and_playback(browser_page, server, tmp_path):
+    from test_web_video import object_box, video_bytes
+
+    from pedvit.video import pan_clip
+
+    clip = pan_clip(200, (240, 320), scale=1.5, radius=36)
+    frames = 4
+    video_bytes(clip.frames[:frames], tmp_path / "clip.mp4")
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + "/")
+    page.wait_for_selector("#clip-samples button", state="attached")  # config loaded (the tab is hidden yet)
+    page.click("#tab-video")
+    assert page.locator("#canvas-wrap").is_hidden() and page.locator("#video-wrap").is_visible()
+    page.set_input_files("#clip-file", str(tmp_path / "clip.mp4"))
+    page.wait_for_function("document.getElementById('video-frame').width === 320")
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+
+    # drag a box around the disc on the first frame (image pixels scaled to the displayed canvas)
+    x0, y0, x1, y1 = object_box(clip.object_masks[0])
+    box = page.locator("#video-prompt").bounding_box()
+    sx, sy = box["width"] / 320, box["height"] / 240
+    page.mouse.move(box["x"] + (x0 - 6) * sx, box["y"] + (y0 - 6) * sy)
+    page.mouse.down()
+    page.mouse.move(box["x"] + (x0 + x1) / 2 * sx, box["y"] + (y0 + y1) / 2 * sy, steps=4)
+    page.mouse.move(box["x"] + (x1 + 6) * sx, box["y"] + (y1 + 6) * sy, steps=4)
+    page.mouse.up()
+    page.fill("#cap", "0.4")
+    page.click("#video-run")
+    page.wait_for_function("document.body.dataset.videoState !== undefined", timeout=300_000)
+    assert page.evaluate("document.body.dataset.videoState") == "done", page.locator("#error").inner_text()
+    assert page.locator("#error").is_hidden()
+
+    assert page.get_attribute("#video-slider", "max") == str(frames - 1)
+    page.wait_for_function(f"document.body.dataset.videoFrame === '{frames - 1}'")  # it followed the run to the end
+    mask = canvas_alpha(page, "#video-mask") > 0
+    truth = clip.object_masks[frames - 1]
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.8  # the last frame's mask is drawn over the disc
+    assert (canvas_alpha(page, "#video-windows") > 0).mean() > 0.05  # its windows are outlined
+    assert page.locator(".worker-row .bar").count() == 3  # one coverage bar per worker, with the cap marked
+    assert page.locator(".worker-row .bar .cap").count() == 3
+    assert page.locator("#coverage-maps img").count() == 3
+    assert "max worker scene coverage" in page.locator("#video-result").inner_text()
+
+    page.fill("#video-slider", "0")  # scrub back to the first frame: its prompt box shows again
+    page.wait_for_function("document.body.dataset.videoFrame === '0'")
+    assert (canvas_alpha(page, "#video-prompt") > 0).any()
+    page.click("#video-play")
+    page.wait_for_function(f"document.body.dataset.videoFrame === '{frames - 1}'", timeout=30_000)
+    assert not errors, errors
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web_demo_video.png"), full_page=True)

@@ -15,6 +15,18 @@ JSON API (errors are always ``{"error": message}`` with a 4xx/5xx status):
   tile per worker showing exactly the original pixels it received, the run record, timings, and (with
   ``compare``) the monolithic mask and its IoU with the distributed one.
 
+The video tab (`pedvit.web.video`; clips are decoded from a transient private temporary file, see there):
+
+* ``POST /api/clips`` (body: the raw video file, <= 20 MB, <= 60 frames, <= 1080p) or ``POST /api/clips/sample``
+  (``{"name": "pan" | "static"}``) -> ``{"clip_id", "frames", "width", "height", "fps", "object_box"}``.
+* ``GET  /api/clips/<id>/<i>.jpg`` -> frame i (JPEG), for display.
+* ``POST /api/video`` (``{"clip_id", "points", "box", the split settings as above, "temporal": "sticky" | "naive",
+  "coverage_cap": F | null, "reuse"}``) -> ``{"job_id", "total"}``: a background `VideoSession` run (409 while
+  another runs).
+* ``GET  /api/video/<job>?since=N`` -> state, progress, and frames N.. (mask PNG data URL, windows per worker,
+  kept local / held back / reused, each worker's cumulative scene coverage); when done, one scene-coverage map
+  per worker. ``POST /api/video/<job>/cancel`` stops it after the current frame.
+
 The embedding is cached per (image, settings), so new clicks only run the prompt encoder and mask decoder.
 `DemoApp` (here) holds the state and answers the API; `pedvit.web.server` serves it over HTTP, and
 `pedvit.web.images` decodes uploads and encodes the pictures.
@@ -38,13 +50,15 @@ from pedvit.edge.distributed import DistributedSamPredictor
 from pedvit.edge.engine import PrivacyConstraintError
 from pedvit.edge.mask_tools import mask_iou
 from pedvit.edge.predictor import SamPredictor
+from pedvit.edge.video_session import TEMPORAL_POLICIES
 from pedvit.models import Sam
 from pedvit.partition import ConstraintError, WindowGrid
 from pedvit.partition.schemes import SCHEMES
 from pedvit.plans.plans import DEFAULT_PLAN_FOR_MODEL, PLANS, make_plan
 from pedvit.privacy.views import view_tile
 
-from .images import MAX_UPLOAD_BYTES, ApiError, data_url, decode_image, mask_rgba, png_bytes
+from .images import EDGE_COLOUR, MAX_UPLOAD_BYTES, WORKER_COLOURS, ApiError, data_url, decode_image, hex_colour, mask_rgba, png_bytes
+from .video import DEFAULT_TEMPORAL, MAX_CLIP_FRAMES, SAMPLE_CLIPS, VideoTab
 
 #: faces and text stay on the edge unless the user picks another scheme
 DEFAULT_SCHEME = "semantic"
@@ -54,9 +68,6 @@ log = logging.getLogger(__name__)
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "voc", "grace_hopper", "arc2017")
 HALO_CHOICES = (0, 16, 32, 48, 64)
 TILE_SIDE = 320
-#: Worker colours (RGB), one per worker index; the edge is drawn in red.
-WORKER_COLOURS = ((31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189), (23, 190, 207), (188, 189, 34), (140, 86, 75), (227, 119, 194))
-EDGE_COLOUR = (214, 39, 40)
 
 
 # ---------------------------------------------------------------------------------------------- the app
@@ -118,6 +129,7 @@ class DemoApp:
         self.default_plan = DEFAULT_PLAN_FOR_MODEL.get(self.model.name, self.plans[0] if self.plans else "")
         self.dp_supported = self._dp_supported()
         self._samples: list[str] | None = None
+        self.video = VideoTab(self.lock, self.parse_settings, self._predictor, self._prompts, self.api_error)
 
     # ------------------------------------------------------------------------------ configuration
     def _plan_fits(self, name: str) -> bool:
@@ -153,6 +165,8 @@ class DemoApp:
             "dp_supported": self.dp_supported,
             "samples": self.samples(),
             "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "video": {"sample_clips": list(SAMPLE_CLIPS), "max_frames": MAX_CLIP_FRAMES,
+                      "temporal_policies": list(TEMPORAL_POLICIES), "default_temporal": DEFAULT_TEMPORAL},
         }
 
     # ------------------------------------------------------------------------------------ images
@@ -227,6 +241,23 @@ class DemoApp:
             )
         return self.predictors[key]
 
+    @staticmethod
+    def api_error(error: Exception) -> ApiError:
+        """The page's error for an exception from an encode (`set_image`, a video frame)."""
+        if isinstance(error, ApiError):
+            return error
+        if isinstance(error, ConstraintError):
+            return ApiError(422, f"impossible privacy settings: {error}")
+        if isinstance(error, PrivacyConstraintError):
+            return ApiError(503, f"a worker is down and its windows cannot move within the privacy constraints: {error}")
+        name = type(error).__name__
+        if "Constraint" in name:
+            return ApiError(422, f"impossible privacy settings: {error}")
+        if isinstance(error, (ValueError, TypeError)):
+            return ApiError(400, f"{name}: {error}")
+        log.error("encode failed", exc_info=error)
+        return ApiError(503, f"the workers could not compute the embedding ({name}: {error}); is a worker down?")
+
     def _encode(self, image_id: str, s: Settings) -> tuple[Encoded, bool]:
         """The cached (or freshly computed) distributed embedding; second value: was it cached."""
         key = (image_id, *s.key())
@@ -238,18 +269,8 @@ class DemoApp:
         started = time.perf_counter()
         try:
             predictor.set_image(image)
-        except ConstraintError as error:
-            raise ApiError(422, f"impossible privacy settings: {error}") from None
-        except PrivacyConstraintError as error:
-            raise ApiError(503, f"a worker is down and its windows cannot move within the privacy constraints: {error}") from None
         except Exception as error:  # noqa: BLE001 - worker failures the engine could not route around
-            name = type(error).__name__
-            if "Constraint" in name:
-                raise ApiError(422, f"impossible privacy settings: {error}") from None
-            if isinstance(error, (ValueError, TypeError)):
-                raise ApiError(400, f"{name}: {error}") from None
-            log.exception("encode failed")
-            raise ApiError(503, f"the workers could not compute the embedding ({name}: {error}); is a worker down?") from None
+            raise self.api_error(error) from None
         encoded = Encoded(predictor.features, predictor.original_size, predictor.input_size, time.perf_counter() - started)  # type: ignore[arg-type]
         engine = predictor.engine
         if engine.last_run is not None and engine.last_grid is not None:
@@ -288,14 +309,14 @@ class DemoApp:
             colour = WORKER_COLOURS[i % len(WORKER_COLOURS)]
             rgba, coverage = view_tile(image, grid, windows, halo, colour, marked=local, marked_colour=EDGE_COLOUR, side=TILE_SIDE)
             tiles.append({
-                "name": name, "kind": "worker", "colour": "#%02x%02x%02x" % colour, "windows": windows, "coverage": coverage,
+                "name": name, "kind": "worker", "colour": hex_colour(colour), "windows": windows, "coverage": coverage,
                 "bytes_sent": worker.bytes_sent, "bytes_received": worker.bytes_received, "wall_s": worker.wall_s,
                 "compute_s": worker.compute_s, "failed": worker.failed, "errors": worker.errors, "png": data_url(png_bytes(rgba)),
             })
         # The edge's own windows (sensitive keep-local windows, failovers, leftovers) never leave this machine.
         rgba, coverage = view_tile(image, grid, local, 0, EDGE_COLOUR, side=TILE_SIDE)
         tiles.append({
-            "name": "edge (local)", "kind": "edge", "colour": "#%02x%02x%02x" % EDGE_COLOUR, "windows": local, "coverage": coverage,
+            "name": "edge (local)", "kind": "edge", "colour": hex_colour(EDGE_COLOUR), "windows": local, "coverage": coverage,
             "keep_local": sorted(run.keep_local), "bytes_sent": 0, "bytes_received": 0, "wall_s": run.edge_compute_s,
             "compute_s": run.edge_compute_s, "failed": False, "errors": [], "png": data_url(png_bytes(rgba)),
         })
@@ -357,6 +378,7 @@ class DemoApp:
         return result
 
     def close(self) -> None:
+        self.video.close()  # its runs use the predictors
         for predictor in self.predictors.values():
             predictor.close(executors=False)  # the executors are shared between predictors: closed below, once
         self.predictors.clear()

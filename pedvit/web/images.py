@@ -13,6 +13,9 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 #: Decompression-bomb guard: Pillow refuses images with more pixels than this (a 20 MB file can declare far more).
 MAX_IMAGE_PIXELS = 40_000_000
 ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
+#: Worker colours (RGB), one per worker index; the edge is drawn in red.
+WORKER_COLOURS = ((31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189), (23, 190, 207), (188, 189, 34), (140, 86, 75), (227, 119, 194))
+EDGE_COLOUR = (214, 39, 40)
 
 
 class ApiError(Exception):
@@ -71,6 +74,16 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def hex_colour(rgb: tuple[int, int, int]) -> str:
+    """(r, g, b) -> "#rrggbb" (the page's CSS colours)."""
+    return "#%02x%02x%02x" % rgb
+
+
+def worker_colour(index: int) -> str:
+    """The CSS colour of worker ``index`` (cycling through `WORKER_COLOURS`)."""
+    return hex_colour(WORKER_COLOURS[index % len(WORKER_COLOURS)])
 
 
 def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int], alpha: int = 140) -> np.ndarray:

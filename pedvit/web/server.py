@@ -1,4 +1,5 @@
-"""The demo's HTTP side: a standard-library server routing the JSON API and the static page to a `DemoApp`."""
+"""The demo's HTTP side: a standard-library server routing the JSON API and the static page to a `DemoApp`
+(the video tab's routes to its `DemoApp.video`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import mimetypes
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 from typing import Any, Sequence
 
 from .app import DemoApp
@@ -68,7 +70,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         return data
 
     def _handle(self, method: str) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if not self.server.host_allowed(self.headers.get("Host")):  # type: ignore[attr-defined]
             # DNS rebinding: a page of another site, resolved to this address, must not reach the demo
             self.close_connection = True
@@ -85,6 +87,12 @@ class DemoHandler(BaseHTTPRequestHandler):
                 if path.startswith("/api/images/") and path.endswith(".png"):
                     image_id = path[len("/api/images/"):-len(".png")]
                     return self._send(200, png_bytes(self.app.image(image_id)), "image/png")
+                if path.startswith("/api/clips/") and path.endswith(".jpg") and path.count("/") == 4:
+                    clip_id, index = path[len("/api/clips/"):-len(".jpg")].split("/")
+                    return self._send(200, self.app.video.frame_jpeg(clip_id, index), "image/jpeg")
+                if path.startswith("/api/video/"):
+                    since = parse_qs(query).get("since", [None])[0]
+                    return self._json(200, self.app.video.job(path[len("/api/video/"):], since))
             elif method == "POST":
                 if path == "/api/images":
                     return self._json(200, self.app.add_upload(self._body()))
@@ -92,6 +100,14 @@ class DemoHandler(BaseHTTPRequestHandler):
                     return self._json(200, self.app.add_sample(self._json_body().get("name")))
                 if path == "/api/segment":
                     return self._json(200, self.app.segment(self._json_body()))
+                if path == "/api/clips":
+                    return self._json(200, self.app.video.add_upload(self._body()))
+                if path == "/api/clips/sample":
+                    return self._json(200, self.app.video.add_sample(self._json_body().get("name")))
+                if path == "/api/video":
+                    return self._json(200, self.app.video.start(self._json_body()))
+                if path.startswith("/api/video/") and path.endswith("/cancel"):
+                    return self._json(200, self.app.video.cancel(path[len("/api/video/"):-len("/cancel")]))
             raise ApiError(404 if method == "GET" or path.startswith("/api/") else 405, f"no such endpoint: {method} {path}")
         except ApiError as error:
             self._json(error.status, {"error": error.message})
