@@ -604,7 +604,7 @@ function drawFrameWindows(f, res) {
   });
   for (const id of f.reused) if (res.windows[String(id)]) strokeWindow(ctx, res.windows[String(id)], "#9aa3b5", dash, false);
   for (const id of f.held_back) if (res.windows[String(id)]) strokeWindow(ctx, res.windows[String(id)], "#d62728", dash, false);
-  for (const id of f.kept_local) if (res.windows[String(id)]) strokeWindow(ctx, res.windows[String(id)], "#d62728", [], true);
+  for (const id of f.kept_local.concat(f.remembered_local || [])) if (res.windows[String(id)]) strokeWindow(ctx, res.windows[String(id)], "#d62728", [], true);
 }
 
 function drawWorkerRows(f, res) {
@@ -640,7 +640,7 @@ function drawWorkerRows(f, res) {
   });
   const edge = document.createElement("div");
   edge.className = "worker-row";
-  edge.textContent = "edge: " + f.kept_local.length + " kept local · " + f.held_back.length + " held back · " + f.reused.length + " reused";
+  edge.textContent = "edge: " + f.kept_local.length + " kept local · " + (f.remembered_local || []).length + " remembered · " + f.held_back.length + " held back · " + f.reused.length + " reused";
   root.appendChild(edge);
 }
 
