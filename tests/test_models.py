@@ -168,6 +168,29 @@ def test_tinyvit_folded_batchnorm_follows_weight_changes() -> None:
     assert layer.c.weight.grad is not None and layer.bn.weight.grad is not None
 
 
+def test_in_place_activation_only_without_gradients() -> None:
+    """`activate_` writes into its input in inference, and leaves autograd's inputs alone (same values)."""
+    from pedvit.models.common import activate_
+
+    x = torch.randn(4, 8)
+    for act in (torch.nn.GELU(), torch.nn.ReLU()):
+        expected = act(x)
+        with torch.inference_mode():
+            owned = x.clone()
+            assert activate_(act, owned) is owned
+            torch.testing.assert_close(owned, expected, atol=0, rtol=0)
+        leaf = x.clone().requires_grad_()
+        hidden = leaf * 2.0
+        out = activate_(act, hidden)
+        assert out is not hidden  # autograd still needs the pre-activation values
+        (grad,) = torch.autograd.grad(out.sum(), leaf)
+        reference = x.clone().requires_grad_()
+        (expected_grad,) = torch.autograd.grad(act(reference * 2.0).sum(), reference)
+        torch.testing.assert_close(grad, expected_grad, atol=0, rtol=0)
+    with pytest.raises(TypeError, match="nn.GELU and nn.ReLU"):
+        activate_(torch.nn.Tanh(), x.clone())
+
+
 def test_vit_attention_chunks_match_one_pass(monkeypatch) -> None:
     """Global attention runs in chunks of query rows; the result equals the single pass."""
     from pedvit.models import image_encoder_vit

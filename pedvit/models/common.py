@@ -3,7 +3,23 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def activate_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`act(x)` (nn.GELU or nn.ReLU), written into `x` itself when no gradient is wanted.
+
+    Only for an `x` the caller owns (a layer's fresh output). Why: a fresh activation-sized buffer on CPU costs
+    page faults on first touch (a 67 MB TinyViT activation: ~22 ms to GELU into a new buffer, ~8 ms in place).
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return act(x)
+    if isinstance(act, nn.GELU):
+        return torch.ops.aten.gelu_(x, approximate=act.approximate)
+    if isinstance(act, nn.ReLU):
+        return F.relu_(x)
+    raise TypeError(f"activate_ supports nn.GELU and nn.ReLU, got {type(act).__name__}")
 
 
 class LayerNorm2d(nn.Module):
@@ -32,7 +48,7 @@ class MLPBlock(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.act(self.lin1(x)))
+        return self.lin2(activate_(self.act, self.lin1(x)))
 
 
 def pad_to_windows(x: torch.Tensor, window: int, offset: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, tuple[int, int, int, int]]:

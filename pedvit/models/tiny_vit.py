@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, pad_to_windows, window_partition, window_unpartition
+from .common import LayerNorm2d, activate_, pad_to_windows, window_partition, window_unpartition
 
 
 #: Padding modes for a crop's seam sides (`TinyViT.seam_padding`).
@@ -109,7 +109,8 @@ class PatchEmbed(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.seq(x)
+        conv1, act, conv2 = self.seq
+        return conv2(activate_(act, conv1(x)))
 
 
 class MBConv(nn.Module):
@@ -126,9 +127,12 @@ class MBConv(nn.Module):
         self.act3 = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act1(self.conv1(x))
-        y = self.act2(self.conv2(y))
-        return self.act3(self.conv3(y) + x)
+        y = activate_(self.act1, self.conv1(x))
+        y = activate_(self.act2, self.conv2(y))
+        y = self.conv3(y)
+        # The residual add and the GELU write into conv3's fresh output (see `activate_`).
+        y = y + x if torch.is_grad_enabled() and y.requires_grad else y.add_(x)
+        return activate_(self.act3, y)
 
 
 class PatchMerging(nn.Module):
@@ -142,8 +146,8 @@ class PatchMerging(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.conv1(x))
-        x = self.act(self.conv2(x))
+        x = activate_(self.act, self.conv1(x))
+        x = activate_(self.act, self.conv2(x))
         return self.conv3(x)
 
 
@@ -198,7 +202,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(self.norm(x))))
+        return self.fc2(activate_(self.act, self.fc1(self.norm(x))))
 
 
 class TinyViTBlock(nn.Module):
