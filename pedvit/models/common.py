@@ -7,6 +7,32 @@ import torch.nn.functional as F
 from torch import nn
 
 
+#: oneDNN's fused linear (+ activation) kernel, the one torch.compile's CPU backend calls; absent from builds
+#: without oneDNN, where `linear` falls back to F.linear.
+_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear(layer: nn.Linear, x: torch.Tensor, act: nn.Module | None = None) -> torch.Tensor:
+    """`act(layer(x))` (`act`: None, nn.GELU or nn.ReLU) on ... x in_features -> ... x out_features.
+
+    In inference on CPU float32 this runs oneDNN's matmul with the bias and the activation fused in. Why:
+    F.linear calls MKL's sgemm, which on the AMD EPYC (AVX-512) machines measured here runs about half as fast
+    as oneDNN on the same fp32 math (~2x per ViT-B / TinyViT layer; results within ~1e-5). Autograd, other
+    devices and dtypes take the plain path (the oneDNN op has no backward).
+    """
+    weight = layer.weight
+    fast = (_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+    if fast and act is None:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "none", [], "")
+    if fast and isinstance(act, nn.GELU):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "gelu", [], act.approximate)
+    if fast and isinstance(act, nn.ReLU):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "relu", [], "")
+    out = F.linear(x, weight, layer.bias)
+    return out if act is None else activate_(act, out)
+
+
 def activate_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`act(x)` (nn.GELU or nn.ReLU), written into `x` itself when no gradient is wanted.
 
@@ -48,7 +74,7 @@ class MLPBlock(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(activate_(self.act, self.lin1(x)))
+        return linear(self.lin2, linear(self.lin1, x, self.act))
 
 
 def pad_to_windows(x: torch.Tensor, window: int, offset: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, tuple[int, int, int, int]]:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, activate_, pad_to_windows, window_partition, window_unpartition
+from .common import LayerNorm2d, activate_, linear, pad_to_windows, window_partition, window_unpartition
 
 
 #: Padding modes for a crop's seam sides (`TinyViT.seam_padding`).
@@ -183,12 +183,12 @@ class WindowAttention(nn.Module):
         b, n, c = x.shape
         x = self.norm(x)
         # The checkpoint packs q, k and v per head: heads x (q | k | v).
-        q, k, v = self.qkv(x).view(b, n, self.num_heads, -1).permute(0, 2, 1, 3).chunk(3, dim=-1)
+        q, k, v = linear(self.qkv, x).view(b, n, self.num_heads, -1).permute(0, 2, 1, 3).chunk(3, dim=-1)
         # The bias goes in as a B x heads x N x N stride-0 view: SDPA's fused CPU kernel then takes it as is
         # (4-6x faster than the written-out softmax(q k^T + bias) v); a 3-D heads x N x N mask is not taken
         # by that kernel and runs slower than the written-out form.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias().expand(b, -1, -1, -1))
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return linear(self.proj, out.transpose(1, 2).reshape(b, n, c))
 
 
 class Mlp(nn.Module):
@@ -202,7 +202,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(activate_(self.act, self.fc1(self.norm(x))))
+        return linear(self.fc2, linear(self.fc1, self.norm(x), self.act))
 
 
 class TinyViTBlock(nn.Module):
