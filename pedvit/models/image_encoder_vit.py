@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock, linear, pad_to_windows, window_partition, window_unpartition
+from .common import LayerNorm2d, MLPBlock, add_into, linear, pad_to_windows, window_partition, window_unpartition
 
 
 def relative_position_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -132,7 +132,10 @@ class Block(nn.Module):
         else:
             x = self.attn(x)
         x = shortcut + x
-        return x + self.mlp(self.norm2(x))
+        # The MLP's layers through `linear` (oneDNN); MLPBlock.forward itself stays plain: the mask decoder's
+        # few-token MLP has nothing to gain from it.
+        mlp = self.mlp
+        return add_into(linear(mlp.lin2, linear(mlp.lin1, self.norm2(x), mlp.act)), x)
 
 
 class PatchEmbed(nn.Module):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, activate_, linear, pad_to_windows, window_partition, window_unpartition
+from .common import LayerNorm2d, activate_, add_into, linear, pad_to_windows, window_partition, window_unpartition
 
 
 #: Padding modes for a crop's seam sides (`TinyViT.seam_padding`).
@@ -129,10 +129,7 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = activate_(self.act1, self.conv1(x))
         y = activate_(self.act2, self.conv2(y))
-        y = self.conv3(y)
-        # The residual add and the GELU write into conv3's fresh output (see `activate_`).
-        y = y + x if torch.is_grad_enabled() and y.requires_grad else y.add_(x)
-        return activate_(self.act3, y)
+        return activate_(self.act3, add_into(self.conv3(y), x))
 
 
 class PatchMerging(nn.Module):
@@ -226,7 +223,7 @@ class TinyViTBlock(nn.Module):
         attended = window_unpartition(attended, self.window, (ph, pw))[:, top : top + h, left : left + w, :]
         x = x + attended
         x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return x + self.mlp(x)
+        return add_into(self.mlp(x), x)
 
 
 class ConvLayer(nn.Module):
