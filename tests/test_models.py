@@ -168,6 +168,48 @@ def test_tinyvit_folded_batchnorm_follows_weight_changes() -> None:
     assert layer.c.weight.grad is not None and layer.bn.weight.grad is not None
 
 
+def test_in_place_activation_only_without_gradients() -> None:
+    """`activate_` writes into its input in inference, and leaves autograd's inputs alone (same values)."""
+    from pedvit.models.common import activate_
+
+    x = torch.randn(4, 8)
+    for act in (torch.nn.GELU(), torch.nn.ReLU()):
+        expected = act(x)
+        with torch.inference_mode():
+            owned = x.clone()
+            assert activate_(act, owned) is owned
+            torch.testing.assert_close(owned, expected, atol=0, rtol=0)
+        leaf = x.clone().requires_grad_()
+        hidden = leaf * 2.0
+        out = activate_(act, hidden)
+        assert out is not hidden  # autograd still needs the pre-activation values
+        (grad,) = torch.autograd.grad(out.sum(), leaf)
+        reference = x.clone().requires_grad_()
+        (expected_grad,) = torch.autograd.grad(act(reference * 2.0).sum(), reference)
+        torch.testing.assert_close(grad, expected_grad, atol=0, rtol=0)
+    with pytest.raises(TypeError, match="nn.GELU and nn.ReLU"):
+        activate_(torch.nn.Tanh(), x.clone())
+
+
+def test_linear_matches_plain_linear_and_keeps_gradients() -> None:
+    """`common.linear` (oneDNN in inference) gives F.linear's values with each activation, on N-D and strided
+    inputs, and stays differentiable when gradients are wanted."""
+    from pedvit.models.common import linear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 40)
+    x = torch.randn(3, 5, 7, 24).transpose(1, 2)  # strided 4-D input
+    for act in (None, torch.nn.GELU(), torch.nn.GELU(approximate="tanh"), torch.nn.ReLU()):
+        expected = layer(x) if act is None else act(layer(x))
+        with torch.inference_mode():
+            got = linear(layer, x, act)
+        assert got.shape == (3, 7, 5, 40)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    out = linear(layer, x, torch.nn.GELU())
+    out.sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
 def test_vit_attention_chunks_match_one_pass(monkeypatch) -> None:
     """Global attention runs in chunks of query rows; the result equals the single pass."""
     from pedvit.models import image_encoder_vit

@@ -120,7 +120,8 @@ def test_use_edge_runtime_switches_and_validates(mobile_sam) -> None:
 @pytest.mark.parametrize("photo_name", ["astronaut", "coffee", "chelsea"])
 def test_split_predictor_masks_identical_with_onnx_edge(mobile_sam, photo_name) -> None:
     """The whole edge (fusion + neck, prompt encoder + mask decoder) in onnxruntime gives the same masks as
-    torch on real photos; embedding and logits agree to float32 rounding."""
+    torch on real photos (a pixel may flip only where its logit is within float32 rounding of 0); embedding
+    and logits agree to float32 rounding."""
     from pedvit.data.photos import photo
     from pedvit.edge.build import in_process_workers
     from pedvit.edge.distributed import DistributedSamPredictor
@@ -143,4 +144,6 @@ def test_split_predictor_masks_identical_with_onnx_edge(mobile_sam, photo_name) 
     assert (results["onnx"][0] - results["torch"][0]).abs().max().item() < 1e-4
     for (logits_t, iou_t, _), (logits_o, iou_o, _) in zip(results["torch"][1], results["onnx"][1]):
         assert np.abs(logits_o - logits_t).max() < 5e-3 and np.abs(iou_o - iou_t).max() < 1e-3
-        assert np.array_equal(logits_o > 0, logits_t > 0)
+        # Same masks, except where a logit lies within float32 rounding of the threshold (either side is right).
+        flipped = (logits_o > 0) != (logits_t > 0)
+        assert np.abs(logits_t[flipped]).max(initial=0.0) < 1e-4, f"{flipped.sum()} mask pixels differ"

@@ -3,7 +3,66 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+#: oneDNN's fused linear (+ activation) kernel, the one torch.compile's CPU backend calls; absent from builds
+#: without oneDNN, where `linear` falls back to F.linear.
+_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _eager_inference(*tensors: torch.Tensor) -> bool:
+    """Whether inference-only shortcuts (in-place writes, oneDNN kernels) may run: no gradient is wanted
+    through `tensors`, and nothing traces or compiles the forward (ONNX export and torch.compile see the
+    plain ops)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def linear(layer: nn.Linear, x: torch.Tensor, act: nn.Module | None = None) -> torch.Tensor:
+    """`act(layer(x))` (`act`: None, nn.GELU or nn.ReLU) on ... x in_features -> ... x out_features.
+
+    In inference on CPU float32 this runs oneDNN's matmul with the bias and the activation fused in. Why:
+    F.linear calls MKL's sgemm, which on the AMD EPYC (AVX-512) machines measured here runs about half as fast
+    as oneDNN on the same fp32 math (~2x per ViT-B / TinyViT layer; results within ~1e-5). Autograd, other
+    devices and dtypes, tracing and compiling take the plain path (the oneDNN op has no backward).
+    """
+    weight = layer.weight
+    fast = (_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and _eager_inference(x, weight))
+    if fast and act is None:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "none", [], "")
+    if fast and isinstance(act, nn.GELU):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "gelu", [], act.approximate)
+    if fast and isinstance(act, nn.ReLU):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "relu", [], "")
+    out = F.linear(x, weight, layer.bias)
+    return out if act is None else activate_(act, out)
+
+
+def add_into(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """`fresh + other`, written into `fresh` (a layer's fresh output, same shape) when no gradient is wanted:
+    saves an activation-sized allocation (see `activate_`)."""
+    if not _eager_inference(fresh, other):
+        return fresh + other
+    return fresh.add_(other)
+
+
+def activate_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`act(x)` (nn.GELU or nn.ReLU), written into `x` itself when no gradient is wanted.
+
+    Only for an `x` the caller owns (a layer's fresh output). Why: a fresh activation-sized buffer on CPU costs
+    page faults on first touch (a 67 MB TinyViT activation: ~22 ms to GELU into a new buffer, ~8 ms in place).
+    """
+    if not _eager_inference(x):
+        return act(x)
+    if isinstance(act, nn.GELU):
+        return torch.ops.aten.gelu_(x, approximate=act.approximate)
+    if isinstance(act, nn.ReLU):
+        return F.relu_(x)
+    raise TypeError(f"activate_ supports nn.GELU and nn.ReLU, got {type(act).__name__}")
 
 
 class LayerNorm2d(nn.Module):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock, pad_to_windows, window_partition, window_unpartition
+from .common import LayerNorm2d, MLPBlock, add_into, linear, pad_to_windows, window_partition, window_unpartition
 
 
 def relative_position_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -65,7 +65,7 @@ class Attention(nn.Module):
         n = h * w
         heads = self.num_heads
         # 3 x B x heads x N x head_dim
-        qkv = self.qkv(x).reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = linear(self.qkv, x).reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         head_dim = q.shape[-1]
         table_h = relative_position_table(h, h, self.rel_pos_h)  # H x H x d
@@ -88,7 +88,7 @@ class Attention(nn.Module):
             out[:, :, queries] = F.scaled_dot_product_attention(q[:, :, queries], k, v,
                                                                 attn_mask=chunk.reshape(b, heads, -1, n))
         out = out.transpose(1, 2).reshape(b, h, w, c)
-        return self.proj(out)
+        return linear(self.proj, out)
 
 
 class Block(nn.Module):
@@ -132,7 +132,10 @@ class Block(nn.Module):
         else:
             x = self.attn(x)
         x = shortcut + x
-        return x + self.mlp(self.norm2(x))
+        # The MLP's layers through `linear` (oneDNN); MLPBlock.forward itself stays plain: the mask decoder's
+        # few-token MLP has nothing to gain from it.
+        mlp = self.mlp
+        return add_into(linear(mlp.lin2, linear(mlp.lin1, self.norm2(x), mlp.act)), x)
 
 
 class PatchEmbed(nn.Module):
