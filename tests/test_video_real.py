@@ -36,4 +36,6 @@ def test_the_face_stays_on_the_edge_in_every_frame(mobile_sam) -> None:
     # an independent detector (Haar cascades) finds the face; no window a worker got overlaps it
     assert audit["frames_with_a_haar_face"] == 4 and audit["frames_with_keep_local_windows"] == 4
     assert audit["frames_where_a_worker_got_face_pixels"] == 0
-    assert all(f["sent"] > 0 for f in audit["per_frame"])  # the rest of the frame was distributed
+    # the rest of the frame was distributed (a frame may send nothing: the face moved, and the keep-local
+    # memory keeps where it was too)
+    assert sum(f["sent"] for f in audit["per_frame"]) > 0
