@@ -74,20 +74,13 @@ import json, pathlib, sys
 from pedvit.eval.bench_noise import NO_VERDICT, TrustPolicy, untrusted_reasons
 out = pathlib.Path(sys.argv[1])
 limits = {("mobile_sam", "tinyvit-isolated"): 0.050, ("vit_b", "vit-exact"): 0.160}
-rows, systems = [], {}
-for name in ("gpu_mobile_sam.json", "gpu_vit_b.json"):
-    path = out / name
-    if path.exists():
-        bench = json.loads(path.read_text())
-        rows += bench["rows"]
-        for row in bench["rows"]:
-            systems[id(row)] = bench["system"]
-checks = []
-for row in rows:
+runs = [json.loads(p.read_text()) for p in (out / "gpu_mobile_sam.json", out / "gpu_vit_b.json") if p.exists()]
+rows, checks = [row for run in runs for row in run["rows"]], []
+for run, row in ((run, row) for run in runs for row in run["rows"]):
     limit = limits.get((row["model"], row["plan"]))
     line = f"{row['model']:10s} {row['plan']:17s} N={row['workers']} e2e {1000 * row['end_to_end_s']:7.1f} ms  x mono {row['latency_ratio_vs_monolithic']:.2f}"
     if limit is not None:
-        reasons = untrusted_reasons([row], systems[id(row)], TrustPolicy())
+        reasons = untrusted_reasons([row], run["system"], TrustPolicy())
         result = NO_VERDICT if reasons else ("PASS" if row["end_to_end_s"] <= limit else "FAIL")
         checks.append({"model": row["model"], "plan": row["plan"], "e2e_s": row["end_to_end_s"], "limit_s": limit,
                        "result": result, **({"reason": "; ".join(reasons)} if reasons else {})})

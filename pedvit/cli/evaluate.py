@@ -23,7 +23,7 @@ from pedvit.eval.composite import annotated_photos, composite_set
 from pedvit.eval.detect_eval import (clean_photo_share, evaluate_image, format_detect_eval, summarize_detect_eval,
                                      timing)
 from pedvit.eval.leakage import leakage_check, small_random_vit
-from pedvit.eval.real_video import real_video_experiment
+from pedvit.eval.real_video import real_video_experiment, real_video_path
 from pedvit.eval.video_tracking import tracking_experiment
 from pedvit.eval.privacy_eval import DEFAULT_WORKERS, SCHEMES, evaluate_photos, format_table, load_images, summarize
 from pedvit.eval.soak import SoakConfig, format_report as format_soak, run_soak
@@ -51,9 +51,21 @@ def _cmd_video(args: argparse.Namespace) -> int:
     if args.frames < 2 or args.stride < 1 or args.static_frames < 2:
         print("error: --frames and --static-frames must be >= 2, --stride >= 1", file=sys.stderr)
         return 2
-    model = build_model("mobile_sam")
-    if args.real:
-        return _real_video(args, model)
+    try:
+        if args.real:
+            real_video_path("carphone")  # installed? (before the model loads)
+        results = (_real_video if args.real else _generated_video)(args, build_model("mobile_sam"))
+    except FileNotFoundError as error:  # the real sample videos are not installed
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def _generated_video(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """The tracking and reuse experiment on the generated clips; prints its summary."""
     results = tracking_experiment(model, n_frames=args.frames, stride=args.stride, workers=args.workers,
                                   cap=args.cap, static_frames=args.static_frames,
                                   progress=lambda text: print(text, file=sys.stderr))
@@ -67,20 +79,14 @@ def _cmd_video(args: argparse.Namespace) -> int:
           f"computed {still['fewer_windows_computed']:.0%} fewer), mean IoU {still['with_reuse']['mean_iou']:.3f} vs "
           f"{still['without_reuse']['mean_iou']:.3f} (gap {still['mean_iou_gap']:+.3f}; monolithic "
           f"{still['monolithic']['mean_iou']:.3f})")
-    if args.json:
-        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
-    return 0
+    return results
 
 
-def _real_video(args: argparse.Namespace, model: Any) -> int:
-    try:
-        results = real_video_experiment(model, face_frames=args.frames, track_frames=args.frames, stride=args.stride,
-                                        workers=args.workers, cap=args.cap,
-                                        progress=lambda text: print(text, file=sys.stderr))
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def _real_video(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """The real sample videos (faces kept on the edge, tracking vs monolithic); prints their summary."""
+    results = real_video_experiment(model, face_frames=args.frames, track_frames=args.frames, stride=args.stride,
+                                    workers=args.workers, cap=args.cap,
+                                    progress=lambda text: print(text, file=sys.stderr))
     faces, tracking = results["faces"], results["tracking"]
     print(f"carphone ({faces['frames']} frames): keep-local windows in {faces['frames_with_keep_local_windows']} "
           f"frames ({faces['kept_local_per_frame_range'][0]}-{faces['kept_local_per_frame_range'][1]} of "
@@ -92,10 +98,7 @@ def _real_video(args: argparse.Namespace, model: Any) -> int:
           f"lost frames {tracking['monolithic']['lost_frames']} / {tracking['distributed']['lost_frames']}; windows sent "
           f"per frame {tracking['distributed']['sent_per_frame_mean']}; max worker coverage "
           f"{tracking['distributed']['max_worker_scene_coverage']:.3f}")
-    if args.json:
-        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
-    return 0
+    return results
 
 
 def _add_video(eval_sub: Any) -> argparse.ArgumentParser:

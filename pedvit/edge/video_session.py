@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import torch
 
-from pedvit.partition import Assignment, Constraints, WindowGrid
+from pedvit.partition import Assignment, Box, Constraints, WindowGrid
 from pedvit.video import NaivePolicy, SceneCoverage, StickyPolicy, TemporalPolicy, WindowReuse, estimate_shift
 from pedvit.video.coverage import window_frame_boxes
 from pedvit.video.memory import SensitiveMemory
@@ -178,7 +178,7 @@ class VideoSession:
         self._good_area = 0
         self._good_point: tuple[float, float] | None = None
         self._good_logits: np.ndarray | None = None  # 256 x 256 low-res logits of the last good mask
-        self._chosen_logits: np.ndarray | None = None  # ... of the mask `_predict` chose last
+        self._window_boxes: dict[int, Box] = {}  # content window id -> its frame box (fixed by the frame size)
         self._velocity = (0.0, 0.0)  # the object's own motion in the frame, px per frame (x, y)
         n = max(1, len(self.worker_names))
         self.policy_coverage = SceneCoverage(n)  # the policy's booking (estimated motion, grown by its margin)
@@ -246,6 +246,7 @@ class VideoSession:
         model = self.predictor.model
         window_tokens = self.predictor.plan.window_tokens if self.distributed else 14
         self._grid = WindowGrid(size, input_size=model.img_size, window_tokens=window_tokens)
+        self._window_boxes = window_frame_boxes(self._grid)
         if self.use_reuse:
             self._reuse = WindowReuse(self._grid)
 
@@ -296,8 +297,8 @@ class VideoSession:
         available now has its windows computed on the edge)."""
         assert self.policy is not None
         detected = frozenset(constraints.keep_local)
-        remembered = self.sensitive_memory.windows(grid, self._offset, index) - detected
-        self.sensitive_memory.remember(grid, self._offset, index, detected)
+        remembered = self.sensitive_memory.windows(self._window_boxes, self._offset, index) - detected
+        self.sensitive_memory.remember(self._window_boxes, self._offset, index, detected)
         keep = detected | remembered
         placed["remembered_local"] = sorted(remembered)
         frame_assignment = self.policy.assign_frame(index, grid, np.asarray(self._offset), keep | reusable,
@@ -318,9 +319,8 @@ class VideoSession:
         frame: yes if its scene coverage with all of them stays within the cap (as `ledger check` replays it)."""
         if self.coverage_cap is None:
             return True
-        assert self._grid is not None
         worker = self.worker_names.index(name)
-        boxes = window_frame_boxes(self._grid)
+        boxes = self._window_boxes
         scene = [SceneCoverage.scene_box(boxes[wid], self._offset) for wid in {*held, window_id} if wid in boxes]
         return self.coverage.coverage(worker, self.coverage.new_pixels_of(worker, scene)) <= self.coverage_cap
 
@@ -330,23 +330,18 @@ class VideoSession:
                 "workers": list(self.worker_names), "temporal": self.temporal, "coverage_cap": self.coverage_cap}
 
     def _mark_sent(self, windows_per_worker: dict[str, list[int]]) -> None:
-        if not windows_per_worker:
-            return
-        assert self._grid is not None
-        boxes = window_frame_boxes(self._grid)
         for name, ids in windows_per_worker.items():
             worker = self.worker_names.index(name)
             for wid in ids:
-                self.coverage.mark(worker, SceneCoverage.scene_box(boxes[wid], self._offset))
+                self.coverage.mark(worker, SceneCoverage.scene_box(self._window_boxes[wid], self._offset))
 
     # ------------------------------------------------------------------------------------------ prompts
     def _segment(self, shift: tuple[float, float], registered: bool) -> tuple[np.ndarray, float, dict[str, Any], bool]:
         """(mask, score, prompt, lost) of the current embedding; `registered`: the camera-motion estimate from the
         previous frame is reliable (otherwise the previous mask is not used as a dense prompt)."""
         if not self.records:
-            mask, score = self._predict(self.first_prompt)
-            self._remember(mask, None)
-            self._good_logits = self._chosen_logits
+            mask, score, logits = self._predict(self.first_prompt)
+            self._remember(mask, logits, None)
             return mask, score, self._describe(self.first_prompt), False
         assert self._good_box is not None and self._good_point is not None
         # the scene moved by -shift in the frame: move the last good box and point with it, then predict the
@@ -368,14 +363,13 @@ class VideoSession:
             # like the box: after a lost frame the next one starts from where the object should be now.
             self._good_logits = self._moved_logits(dx + vx, dy + vy)
             prompt["mask_input"] = self._good_logits[None]
-        mask, score = self._predict(prompt, self._good_box)
+        mask, score, logits = self._predict(prompt, self._good_box)
         lost = self._is_lost(mask)
         if lost:
             prompt = {k: v for k, v in prompt.items() if k in ("box", "mask_input")}
-            mask, score = self._predict(prompt, self._good_box)
+            mask, score, logits = self._predict(prompt, self._good_box)
         if not self._is_lost(mask):
-            self._remember(mask, compensated)
-            self._good_logits = self._chosen_logits
+            self._remember(mask, logits, compensated)
         return mask, score, self._describe(prompt), lost
 
     def _moved_logits(self, dx: float, dy: float) -> np.ndarray:
@@ -392,9 +386,11 @@ class VideoSession:
         area, good = int(mask.sum()), self._good_area
         return area == 0 or not good / self.max_area_change <= area <= good * self.max_area_change
 
-    def _remember(self, mask: np.ndarray, previous_box: np.ndarray | None) -> None:
-        """A good mask: its box, area and interior point; its centre's motion since `previous_box` (the last good
-        box moved by the camera; None on the first frame) becomes the velocity the next prompt assumes."""
+    def _remember(self, mask: np.ndarray, logits: np.ndarray, previous_box: np.ndarray | None) -> None:
+        """A good mask: its box, area, interior point and 256 x 256 low-res `logits` (the next dense prompt); its
+        centre's motion since `previous_box` (the last good box moved by the camera; None on the first frame)
+        becomes the velocity the next prompt assumes."""
+        self._good_logits = logits
         if not mask.any():
             return
         box = _box_of(mask)
@@ -413,8 +409,9 @@ class VideoSession:
         y0, y1 = np.clip([y0 - my, y1 + my], 0, h)
         return np.array([min(x0, w - 1), min(y0, h - 1), max(x1, min(x0, w - 1) + 1), max(y1, min(y0, h - 1) + 1)])
 
-    def _predict(self, prompt: dict[str, Any], expected: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-        """(H x W mask, predicted IoU) for `prompt`. With `expected` (the box where the last good mask should be
+    def _predict(self, prompt: dict[str, Any],
+                 expected: np.ndarray | None = None) -> tuple[np.ndarray, float, np.ndarray]:
+        """(H x W mask, predicted IoU, its 256 x 256 low-res logits) for `prompt`. With `expected` (the box where the last good mask should be
         now) the decoder gives three candidates and the one closest to it in shape wins (box IoU, less the
         log area ratio): the single best-scored mask is often a part of the object (a piece cut at a window
         border by a split encoder), which then shrinks frame by frame."""
@@ -423,8 +420,7 @@ class VideoSession:
             point_coords=prompt.get("points"), point_labels=prompt.get("labels"), box=prompt.get("box"),
             mask_input=prompt.get("mask_input"), multimask_output=multimask)
         if not multimask:
-            self._chosen_logits = low_res[0]
-            return masks[0], float(scores[0])
+            return masks[0], float(scores[0]), low_res[0]
 
         box_ious = box_iou(mask_boxes(torch.from_numpy(masks)), torch.from_numpy(expected)[None])[:, 0].numpy()
 
@@ -435,8 +431,7 @@ class VideoSession:
             return float(box_ious[i]) - area_ratio
 
         best = max(range(len(masks)), key=lambda i: (round(fit(i), 2), scores[i]))
-        self._chosen_logits = low_res[best]
-        return masks[best], float(scores[best])
+        return masks[best], float(scores[best]), low_res[best]
 
     @staticmethod
     def _describe(prompt: dict[str, Any]) -> dict[str, Any]:

@@ -26,11 +26,10 @@ from pedvit.edge.predictor import SamPredictor
 from pedvit.edge.video_session import VideoSession
 from pedvit.models import Sam
 from pedvit.partition import WindowGrid
-from pedvit.partition.sensitivity import detect_sensitive_regions
-from pedvit.video.coverage import window_frame_boxes
-from pedvit.video.real import real_video
+from pedvit.partition.sensitivity import detect_sensitive_regions, sensitive_windows
+from pedvit.video.real import real_video, real_video_path
 
-__all__ = ["BUNNY_BOX", "face_audit", "real_video_experiment"]
+__all__ = ["BUNNY_BOX", "face_audit", "real_video_experiment", "real_video_path"]
 
 #: the rabbit in the burrow on the first frame of ``bunny`` (x0, y0, x1, y1), picked by eye
 BUNNY_BOX = (230.0, 256.0, 530.0, 550.0)
@@ -38,19 +37,13 @@ BUNNY_BOX = (230.0, 256.0, 530.0, 550.0)
 CARPHONE_BOX = (55.0, 5.0, 118.0, 90.0)
 
 
-def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    """Do two (y0, x0, y1, x1) boxes share a pixel?"""
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
 def face_audit(frames: np.ndarray, session: VideoSession, grid: WindowGrid) -> dict[str, Any]:
     """Per frame of a finished distributed session: the Haar faces, and the sent windows that overlap one."""
-    boxes = window_frame_boxes(grid)
     per_frame = []
     for frame, record in zip(frames, session.records):
-        faces = [r.box for r in detect_sensitive_regions(frame, grow=0.0)]
+        faces = detect_sensitive_regions(frame, grow=0.0)
         sent = {wid for ids in record.windows_per_worker.values() for wid in ids}
-        leaked = sorted(wid for wid in sent if any(_overlaps(boxes[wid], face) for face in faces))
+        leaked = sorted(sent & sensitive_windows(grid, faces, margin_px=0))
         per_frame.append({"haar_faces": len(faces), "kept_local": len(record.kept_local), "sent": len(sent),
                           "sent_overlapping_a_face": leaked})
     return {

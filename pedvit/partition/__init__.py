@@ -6,7 +6,7 @@
 from .check import check_assignment
 from .constraints import Assignment, ConstraintError, Constraints, max_share
 from .detectors import DEFAULT_KEEP_LOCAL, DetectorError, constraints_for_image, parse_keep_local
-from .geometry import Box, Window, WindowGrid, resized_shape
+from .geometry import Box, Window, WindowGrid, boxes_intersect, resized_shape
 from .schemes import SCHEMES, assign
 from .search import spread_feasible
 from .sensitivity import (
@@ -24,6 +24,7 @@ __all__ = [
     "SCHEMES",
     "Assignment",
     "Box",
+    "boxes_intersect",
     "ConstraintError",
     "Constraints",
     "Region",

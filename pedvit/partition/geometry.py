@@ -23,7 +23,12 @@ import numpy as np
 
 Box = tuple[int, int, int, int]
 
-__all__ = ["Box", "Window", "WindowGrid", "resized_shape"]
+__all__ = ["Box", "Window", "WindowGrid", "boxes_intersect", "resized_shape"]
+
+
+def boxes_intersect(a: Box, b: Box) -> bool:
+    """Do two ``(y0, x0, y1, x1)`` boxes (exclusive ends) share a pixel?"""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _positive_int(name: str, value: object) -> int:

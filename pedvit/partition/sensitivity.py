@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .geometry import Box, WindowGrid
+from .geometry import Box, WindowGrid, boxes_intersect
 
 __all__ = [
     "Region",
@@ -263,7 +263,7 @@ def _hits(grid: WindowGrid, box: Box, halo_px: int = 0) -> frozenset[int]:
         if w.is_padding:
             continue
         ob = w.original_box if not halo_px else grid._to_original(grid.crop_box(w.id, halo_px))
-        if ob is not None and ob[0] < box[2] and box[0] < ob[2] and ob[1] < box[3] and box[1] < ob[3]:
+        if ob is not None and boxes_intersect(ob, box):
             out.add(w.id)
     return frozenset(out)
 

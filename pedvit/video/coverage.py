@@ -101,9 +101,7 @@ class SceneCoverage:
     def new_pixels(self, worker: int, box: Box) -> int:
         """How many scene pixels of ``box`` ``worker`` has not seen yet (pixels outside the scene so far
         do not count)."""
-        ys, xs = self._ensure(box)
-        unseen = self._scene[ys, xs] & ~self._seen[self._worker(worker), ys, xs]
-        return int(np.count_nonzero(unseen))
+        return self.new_pixels_of(worker, [box])
 
     def new_pixels_of(self, worker: int, boxes: Sequence[Box]) -> int:
         """How many scene pixels of the union of ``boxes`` ``worker`` has not seen yet."""

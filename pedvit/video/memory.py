@@ -8,13 +8,13 @@ edge too (moved with the camera: the boxes are in scene pixels).
 
 from __future__ import annotations
 
-from typing import AbstractSet
+from typing import AbstractSet, Mapping
 
 import numpy as np
 
-from pedvit.partition import Box, WindowGrid
+from pedvit.partition import Box, boxes_intersect
 
-from .coverage import SceneCoverage, window_frame_boxes
+from .coverage import SceneCoverage
 
 __all__ = ["SensitiveMemory"]
 
@@ -28,22 +28,20 @@ class SensitiveMemory:
         self.frames = frames
         self._boxes: list[tuple[int, Box]] = []  # (frame index, scene box (y0, x0, y1, x1))
 
-    def windows(self, grid: WindowGrid, offset: tuple[float, float] | np.ndarray, index: int) -> frozenset[int]:
-        """Content windows of frame `index` (at scene `offset`) that overlap a remembered box; forgets boxes
-        older than `frames` frames."""
+    def windows(self, window_boxes: Mapping[int, Box], offset: tuple[float, float] | np.ndarray,
+                index: int) -> frozenset[int]:
+        """Windows (id -> frame box, `coverage.window_frame_boxes`) of frame `index` at scene `offset` that
+        overlap a remembered box; forgets boxes older than `frames` frames."""
         self._boxes = [(t, box) for t, box in self._boxes if index - t <= self.frames]
-        found = set()
-        for wid, frame_box in window_frame_boxes(grid).items() if self._boxes else ():
-            y0, x0, y1, x1 = SceneCoverage.scene_box(frame_box, offset)
-            if any(y0 < b[2] and b[0] < y1 and x0 < b[3] and b[1] < x1 for _, b in self._boxes):
-                found.add(wid)
-        return frozenset(found)
+        return frozenset(
+            wid for wid, frame_box in window_boxes.items()
+            if any(boxes_intersect(SceneCoverage.scene_box(frame_box, offset), box) for _, box in self._boxes)
+        )
 
-    def remember(self, grid: WindowGrid, offset: tuple[float, float] | np.ndarray, index: int,
+    def remember(self, window_boxes: Mapping[int, Box], offset: tuple[float, float] | np.ndarray, index: int,
                  detected: AbstractSet[int]) -> None:
         """The windows the detectors found sensitive in frame `index` (not those kept from memory: a region
         is remembered for `frames` frames after it was last *found*)."""
-        if self.frames == 0:
-            return
-        boxes = window_frame_boxes(grid)
-        self._boxes += [(index, SceneCoverage.scene_box(boxes[wid], offset)) for wid in detected if wid in boxes]
+        if self.frames:
+            self._boxes += [(index, SceneCoverage.scene_box(window_boxes[wid], offset))
+                            for wid in detected if wid in window_boxes]

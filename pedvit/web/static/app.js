@@ -96,31 +96,39 @@ async function loadImage(info) {
   setStatus("image " + info.width + " × " + info.height + " — click on an object");
 }
 
-async function pickSample(name) {
+// POST to `path` (a sample's name as JSON, or a file as the raw body) and hand the answer to `load`;
+// one place for the status line and the errors of both tabs' sample and upload buttons.
+async function postThenLoad(path, body, contentType, status, load) {
   showError("");
-  setStatus("loading " + name + "…", true);
+  setStatus(status, true);
   try {
-    await loadImage(await api("/api/images/sample", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name }) }));
+    await load(await api(path, { method: "POST", headers: { "Content-Type": contentType }, body }));
   } catch (err) {
     showError(err.message);
     setStatus("");
   }
 }
 
-async function uploadFile(file) {
+function postSample(path, name, status, load) {
+  return postThenLoad(path, JSON.stringify({ name }), "application/json", status, load);
+}
+
+function postFile(path, file, load) {
   showError("");
   if (!file) return;
   if (state.config && file.size > state.config.max_upload_bytes) {
     showError("file too large (" + (file.size / 1048576).toFixed(1) + " MB); the limit is " + (state.config.max_upload_bytes / 1048576) + " MB");
     return;
   }
-  setStatus("uploading " + file.name + "…", true);
-  try {
-    await loadImage(await api("/api/images", { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file }));
-  } catch (err) {
-    showError(err.message);
-    setStatus("");
-  }
+  return postThenLoad(path, file, file.type || "application/octet-stream", "uploading " + file.name + "…", load);
+}
+
+function pickSample(name) {
+  return postSample("/api/images/sample", name, "loading " + name + "…", loadImage);
+}
+
+function uploadFile(file) {
+  return postFile("/api/images", file, loadImage);
 }
 
 function clearCanvas(id) {
@@ -383,33 +391,16 @@ function initVideo(v) {
   });
 }
 
-async function pickClip(name) {
-  if (video.running) return showError("a video run is in progress: wait for it or cancel it first");
-  showError("");
-  setStatus("generating the " + name + " clip…", true);
-  try {
-    await loadClip(await api("/api/clips/sample", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name }) }));
-  } catch (err) {
-    showError(err.message);
-    setStatus("");
-  }
+const RUN_IN_PROGRESS = "a video run is in progress: wait for it or cancel it first";
+
+function pickClip(name) {
+  if (video.running) return showError(RUN_IN_PROGRESS);
+  return postSample("/api/clips/sample", name, "generating the " + name + " clip…", loadClip);
 }
 
-async function uploadClip(file) {
-  if (video.running) return showError("a video run is in progress: wait for it or cancel it first");
-  showError("");
-  if (!file) return;
-  if (state.config && file.size > state.config.max_upload_bytes) {
-    showError("file too large (" + (file.size / 1048576).toFixed(1) + " MB); the limit is " + (state.config.max_upload_bytes / 1048576) + " MB");
-    return;
-  }
-  setStatus("uploading " + file.name + "…", true);
-  try {
-    await loadClip(await api("/api/clips", { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file }));
-  } catch (err) {
-    showError(err.message);
-    setStatus("");
-  }
+function uploadClip(file) {
+  if (video.running) return showError(RUN_IN_PROGRESS);
+  return postFile("/api/clips", file, loadClip);
 }
 
 function loadImageUrl(url) {
